@@ -1,0 +1,158 @@
+// Package api is Herald's HTTP surface on Echo: the publisher API behind
+// API keys, history, health, and the mounts for WebSocket, echo and the
+// web pages. It adapts HTTP to the push and broker packages and maps their
+// errors to statuses in one place (errors.go).
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldpush/herald/broker"
+	"github.com/heraldpush/herald/push"
+	"github.com/labstack/echo/v4"
+)
+
+// DefaultMaxRequestBytes caps a request body (a batch of publishes).
+const DefaultMaxRequestBytes = 4 << 20
+
+// Options configure the HTTP API.
+type Options struct {
+	Hub *push.Hub
+	// WS serves GET /ws; Echo serves GET /echo.
+	WS   http.Handler
+	Echo http.Handler
+	// APIKeys authorise publishers. With none, the publisher API accepts
+	// only loopback clients: a fresh install is usable locally and closed
+	// to the network.
+	APIKeys []string
+	// MaxRequestBytes caps a request body.
+	MaxRequestBytes int64
+	// Pages are the web pages served at / (index.html at the root).
+	Pages  fs.FS
+	Logger *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	opts     Options
+	echo     *echo.Echo
+	hub      *push.Hub
+	broker   broker.Broker
+	keys     [][]byte
+	draining atomic.Bool
+}
+
+// New builds the HTTP API.
+func New(o Options) *Server {
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: o, hub: o.Hub, broker: o.Hub.Broker()}
+	for _, k := range o.APIKeys {
+		if k = strings.TrimSpace(k); k != "" {
+			s.keys = append(s.keys, []byte(k))
+		}
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler
+	s.echo = e
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	if o.WS != nil {
+		e.GET("/ws", echo.WrapHandler(o.WS))
+	}
+	if o.Echo != nil {
+		e.GET("/echo", echo.WrapHandler(o.Echo))
+	}
+	pub := e.Group("/api", s.authorize)
+	pub.POST("/publish", s.publish)
+	pub.POST("/batch", s.batch)
+	pub.GET("/channels/:channel/history", s.history)
+	if o.Pages != nil {
+		e.GET("/*", echo.WrapHandler(pageHandler(o.Pages)))
+	}
+	return s
+}
+
+// Handler is the http.Handler serving everything.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Drain marks the server as going away: /readyz fails from now on.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "node": s.hub.Node()})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.draining.Load() {
+		return newError(http.StatusServiceUnavailable, "draining", "node is shutting down")
+	}
+	if r, ok := s.broker.(broker.Readier); ok {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := r.Ready(ctx); err != nil {
+			return newError(http.StatusServiceUnavailable, push.CodeUnavailable, "broker unreachable: "+err.Error())
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "node": s.hub.Node()})
+}
+
+// authorize checks the API key (Authorization: Bearer or X-API-Key) in
+// constant time against every configured key.
+func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if len(s.keys) == 0 {
+			if isLoopback(r.RemoteAddr) {
+				return next(c)
+			}
+			return newError(http.StatusUnauthorized, "unauthorized", "no api_key is configured: the publisher API only accepts loopback clients")
+		}
+		key := r.Header.Get("X-API-Key")
+		if auth := r.Header.Get("Authorization"); key == "" && auth != "" {
+			scheme, token, ok := strings.Cut(auth, " ")
+			if ok && strings.EqualFold(scheme, "Bearer") {
+				key = strings.TrimSpace(token)
+			}
+		}
+		if key == "" {
+			return newError(http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Bearer <key> or X-API-Key")
+		}
+		match := 0
+		for _, k := range s.keys {
+			match |= subtle.ConstantTimeCompare([]byte(key), k)
+		}
+		if match != 1 {
+			return newError(http.StatusUnauthorized, "unauthorized", "invalid API key")
+		}
+		return next(c)
+	}
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// pageHandler serves the embedded pages with index.html at /.
+func pageHandler(pages fs.FS) http.Handler {
+	return http.FileServer(http.FS(pages))
+}

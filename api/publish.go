@@ -1,0 +1,229 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/heraldpush/herald/broker"
+	"github.com/heraldpush/herald/push"
+	"github.com/labstack/echo/v4"
+)
+
+// maxBatch caps the publishes in one /api/batch request.
+const maxBatch = 1000
+
+type publishRequest struct {
+	Channel  string          `json:"channel"`
+	Channels []string        `json:"channels"`
+	Data     json.RawMessage `json:"data"`
+}
+
+type publishResult struct {
+	Channel string `json:"channel"`
+	Epoch   string `json:"epoch"`
+	Offset  uint64 `json:"offset"`
+}
+
+// publication is one validated (channel, data) pair ready for the broker.
+type publication struct {
+	channel string
+	data    json.RawMessage
+	ret     broker.Retention
+}
+
+// readJSON decodes the body into v, answering 413 past the size cap and
+// 400 for anything that is not one JSON object.
+func (s *Server) readJSON(c echo.Context, v any) error {
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, s.opts.MaxRequestBytes+1))
+	if err != nil {
+		return newError(http.StatusBadRequest, push.CodeBadRequest, "reading body: "+err.Error())
+	}
+	if int64(len(body)) > s.opts.MaxRequestBytes {
+		return newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: "+err.Error())
+	}
+	if dec.More() {
+		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: more than one value")
+	}
+	return nil
+}
+
+// validate checks one channel and its data against the namespace rules.
+func (s *Server) validate(channel string, data json.RawMessage) (publication, error) {
+	if channel == "" {
+		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "channel" (or "channels")`)
+	}
+	ns, err := s.hub.Namespaces().Lookup(channel)
+	if err != nil {
+		return publication{}, err
+	}
+	if len(data) == 0 {
+		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "data"`)
+	}
+	if len(data) > ns.MessageLimit() {
+		return publication{}, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge,
+			fmt.Sprintf("data for %q is %d bytes, its namespace allows %d", channel, len(data), ns.MessageLimit()))
+	}
+	return publication{channel: channel, data: data, ret: ns.Retention()}, nil
+}
+
+func (s *Server) expand(req publishRequest) ([]publication, error) {
+	if req.Channel != "" && len(req.Channels) > 0 {
+		return nil, newError(http.StatusBadRequest, push.CodeBadRequest, `give "channel" or "channels", not both`)
+	}
+	names := req.Channels
+	if req.Channel != "" || len(names) == 0 {
+		names = []string{req.Channel}
+	}
+	pubs := make([]publication, 0, len(names))
+	for _, name := range names {
+		p, err := s.validate(name, req.Data)
+		if err != nil {
+			return nil, err
+		}
+		pubs = append(pubs, p)
+	}
+	return pubs, nil
+}
+
+// run publishes pubs in order. Everything was validated first, so a
+// request is refused whole for bad input; only the broker can fail midway,
+// and then the results so far are reported with the error.
+func (s *Server) run(ctx context.Context, pubs []publication) ([]publishResult, error) {
+	out := make([]publishResult, 0, len(pubs))
+	for _, p := range pubs {
+		pos, err := s.broker.Publish(ctx, p.channel, p.data, p.ret)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, publishResult{Channel: p.channel, Epoch: pos.Epoch, Offset: pos.Offset})
+	}
+	return out, nil
+}
+
+func (s *Server) answer(c echo.Context, single bool, results []publishResult, err error) error {
+	if err != nil {
+		ae := classify(err)
+		if ae.Status == http.StatusServiceUnavailable {
+			c.Response().Header().Set("Retry-After", "1")
+		}
+		body := map[string]any{"error": ae}
+		if len(results) > 0 {
+			// Part of a multi-channel request went through: say which.
+			body["results"] = results
+		}
+		return c.JSON(ae.Status, body)
+	}
+	if single {
+		return c.JSON(http.StatusOK, results[0])
+	}
+	return c.JSON(http.StatusOK, map[string]any{"results": results})
+}
+
+// publish handles POST /api/publish.
+func (s *Server) publish(c echo.Context) error {
+	var req publishRequest
+	if err := s.readJSON(c, &req); err != nil {
+		return err
+	}
+	pubs, err := s.expand(req)
+	if err != nil {
+		return err
+	}
+	results, err := s.run(c.Request().Context(), pubs)
+	return s.answer(c, req.Channel != "", results, err)
+}
+
+// batch handles POST /api/batch: {"messages": [{"channel"|"channels", "data"}, ...]}.
+func (s *Server) batch(c echo.Context) error {
+	var req struct {
+		Messages []publishRequest `json:"messages"`
+	}
+	if err := s.readJSON(c, &req); err != nil {
+		return err
+	}
+	if len(req.Messages) == 0 {
+		return newError(http.StatusBadRequest, push.CodeBadRequest, `"messages" is empty`)
+	}
+	if len(req.Messages) > maxBatch {
+		return newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge, fmt.Sprintf("at most %d messages per batch", maxBatch))
+	}
+	var pubs []publication
+	for i, m := range req.Messages {
+		p, err := s.expand(m)
+		if err != nil {
+			ae := classify(err)
+			ae.Message = fmt.Sprintf("messages[%d]: %s", i, ae.Message)
+			return ae
+		}
+		pubs = append(pubs, p...)
+	}
+	results, err := s.run(c.Request().Context(), pubs)
+	return s.answer(c, false, results, err)
+}
+
+// history handles GET /api/channels/:channel/history?since=epoch:offset&limit=N.
+func (s *Server) history(c echo.Context) error {
+	channel := c.Param("channel")
+	ns, err := s.hub.Namespaces().Lookup(channel)
+	if err != nil {
+		return err
+	}
+	q := broker.HistoryQuery{Limit: max(ns.HistorySize, 0)}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return newError(http.StatusBadRequest, push.CodeBadRequest, "limit must be a non-negative integer")
+		}
+		q.Limit = min(n, q.Limit)
+	}
+	if v := c.QueryParam("since"); v != "" {
+		pos, err := ParsePosition(v)
+		if err != nil {
+			return err
+		}
+		q.Since = pos
+	}
+	hist, err := s.broker.History(c.Request().Context(), channel, q)
+	if err != nil {
+		return err
+	}
+	msgs := hist.Messages
+	if msgs == nil {
+		msgs = []broker.Message{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"channel": channel, "epoch": hist.Position.Epoch, "offset": hist.Position.Offset,
+		"complete": hist.Complete, "messages": msgs,
+	})
+}
+
+// ParsePosition parses "epoch:offset" (the SSE id format) or a bare offset.
+func ParsePosition(v string) (broker.Position, error) {
+	epoch, off, ok := cutLast(v, ':')
+	if !ok {
+		epoch, off = "", v
+	}
+	n, err := strconv.ParseUint(off, 10, 64)
+	if err != nil {
+		return broker.Position{}, newError(http.StatusBadRequest, push.CodeBadRequest, `since must be "epoch:offset" or an offset`)
+	}
+	return broker.Position{Epoch: epoch, Offset: n}, nil
+}
+
+func cutLast(s string, sep byte) (before, after string, ok bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}

@@ -1,0 +1,57 @@
+// Command herald is the Herald push server and its tools.
+//
+//	herald [serve] [flags]     run the server (the default)
+//	herald help                list the commands
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// commands maps a subcommand to its entry point.
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"serve": cmdServe,
+}
+
+const usage = `Herald: a push service that replaces Ajax polling.
+
+Usage:
+  herald [serve] [flags]   run the server (default; see herald serve --help)
+  herald help              show this help
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "herald:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	name := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	if name == "help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", name)
+	}
+	return cmd(ctx, args, stdout, stderr)
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/heraldpush/herald/api"
+	"github.com/heraldpush/herald/broker"
+	"github.com/heraldpush/herald/clients/web"
+	"github.com/heraldpush/herald/push"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := serveConfig(args, stderr, os.Getenv)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	n, err := startNode(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("herald serving", "addr", n.addr, "node", n.hub.Node(), "broker", brokerName(cfg))
+	if len(cfg.keys()) == 0 {
+		logger.Warn("no api_key configured: the publisher API accepts loopback clients only")
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-n.served:
+		return err
+	}
+	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return n.shutdown(sctx)
+}
+
+// serveConfig builds the configuration: defaults, file, environment, flags.
+func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", getenv("HERALD_CONFIG"), "YAML config file (env HERALD_CONFIG)")
+	listen := fs.String("listen", cfg.Listen, "address to listen on (HERALD_LISTEN)")
+	key := fs.String("api-key", "", "publisher API key (HERALD_API_KEY)")
+	redis := fs.String("redis", "", "Redis URL, e.g. redis://localhost:6379/0 (HERALD_REDIS_URL); empty: memory broker")
+	origins := fs.String("allowed-origins", "", "comma-separated browser origins allowed besides the own host; * allows all (HERALD_ALLOWED_ORIGINS)")
+	node := fs.String("node", "", "node name (HERALD_NODE; default: host name)")
+	level := fs.String("log-level", cfg.LogLevel, "debug, info, warn, error (HERALD_LOG_LEVEL)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: herald serve [flags]\n\nFlags (they override the environment, which overrides the file):\n")
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, "\nEvery configuration key, its environment variable and default:\n")
+		printKeys(stderr)
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if *path != "" {
+		if err := cfg.loadFile(*path); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.loadEnv(getenv); err != nil {
+		return cfg, err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			cfg.Listen = *listen
+		case "api-key":
+			cfg.APIKey = *key
+		case "redis":
+			cfg.RedisURL = *redis
+		case "allowed-origins":
+			cfg.AllowedOrigins = strings.Split(*origins, ",")
+		case "node":
+			cfg.Node = *node
+		case "log-level":
+			cfg.LogLevel = *level
+		}
+	})
+	return cfg, nil
+}
+
+func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("config: log_level %q: want debug, info, warn or error", cfg.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("config: log_format %q: want text or json", cfg.LogFormat)
+}
+
+// node is one running Herald server: the parts wired together.
+type node struct {
+	cfg    Config
+	log    *slog.Logger
+	hub    *push.Hub
+	broker broker.Broker
+	api    *api.Server
+	http   *http.Server
+	ln     net.Listener
+	addr   string
+	served chan error
+}
+
+// startNode wires the parts from cfg and starts serving.
+func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, error) {
+	nss, err := cfg.namespaces()
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.Node
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	hub := push.NewHub(push.Options{
+		Node:             name,
+		Namespaces:       nss,
+		Heartbeat:        cfg.Heartbeat,
+		HeartbeatTimeout: cfg.HeartbeatTimeout,
+		MaxQueueBytes:    cfg.MaxQueueBytes,
+		MaxFrameBytes:    cfg.MaxFrameBytes,
+		WriteTimeout:     cfg.WriteTimeout,
+		MaxChannels:      cfg.MaxChannels,
+		Logger:           logger,
+	})
+	b, err := openBroker(ctx, cfg, hub, logger)
+	if err != nil {
+		return nil, err
+	}
+	hub.Start(b)
+	ws := push.NewServer(hub, push.ServerOptions{
+		AllowedOrigins:   cfg.AllowedOrigins,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Compression:      cfg.Compression,
+	})
+	a := api.New(api.Options{
+		Hub:             hub,
+		WS:              ws,
+		Echo:            push.NewEcho(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
+		APIKeys:         cfg.keys(),
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		Pages:           web.Pages(),
+		Logger:          logger,
+	})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = b.Close(context.Background())
+		return nil, err
+	}
+	n := &node{
+		cfg: cfg, log: logger, hub: hub, broker: b, api: a, ln: ln,
+		addr:   ln.Addr().String(),
+		served: make(chan error, 1),
+		http: &http.Server{
+			Handler:           a.Handler(),
+			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		},
+	}
+	go func() {
+		err := n.http.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		n.served <- err
+	}()
+	return n, nil
+}
+
+// shutdown drains the node: unready first, stop accepting, close every
+// WebSocket with 1001 so clients reconnect elsewhere, finish in-flight
+// requests, then close the broker.
+func (n *node) shutdown(ctx context.Context) error {
+	n.api.Drain()
+	err := n.http.Shutdown(ctx)
+	n.hub.Close(push.CloseGoingAway, "server shutting down")
+	if cerr := n.broker.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func brokerName(cfg Config) string {
+	if cfg.RedisURL != "" {
+		return "redis"
+	}
+	return "memory"
+}
+
+// openBroker picks the engine: Redis when redis_url is set, else memory.
+func openBroker(ctx context.Context, cfg Config, h broker.Handler, logger *slog.Logger) (broker.Broker, error) {
+	if cfg.RedisURL != "" {
+		return openRedis(ctx, cfg, h, logger)
+	}
+	return broker.NewMemory(h), nil
+}

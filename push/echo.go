@@ -1,0 +1,35 @@
+package push
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// NewEcho returns a handler for GET /echo: a WebSocket that sends back
+// every frame it receives, as pywebsocket's echo handler and
+// echo.websocket.org do. It is for checking a network path (proxies,
+// load balancers) before blaming Herald.
+func NewEcho(maxFrameBytes int, handshake time.Duration) http.Handler {
+	up := gws.NewUpgrader(echoHandler{}, &gws.ServerOption{
+		ReadMaxPayloadSize: maxFrameBytes,
+		ReadBufferSize:     1024,
+		CheckUtf8Enabled:   true,
+		HandshakeTimeout:   handshake,
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := up.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		go conn.ReadLoop()
+	})
+}
+
+type echoHandler struct{ gws.BuiltinEventHandler }
+
+func (echoHandler) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	_ = c.WriteMessage(m.Opcode, m.Bytes())
+}

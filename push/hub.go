@@ -1,0 +1,445 @@
+// Package push is Herald's core: the hub that maps channels to this node's
+// subscribers, the WebSocket sessions (on gws) that speak the client
+// protocol, namespaces and their rules, and recovery of missed messages.
+//
+// Lock order (never take an earlier lock while holding a later one):
+//
+//	Hub.stripes[i] -> hubShard.mu -> hubChannel.mu -> Session.mu
+//
+// Broker calls are made holding at most a stripe lock or (to fill a gap in
+// order) a channel lock, never a shard or session lock.
+package push
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldpush/herald/broker"
+)
+
+const (
+	numShards  = 64  // channel map shards: a hot channel does not lock the world
+	numStripes = 256 // serialise broker Subscribe/Unsubscribe per channel
+)
+
+// Defaults for Options.
+const (
+	DefaultHeartbeat        = 25 * time.Second
+	DefaultMaxQueueBytes    = 1 << 20
+	DefaultMaxFrameBytes    = 64 << 10
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultBrokerTimeout    = 5 * time.Second
+	DefaultMaxChannels      = 128
+	DefaultRecoveryMessages = 10000
+)
+
+// Options configure a Hub. The zero value of each field picks its default.
+type Options struct {
+	// Node names this node in welcome frames and stats.
+	Node string
+	// Namespaces resolves channel rules; nil means only the default
+	// namespace with default rules.
+	Namespaces *Namespaces
+	// Heartbeat is the interval between server pings.
+	Heartbeat time.Duration
+	// HeartbeatTimeout closes a session that sent nothing for this long;
+	// default three heartbeats.
+	HeartbeatTimeout time.Duration
+	// MaxQueueBytes bounds each session's send queue. A session past it is
+	// closed with CloseSlowConsumer.
+	MaxQueueBytes int
+	// MaxFrameBytes caps an incoming frame; larger ones close with 1009.
+	MaxFrameBytes int
+	// WriteTimeout bounds one write to a client socket.
+	WriteTimeout time.Duration
+	// BrokerTimeout bounds each broker call made for a client.
+	BrokerTimeout time.Duration
+	// MaxChannels caps the channels one connection may subscribe to.
+	MaxChannels int
+	// Logger receives connection-level logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Namespaces == nil {
+		o.Namespaces = &Namespaces{}
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.HeartbeatTimeout <= 0 {
+		o.HeartbeatTimeout = 3 * o.Heartbeat
+	}
+	if o.MaxQueueBytes <= 0 {
+		o.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.BrokerTimeout <= 0 {
+		o.BrokerTimeout = DefaultBrokerTimeout
+	}
+	if o.MaxChannels <= 0 {
+		o.MaxChannels = DefaultMaxChannels
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Node == "" {
+		o.Node = "herald-" + broker.NewEpoch()[:6]
+	}
+}
+
+// Hub maps channels to the sessions subscribed on this node and delivers
+// the broker's messages to them. It implements broker.Handler.
+type Hub struct {
+	opts   Options
+	broker broker.Broker
+	log    *slog.Logger
+
+	stripes  [numStripes]sync.Mutex
+	shards   [numShards]hubShard
+	sessions sessionSet
+
+	nextID atomic.Uint64
+	stats  Stats
+
+	done     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+var _ broker.Handler = (*Hub)(nil)
+
+type hubShard struct {
+	mu       sync.RWMutex
+	channels map[string]*hubChannel
+}
+
+// hubChannel is one channel with local subscribers.
+type hubChannel struct {
+	name string
+
+	mu   sync.Mutex
+	subs []*subscription
+	// epoch and last are the position of the last message delivered here;
+	// epoch is "" until the first position is known.
+	epoch string
+	last  uint64
+}
+
+// subscription is one session's membership in one channel.
+type subscription struct {
+	s   *Session
+	ch  *hubChannel
+	idx int // index in ch.subs; guarded by ch.mu
+	// While buffering, live messages are kept in buf until the subscribe
+	// reply and any recovered history have been queued. Guarded by ch.mu.
+	buffering bool
+	buf       []pending
+	// skip drops live messages at or below this offset: they were already
+	// sent from history. Guarded by ch.mu.
+	skip uint64
+}
+
+type pending struct {
+	offset uint64
+	frame  []byte
+}
+
+// Stats are this node's running totals, read with Hub.Stats.
+type Stats struct {
+	Published     atomic.Uint64 // messages received from the broker
+	Delivered     atomic.Uint64 // frames queued to sessions
+	SlowConsumers atomic.Uint64
+	Gaps          atomic.Uint64 // gaps found and filled or reported
+}
+
+// NewHub returns a hub. Call Start with its broker before serving.
+func NewHub(opts Options) *Hub {
+	opts.setDefaults()
+	h := &Hub{opts: opts, log: opts.Logger, done: make(chan struct{})}
+	for i := range h.shards {
+		h.shards[i].channels = make(map[string]*hubChannel)
+	}
+	h.sessions.init()
+	return h
+}
+
+// Start attaches the broker and starts the heartbeat loop.
+func (h *Hub) Start(b broker.Broker) {
+	h.broker = b
+	h.wg.Add(1)
+	go h.heartbeat()
+}
+
+// Options returns the hub's options with defaults filled in.
+func (h *Hub) Options() Options { return h.opts }
+
+// Broker returns the hub's broker.
+func (h *Hub) Broker() broker.Broker { return h.broker }
+
+// Namespaces returns the namespace rules.
+func (h *Hub) Namespaces() *Namespaces { return h.opts.Namespaces }
+
+// Node is this node's name.
+func (h *Hub) Node() string { return h.opts.Node }
+
+// Counts reports the sessions, channels and subscriptions on this node.
+func (h *Hub) Counts() (sessions, channels, subscriptions int) {
+	sessions = h.sessions.len()
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		channels += len(sh.channels)
+		for _, ch := range sh.channels {
+			ch.mu.Lock()
+			subscriptions += len(ch.subs)
+			ch.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
+	return
+}
+
+// Totals returns the running message counters.
+func (h *Hub) Totals() (published, delivered, slow uint64) {
+	return h.stats.Published.Load(), h.stats.Delivered.Load(), h.stats.SlowConsumers.Load()
+}
+
+// Close closes every session with code and reason and stops the hub.
+func (h *Hub) Close(code uint16, reason string) {
+	h.stopOnce.Do(func() { close(h.done) })
+	h.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
+	h.wg.Wait()
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
+
+func (h *Hub) shard(channel string) *hubShard {
+	return &h.shards[fnv32(channel)%numShards]
+}
+
+func (h *Hub) lookup(channel string) *hubChannel {
+	sh := h.shard(channel)
+	sh.mu.RLock()
+	ch := sh.channels[channel]
+	sh.mu.RUnlock()
+	return ch
+}
+
+// attach adds sub to channel, subscribing this node in the broker when it
+// is the channel's first local subscriber. sub starts out buffering.
+func (h *Hub) attach(ctx context.Context, channel string, sub *subscription) error {
+	stripe := &h.stripes[fnv32(channel)%numStripes]
+	stripe.Lock()
+	defer stripe.Unlock()
+	sh := h.shard(channel)
+	sh.mu.RLock()
+	ch := sh.channels[channel]
+	sh.mu.RUnlock()
+	if ch == nil {
+		// The stripe lock keeps a concurrent detach of the same channel
+		// from unsubscribing the broker after we subscribed it.
+		if err := h.broker.Subscribe(ctx, channel); err != nil {
+			return err
+		}
+		ch = &hubChannel{name: channel}
+		sh.mu.Lock()
+		sh.channels[channel] = ch
+		sh.mu.Unlock()
+	}
+	ch.mu.Lock()
+	sub.ch = ch
+	sub.idx = len(ch.subs)
+	sub.buffering = true
+	ch.subs = append(ch.subs, sub)
+	ch.mu.Unlock()
+	return nil
+}
+
+// detach removes sub from its channel, unsubscribing the broker when it
+// was the last local subscriber.
+func (h *Hub) detach(sub *subscription) {
+	ch := sub.ch
+	if ch == nil {
+		return
+	}
+	stripe := &h.stripes[fnv32(ch.name)%numStripes]
+	stripe.Lock()
+	defer stripe.Unlock()
+	ch.mu.Lock()
+	if sub.idx < len(ch.subs) && ch.subs[sub.idx] == sub {
+		last := len(ch.subs) - 1
+		ch.subs[sub.idx] = ch.subs[last]
+		ch.subs[sub.idx].idx = sub.idx
+		ch.subs[last] = nil
+		ch.subs = ch.subs[:last]
+	}
+	empty := len(ch.subs) == 0
+	ch.mu.Unlock()
+	if !empty {
+		return
+	}
+	sh := h.shard(ch.name)
+	sh.mu.Lock()
+	if sh.channels[ch.name] == ch {
+		delete(sh.channels, ch.name)
+	}
+	sh.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+	defer cancel()
+	if err := h.broker.Unsubscribe(ctx, ch.name); err != nil {
+		// The broker will deliver messages nobody here wants; the hub
+		// drops them. Not worth failing anything for.
+		h.log.Warn("broker unsubscribe failed", "channel", ch.name, "err", err)
+	}
+}
+
+// HandleMessage implements broker.Handler: it fans m out to the channel's
+// local subscribers, filling any gap before it from history.
+func (h *Hub) HandleMessage(m *broker.Message) {
+	h.stats.Published.Add(1)
+	ch := h.lookup(m.Channel)
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	h.deliverLocked(ch, m, true)
+	ch.mu.Unlock()
+}
+
+// deliverLocked delivers m in order. With fill set, a gap between the last
+// delivered offset and m is first filled from history. ch.mu is held.
+func (h *Hub) deliverLocked(ch *hubChannel, m *broker.Message, fill bool) {
+	if ch.epoch != "" && m.Epoch != ch.epoch {
+		// The channel's history was lost (new epoch): nobody can recover
+		// across it. Tell subscribers, then go on in the new epoch.
+		h.resetLocked(ch, m.Epoch, m.Offset-1)
+	}
+	if ch.epoch == m.Epoch && ch.last != 0 {
+		if m.Offset <= ch.last {
+			return // already delivered (from history after a gap)
+		}
+		if m.Offset > ch.last+1 && fill {
+			h.fillLocked(ch, m.Offset-1)
+		}
+	}
+	ch.epoch, ch.last = m.Epoch, m.Offset
+	frame := AppendMessage(make([]byte, 0, 96+len(m.Data)), m, false)
+	var n uint64
+	for _, sub := range ch.subs {
+		if sub.buffering {
+			sub.buf = append(sub.buf, pending{m.Offset, frame})
+			continue
+		}
+		if m.Offset <= sub.skip {
+			continue
+		}
+		sub.s.send(frame)
+		n++
+	}
+	h.stats.Delivered.Add(n)
+}
+
+// fillLocked delivers the messages after ch.last up to offset upto from
+// history, or tells subscribers the gap cannot be filled. ch.mu is held:
+// new messages of this channel wait, which keeps them in order.
+func (h *Hub) fillLocked(ch *hubChannel, upto uint64) {
+	h.stats.Gaps.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+	defer cancel()
+	want := upto - ch.last
+	hist, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{
+		Since: broker.Position{Epoch: ch.epoch, Offset: ch.last},
+		Limit: int(min(want, DefaultRecoveryMessages)),
+	})
+	ok := err == nil && hist.Position.Epoch == ch.epoch && uint64(len(hist.Messages)) == want
+	for i := 0; ok && i < len(hist.Messages); i++ {
+		ok = hist.Messages[i].Offset == ch.last+1+uint64(i)
+	}
+	if !ok {
+		h.log.Warn("gap not recoverable", "channel", ch.name, "from", ch.last+1, "to", upto, "err", err)
+		epoch := ch.epoch
+		if err == nil {
+			epoch = hist.Position.Epoch
+		}
+		h.resetLocked(ch, epoch, upto)
+		return
+	}
+	for i := range hist.Messages {
+		h.deliverLocked(ch, &hist.Messages[i], false)
+	}
+}
+
+// resetLocked tells every subscriber that messages were lost: each gets
+// "unsubscribed" (reason "resubscribe") then "subscribed" with recovered
+// false at the new position, and should reload its state.
+func (h *Hub) resetLocked(ch *hubChannel, epoch string, offset uint64) {
+	ch.epoch, ch.last = epoch, offset
+	f := false
+	unsub := encode(unsubscribedFrame{Type: "unsubscribed", Channel: ch.name, Reason: "resubscribe"})
+	sub := encode(subscribedFrame{Type: "subscribed", Channel: ch.name, Epoch: epoch, Offset: offset, Recovered: &f})
+	for _, s := range ch.subs {
+		s.skip = 0
+		if s.buffering {
+			continue // its subscribe reply is not out yet and will carry the new state
+		}
+		s.s.send(unsub)
+		s.s.send(sub)
+	}
+}
+
+// HandleReconnect implements broker.Handler: after the broker connection
+// came back, every local channel is checked for messages published in
+// between and the gap is filled from history.
+func (h *Hub) HandleReconnect() {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.resync()
+	}()
+}
+
+func (h *Hub) resync() {
+	var chans []*hubChannel
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, ch := range sh.channels {
+			chans = append(chans, ch)
+		}
+		sh.mu.RUnlock()
+	}
+	for _, ch := range chans {
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+		hist, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{})
+		cancel()
+		if err != nil {
+			h.log.Warn("resync: position read failed", "channel", ch.name, "err", err)
+			continue
+		}
+		ch.mu.Lock()
+		switch {
+		case ch.epoch == "":
+		case hist.Position.Epoch != ch.epoch:
+			h.resetLocked(ch, hist.Position.Epoch, hist.Position.Offset)
+		case hist.Position.Offset > ch.last:
+			h.fillLocked(ch, hist.Position.Offset)
+		}
+		ch.mu.Unlock()
+	}
+}

@@ -1,0 +1,173 @@
+package push
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldpush/herald/broker"
+)
+
+// Channel-name errors, returned by Namespaces.Lookup.
+var (
+	ErrInvalidChannel   = errors.New("push: invalid channel name")
+	ErrUnknownNamespace = errors.New("push: unknown namespace")
+)
+
+// MaxChannelLen is the longest channel name accepted, in bytes.
+const MaxChannelLen = 255
+
+// DefaultMaxMessageBytes caps a message's data when a namespace sets no cap.
+const DefaultMaxMessageBytes = 64 << 10
+
+// Namespace holds the rules for the channels of one namespace (DESIGN.md §2).
+type Namespace struct {
+	HistorySize     int           `yaml:"history_size" json:"history_size"`
+	HistoryTTL      time.Duration `yaml:"history_ttl" json:"history_ttl"`
+	Snapshot        bool          `yaml:"snapshot" json:"snapshot"`
+	Private         bool          `yaml:"private" json:"private"`
+	Presence        bool          `yaml:"presence" json:"presence"`
+	ClientPublish   bool          `yaml:"client_publish" json:"client_publish"`
+	PublishRate     Rate          `yaml:"publish_rate" json:"publish_rate"`
+	MaxMessageBytes int           `yaml:"max_message_bytes" json:"max_message_bytes"`
+}
+
+// Retention is the history the namespace asks the broker to keep.
+func (ns *Namespace) Retention() broker.Retention {
+	return broker.Retention{Size: ns.HistorySize, TTL: ns.HistoryTTL}
+}
+
+// MessageLimit is the namespace's cap on a message's data, in bytes.
+func (ns *Namespace) MessageLimit() int {
+	if ns.MaxMessageBytes > 0 {
+		return ns.MaxMessageBytes
+	}
+	return DefaultMaxMessageBytes
+}
+
+// Rate is a number of events per interval, written "5/s", "100/m" or "2/500ms".
+// The zero Rate means unlimited.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// ParseRate parses "N/unit" where unit is s, m, h or a Go duration.
+func ParseRate(s string) (Rate, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return Rate{}, nil
+	}
+	num, unit, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	if !ok || err != nil || n <= 0 {
+		return Rate{}, fmt.Errorf("push: bad rate %q: want N/s, N/m, N/h or N/<duration>", s)
+	}
+	var per time.Duration
+	switch unit = strings.TrimSpace(unit); unit {
+	case "s":
+		per = time.Second
+	case "m":
+		per = time.Minute
+	case "h":
+		per = time.Hour
+	default:
+		per, err = time.ParseDuration(unit)
+		if err != nil || per <= 0 {
+			return Rate{}, fmt.Errorf("push: bad rate %q: unknown unit %q", s, unit)
+		}
+	}
+	return Rate{N: n, Per: per}, nil
+}
+
+func (r Rate) String() string {
+	if r.N == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%s", r.N, r.Per)
+}
+
+// UnmarshalText lets config files write rates as strings.
+func (r *Rate) UnmarshalText(b []byte) error {
+	v, err := ParseRate(string(b))
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
+// MarshalText is the inverse of UnmarshalText.
+func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// Namespaces resolves channel names to their namespace's rules.
+type Namespaces struct {
+	// Default applies to channel names without ':'.
+	Default Namespace
+	// Named maps a namespace name to its rules. A channel in a namespace
+	// that is not listed is rejected.
+	Named map[string]*Namespace
+}
+
+// ValidChannel reports whether name is 1-255 bytes of [A-Za-z0-9_.:@=-].
+func ValidChannel(name string) bool {
+	if len(name) == 0 || len(name) > MaxChannelLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if !channelByte[name[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+var channelByte = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "_.:@=-" {
+		t[c] = true
+	}
+	return t
+}()
+
+// NamespaceOf returns the namespace part of a channel name ("" for the
+// default namespace).
+func NamespaceOf(channel string) string {
+	ns, _, ok := strings.Cut(channel, ":")
+	if !ok {
+		return ""
+	}
+	return ns
+}
+
+// Lookup validates channel and returns its namespace's rules.
+func (n *Namespaces) Lookup(channel string) (*Namespace, error) {
+	if !ValidChannel(channel) {
+		return nil, fmt.Errorf("%w: %q: want 1-%d bytes of A-Z a-z 0-9 _ . : @ = -", ErrInvalidChannel, truncate(channel, 64), MaxChannelLen)
+	}
+	name := NamespaceOf(channel)
+	if name == "" {
+		return &n.Default, nil
+	}
+	if ns := n.Named[name]; ns != nil {
+		return ns, nil
+	}
+	return nil, fmt.Errorf("%w %q (channel %q): add it to the config's namespaces", ErrUnknownNamespace, name, channel)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,158 @@
+package push
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/heraldpush/herald/broker"
+)
+
+// Close codes (docs/protocol.md). 1000-1011 are RFC 6455's; 4000-4999 are
+// Herald's own, so a client can tell why it was closed and what to do.
+const (
+	CloseNormal       = 1000
+	CloseGoingAway    = 1001 // server draining: reconnect, elsewhere if need be
+	ClosePolicy       = 1008 // bad token, forbidden origin
+	CloseTooBig       = 1009 // frame over max_frame_bytes
+	CloseInternal     = 1011
+	CloseSlowConsumer = 4001 // fell behind its send queue: reconnect with since
+	CloseNoPong       = 4002 // answered no ping for heartbeat_timeout
+	CloseTokenExpired = 4003 // token expired and was not refreshed in time
+	CloseKicked       = 4004 // disconnected through the API
+	CloseFlood        = 4005 // too many invalid or rate-limited frames
+)
+
+// Error codes carried in "error" frames and HTTP error bodies.
+const (
+	CodeBadRequest     = "bad_request"
+	CodeUnknownType    = "unknown_type"
+	CodeInvalidChannel = "invalid_channel"
+	CodeUnknownNS      = "unknown_namespace"
+	CodeForbidden      = "forbidden"
+	CodeNotSubscribed  = "not_subscribed"
+	CodeAlreadySub     = "already_subscribed"
+	CodeTooLarge       = "too_large"
+	CodeRateLimited    = "rate_limited"
+	CodeUnavailable    = "unavailable"
+	CodeLimit          = "limit_exceeded"
+	CodeInternal       = "internal"
+)
+
+// command is a client -> server frame.
+type command struct {
+	Type    string           `json:"type"`
+	ID      json.Number      `json:"id,omitempty"`
+	Channel string           `json:"channel,omitempty"`
+	Since   *broker.Position `json:"since,omitempty"`
+	Data    json.RawMessage  `json:"data,omitempty"`
+	Limit   int              `json:"limit,omitempty"`
+	Token   string           `json:"token,omitempty"`
+}
+
+// Server -> client frames other than "message", encoded with encoding/json:
+// they are rare next to messages.
+type (
+	welcomeFrame struct {
+		Type        string `json:"type"`
+		Client      string `json:"client"`
+		Node        string `json:"node"`
+		HeartbeatMS int64  `json:"heartbeat_ms"`
+		Batch       bool   `json:"batch,omitempty"`
+	}
+	subscribedFrame struct {
+		Type      string      `json:"type"`
+		ID        json.Number `json:"id,omitempty"`
+		Channel   string      `json:"channel"`
+		Epoch     string      `json:"epoch"`
+		Offset    uint64      `json:"offset"`
+		Recovered *bool       `json:"recovered,omitempty"`
+	}
+	unsubscribedFrame struct {
+		Type    string      `json:"type"`
+		ID      json.Number `json:"id,omitempty"`
+		Channel string      `json:"channel"`
+		Reason  string      `json:"reason,omitempty"`
+	}
+	ackFrame struct {
+		Type    string      `json:"type"`
+		ID      json.Number `json:"id,omitempty"`
+		Channel string      `json:"channel,omitempty"`
+		Epoch   string      `json:"epoch,omitempty"`
+		Offset  uint64      `json:"offset,omitempty"`
+	}
+	historyFrame struct {
+		Type     string          `json:"type"`
+		ID       json.Number     `json:"id,omitempty"`
+		Channel  string          `json:"channel"`
+		Epoch    string          `json:"epoch"`
+		Offset   uint64          `json:"offset"`
+		Complete bool            `json:"complete"`
+		Messages []messageObject `json:"messages"`
+	}
+	errorFrame struct {
+		Type    string      `json:"type"`
+		ID      json.Number `json:"id,omitempty"`
+		Code    string      `json:"code"`
+		Message string      `json:"message"`
+		Channel string      `json:"channel,omitempty"`
+	}
+	messageObject struct {
+		Channel string          `json:"channel"`
+		Offset  uint64          `json:"offset"`
+		Epoch   string          `json:"epoch"`
+		TS      int64           `json:"ts,omitempty"`
+		Data    json.RawMessage `json:"data"`
+	}
+)
+
+// pingFrame is shared by every session: it never changes.
+var pingFrame = []byte(`{"type":"ping"}`)
+
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own frame types are encoded here; a failure is a bug.
+		panic("push: encode frame: " + err.Error())
+	}
+	return b
+}
+
+// AppendMessage appends m's "message" frame to dst. It is the one encoding
+// per node per message: every local subscriber gets the same bytes.
+// Channel names and epochs need no escaping (their alphabets exclude '"'
+// and '\\'), and Data is JSON checked at publish time.
+func AppendMessage(dst []byte, m *broker.Message, snapshot bool) []byte {
+	dst = append(dst, `{"type":"message","channel":"`...)
+	dst = append(dst, m.Channel...)
+	dst = append(dst, `","offset":`...)
+	dst = strconv.AppendUint(dst, m.Offset, 10)
+	dst = append(dst, `,"epoch":"`...)
+	dst = append(dst, m.Epoch...)
+	dst = append(dst, '"')
+	if m.Time != 0 {
+		dst = append(dst, `,"ts":`...)
+		dst = strconv.AppendInt(dst, m.Time, 10)
+	}
+	if snapshot {
+		dst = append(dst, `,"snapshot":true`...)
+	}
+	dst = append(dst, `,"data":`...)
+	if len(m.Data) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, m.Data...)
+	}
+	return append(dst, '}')
+}
+
+func messageObjects(ms []broker.Message) []messageObject {
+	out := make([]messageObject, len(ms))
+	for i, m := range ms {
+		out[i] = messageObject{Channel: m.Channel, Offset: m.Offset, Epoch: m.Epoch, TS: m.Time, Data: m.Data}
+	}
+	return out
+}
+
+func errFrame(id json.Number, code, msg, channel string) []byte {
+	return encode(errorFrame{Type: "error", ID: id, Code: code, Message: msg, Channel: channel})
+}
