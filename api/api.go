@@ -38,6 +38,9 @@ type Options struct {
 	// Pages are the web pages served at / (index.html at the root).
 	Pages  fs.FS
 	Logger *slog.Logger
+	// CheckOrigin decides whether a browser page on origin may open an
+	// event stream on host (the WebSocket server's rule); nil allows all.
+	CheckOrigin func(origin, host string) bool
 }
 
 // Server is the HTTP API.
@@ -77,6 +80,10 @@ func New(o Options) *Server {
 	if o.Echo != nil {
 		e.GET("/echo", echo.WrapHandler(o.Echo))
 	}
+	// Subscriber endpoints: open like /ws (private namespaces need tokens).
+	e.GET("/sse", s.sse)
+	e.GET("/api/poll", s.poll)
+
 	pub := e.Group("/api", s.authorize)
 	pub.POST("/publish", s.publish)
 	pub.POST("/batch", s.batch)

@@ -19,21 +19,16 @@ const maxHistoryLimit = 1000
 
 func (s *Session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 
-// start greets the client and subscribes the channels of the query string.
-func (s *Session) start() {
+// welcome is the first frame of a WebSocket session.
+func (s *Session) welcome(batch bool) []byte {
 	h := s.hub
-	s.send(encode(welcomeFrame{
+	return encode(welcomeFrame{
 		Type:        "welcome",
 		Client:      fmt.Sprintf("%s-%d", h.opts.Node, s.id),
 		Node:        h.opts.Node,
 		HeartbeatMS: h.opts.Heartbeat.Milliseconds(),
-		Batch:       s.batch,
-	}))
-	initial := s.initial
-	s.initial = nil
-	for _, ch := range initial {
-		s.subscribe("", ch, nil)
-	}
+		Batch:       batch,
+	})
 }
 
 // reject answers a command with an error frame and counts it against the

@@ -156,3 +156,61 @@ func messageObjects(ms []broker.Message) []messageObject {
 func errFrame(id json.Number, code, msg, channel string) []byte {
 	return encode(errorFrame{Type: "error", ID: id, Code: code, Message: msg, Channel: channel})
 }
+
+// FrameType returns the "type" of a server frame without decoding it:
+// every server frame starts with {"type":"<type>".
+func FrameType(frame []byte) string {
+	const prefix = `{"type":"`
+	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {
+		return ""
+	}
+	rest := frame[len(prefix):]
+	for i, c := range rest {
+		if c == '"' {
+			return string(rest[:i])
+		}
+	}
+	return ""
+}
+
+// MessageHead reads the channel, epoch and offset of a frame written by
+// AppendMessage, without decoding its data.
+func MessageHead(frame []byte) (channel, epoch string, offset uint64, ok bool) {
+	const prefix = `{"type":"message","channel":"`
+	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {
+		return "", "", 0, false
+	}
+	rest := frame[len(prefix):]
+	i := indexByte(rest, '"')
+	if i < 0 {
+		return "", "", 0, false
+	}
+	channel, rest = string(rest[:i]), rest[i:]
+	const offKey = `","offset":`
+	if len(rest) < len(offKey) || string(rest[:len(offKey)]) != offKey {
+		return "", "", 0, false
+	}
+	rest = rest[len(offKey):]
+	for len(rest) > 0 && rest[0] >= '0' && rest[0] <= '9' {
+		offset = offset*10 + uint64(rest[0]-'0')
+		rest = rest[1:]
+	}
+	const epochKey = `,"epoch":"`
+	if len(rest) < len(epochKey) || string(rest[:len(epochKey)]) != epochKey {
+		return "", "", 0, false
+	}
+	rest = rest[len(epochKey):]
+	if i = indexByte(rest, '"'); i < 0 {
+		return "", "", 0, false
+	}
+	return channel, string(rest[:i]), offset, true
+}
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}

@@ -3,7 +3,6 @@ package push
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -78,7 +77,9 @@ func (srv *Server) CheckOrigin(origin, host string) bool {
 // (repeatable) subscribes at once; batch=1 packs messages into frames.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !srv.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		http.Error(w, `{"error":{"code":"forbidden","message":"origin not allowed"}}`, http.StatusForbidden)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"error":{"code":"forbidden","message":"origin not allowed"}}`))
 		return
 	}
 	q := r.URL.Query()
@@ -86,28 +87,57 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gws has answered the client
 	}
-	s := newSession(srv.hub, conn, q.Get("batch") == "1")
-	conn.Session().(*slot).s = s
-	s.initial = q["channel"]
+	t := &wsTransport{conn: conn, batch: q.Get("batch") == "1", timeout: srv.hub.opts.WriteTimeout, initial: q["channel"]}
+	conn.Session().(*slot).s = srv.hub.NewSession(t, false)
 	go conn.ReadLoop()
 }
 
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// wsTransport writes a session's frames to a gws connection.
+type wsTransport struct {
+	conn    *gws.Conn
+	batch   bool // pack pending messages into one frame, '\n'-separated
+	timeout time.Duration
+	buf     []byte   // batch frame, reused
+	initial []string // channels from the query string, until OnOpen
+}
+
+// Schedule runs flush on the connection's gws write queue, which runs one
+// task at a time: writes never interleave.
+func (t *wsTransport) Schedule(flush func()) { t.conn.Async(flush) }
+
+func (t *wsTransport) Write(frames [][]byte) error {
+	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
+	if t.batch && len(frames) > 1 {
+		b := t.buf[:0]
+		for i, f := range frames {
+			if i > 0 {
+				b = append(b, '\n')
+			}
+			b = append(b, f...)
+		}
+		t.buf = b
+		return t.conn.WriteMessage(gws.OpcodeText, b)
 	}
-	return host
+	for _, f := range frames {
+		if err := t.conn.WriteMessage(gws.OpcodeText, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *wsTransport) Close(code uint16, reason string) {
+	// A stuck writer holds the socket; a short deadline frees it.
+	_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = t.conn.WriteClose(code, []byte(reason))
 }
 
 // slot is the per-connection storage gws asks for; we keep one pointer
 // instead of gws's default map.
 type slot struct{ s *Session }
 
-func (sl *slot) Len() int { return 1 }
-func (sl *slot) Load(string) (any, bool) {
-	return sl.s, sl.s != nil
-}
+func (sl *slot) Len() int                       { return 1 }
+func (sl *slot) Load(string) (any, bool)        { return sl.s, sl.s != nil }
 func (sl *slot) Delete(string)                  {}
 func (sl *slot) Store(string, any)              {}
 func (sl *slot) Range(f func(string, any) bool) { f("session", sl.s) }
@@ -123,24 +153,20 @@ func sessionOf(c *gws.Conn) *Session { return c.Session().(*slot).s }
 
 func (hd *handler) OnOpen(c *gws.Conn) {
 	s := sessionOf(c)
-	hd.hub.sessions.add(s)
-	hd.hub.log.Debug("connection open", "client", s.id, "remote", c.RemoteAddr().String())
-	s.start()
+	t := s.t.(*wsTransport)
+	initial := t.initial
+	t.initial = nil
+	hd.hub.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
+	s.send(s.welcome(t.batch))
+	s.Open(initial, nil)
 }
 
 func (hd *handler) OnClose(c *gws.Conn, err error) {
 	s := sessionOf(c)
-	s.mu.Lock()
-	s.closed = true
-	subs := s.subs
-	s.subs = nil
-	s.mu.Unlock()
-	for _, sub := range subs {
-		hd.hub.detach(sub)
-	}
-	hd.hub.sessions.remove(s)
+	s.Close()
 	if hd.hub.log.Enabled(context.Background(), slog.LevelDebug) {
-		hd.hub.log.Debug("connection closed", "client", s.id, "reason", err, "duration", time.Since(time.Unix(0, s.opened)).Round(time.Millisecond))
+		hd.hub.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
+			"duration", time.Since(time.Unix(0, s.opened)).Round(time.Millisecond))
 	}
 }
 

@@ -5,22 +5,34 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lxzan/gws"
+	"github.com/heraldpush/herald/broker"
 )
 
-// Session is one WebSocket connection. Its memory is kept small: a hub
-// with 10,000 idle connections pays for 10,000 of these.
-type Session struct {
-	hub  *Hub
-	conn *gws.Conn
-	id   uint64
-	// batch packs several pending messages into one frame, separated by
-	// '\n' (the client asked for it with ?batch=1).
-	batch bool
-	user  string
+// Transport carries a session's frames to its client: a WebSocket (gws),
+// a Server-Sent Events stream or a long-poll response.
+type Transport interface {
+	// Schedule arranges for flush to run soon, serialised with every other
+	// write of this transport. It must not block.
+	Schedule(flush func())
+	// Write sends frames, in order. It runs inside flush only.
+	Write(frames [][]byte) error
+	// Close ends the connection, telling the client code and reason where
+	// the transport can. It may block up to a write timeout.
+	Close(code uint16, reason string)
+}
 
-	opened  int64    // unix nanoseconds
-	initial []string // channels from the query string, subscribed on open
+// Session is one client connection on any transport. Its memory is kept
+// small: a hub with 10,000 idle connections pays for 10,000 of these.
+type Session struct {
+	hub *Hub
+	t   Transport
+	id  uint64
+	// oneWay transports (SSE, long-poll) cannot answer pings; they are not
+	// closed for silence, a dead peer shows up as a write error instead.
+	oneWay bool
+	user   string
+
+	opened int64 // unix nanoseconds
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
 
@@ -28,17 +40,19 @@ type Session struct {
 	queue    [][]byte // frames waiting for the writer
 	spare    [][]byte // the writer's previous queue, reused
 	queued   int      // bytes queued or being written
-	flushing bool     // a flush is scheduled on the gws write queue
+	flushing bool     // a flush is scheduled
 	closed   bool
 	subs     map[string]*subscription
 	limiter  *bucket
-	errors   int // recent protocol errors, for flood control
+	errors   int // rejected frames since the last heartbeat, for flood control
 
 	flushFn func() // s.flush, bound once so that scheduling it never allocates
 }
 
-func newSession(h *Hub, conn *gws.Conn, batch bool) *Session {
-	s := &Session{hub: h, conn: conn, id: h.nextID.Add(1), batch: batch}
+// NewSession returns a session on t. Sessions of two-way transports are
+// registered for heartbeats by Open; others call Close when done.
+func (h *Hub) NewSession(t Transport, oneWay bool) *Session {
+	s := &Session{hub: h, t: t, id: h.nextID.Add(1), oneWay: oneWay}
 	s.flushFn = s.flush
 	now := time.Now().UnixNano()
 	s.opened = now
@@ -63,22 +77,20 @@ func (s *Session) send(frame []byte) {
 		s.mu.Unlock()
 		s.hub.stats.SlowConsumers.Add(1)
 		s.hub.log.Debug("slow consumer", "client", s.id, "queued", s.queued)
-		go s.close(CloseSlowConsumer, "slow consumer: send queue full")
+		go s.t.Close(CloseSlowConsumer, "slow consumer: send queue full")
 		return
 	}
 	s.queue = append(s.queue, frame)
 	s.queued += len(frame)
 	if !s.flushing {
 		s.flushing = true
-		s.conn.Async(s.flushFn)
+		s.t.Schedule(s.flushFn)
 	}
 	s.mu.Unlock()
 }
 
-// flush writes every queued frame. It runs on the connection's gws write
-// queue, so writes never interleave.
+// flush writes every queued frame through the transport.
 func (s *Session) flush() {
-	var buf []byte
 	for {
 		s.mu.Lock()
 		q := s.queue
@@ -91,32 +103,16 @@ func (s *Session) flush() {
 		s.mu.Unlock()
 
 		n := 0
-		var err error
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.hub.opts.WriteTimeout))
-		if s.batch && len(q) > 1 {
-			buf = buf[:0]
-			for i, f := range q {
-				if i > 0 {
-					buf = append(buf, '\n')
-				}
-				buf = append(buf, f...)
-				n += len(f)
-			}
-			err = s.conn.WriteMessage(gws.OpcodeText, buf)
-		} else {
-			for _, f := range q {
-				if err = s.conn.WriteMessage(gws.OpcodeText, f); err != nil {
-					break
-				}
-				n += len(f)
-			}
+		for _, f := range q {
+			n += len(f)
 		}
+		err := s.t.Write(q)
 		clear(q)
 		s.mu.Lock()
 		s.queued -= n
 		s.spare = q[:0]
 		if err != nil {
-			// gws has closed the connection; OnClose cleans up.
+			// The transport is broken; its reader side cleans up.
 			s.flushing = false
 			s.mu.Unlock()
 			return
@@ -125,19 +121,40 @@ func (s *Session) flush() {
 	}
 }
 
-// close sends a close frame with code and reason, then closes the socket.
-// It may block up to a write timeout, so callers on shared paths use
-// closeAsync.
-func (s *Session) close(code uint16, reason string) {
+// closeAsync closes the session's connection without waiting.
+func (s *Session) closeAsync(code uint16, reason string) {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	// A stuck writer holds the socket; a short deadline frees it.
-	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = s.conn.WriteClose(code, []byte(reason))
+	go s.t.Close(code, reason)
 }
 
-func (s *Session) closeAsync(code uint16, reason string) { go s.close(code, reason) }
+// Open registers the session with the hub (for heartbeats, counts and
+// shutdown) and subscribes channels, each answered like a subscribe frame.
+func (s *Session) Open(channels []string, since []*broker.Position) {
+	s.hub.sessions.add(s)
+	for i, ch := range channels {
+		var p *broker.Position
+		if i < len(since) {
+			p = since[i]
+		}
+		s.subscribe("", ch, p)
+	}
+}
+
+// Close unsubscribes everything and unregisters the session. The
+// transport's reader calls it once the connection is gone.
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.closed = true
+	subs := s.subs
+	s.subs = nil
+	s.mu.Unlock()
+	for _, sub := range subs {
+		s.hub.detach(sub)
+	}
+	s.hub.sessions.remove(s)
+}
 
 // sessionSet is the hub's registry of live sessions, sharded to keep
 // connects and disconnects from contending.
@@ -201,7 +218,7 @@ func (h *Hub) heartbeat() {
 		case now := <-t.C:
 			deadline := now.Add(-h.opts.HeartbeatTimeout).UnixNano()
 			h.sessions.each(func(s *Session) {
-				if s.lastSeen.Load() < deadline {
+				if !s.oneWay && s.lastSeen.Load() < deadline {
 					s.closeAsync(CloseNoPong, "heartbeat timeout: no pong")
 					return
 				}

@@ -163,6 +163,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		APIKeys:         cfg.keys(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
+		CheckOrigin:     ws.CheckOrigin,
 		Logger:          logger,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
