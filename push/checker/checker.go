@@ -89,14 +89,18 @@ func (t *tally) add(seq int) {
 	if seq < 1 || seq > len(t.seen) {
 		return
 	}
-	if t.seen[seq-1] < 255 {
+	prev := t.seen[seq-1]
+	if prev < 255 {
 		t.seen[seq-1]++
+	}
+	t.received++
+	if prev > 0 {
+		return // a duplicate, counted as such, not as a reorder too
 	}
 	if seq < t.last {
 		t.reordered++
 	}
 	t.last = max(t.last, seq)
-	t.received++
 }
 
 func (t *tally) complete(published []atomic.Bool) bool {
