@@ -18,12 +18,22 @@ import (
 // commands maps a subcommand to its entry point.
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
 	"serve": cmdServe,
+	"bench": cmdBench,
+}
+
+// envOr returns the environment variable name, or def when it is empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 const usage = `Herald: a push service that replaces Ajax polling.
 
 Usage:
   herald [serve] [flags]   run the server (default; see herald serve --help)
+  herald bench --check     verify that every subscriber gets every message once, in order
   herald help              show this help
 `
 
