@@ -124,7 +124,8 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		if len(s.keys) == 0 {
-			if isLoopback(r.RemoteAddr) {
+			// A proxied request is not local even when the proxy is.
+			if isLoopback(r.RemoteAddr) && r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
 				return next(c)
 			}
 			return newError(http.StatusUnauthorized, "unauthorized", "no api_key is configured: the publisher API only accepts loopback clients")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/heraldpush/herald/broker"
@@ -67,6 +68,10 @@ func (s *Server) validate(channel string, data json.RawMessage) (publication, er
 	}
 	if len(data) == 0 {
 		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "data"`)
+	}
+	data, err = push.CompactData(data)
+	if err != nil {
+		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not JSON: "+err.Error())
 	}
 	if len(data) > ns.MessageLimit() {
 		return publication{}, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge,
@@ -172,7 +177,10 @@ func (s *Server) batch(c echo.Context) error {
 
 // history handles GET /api/channels/:channel/history?since=epoch:offset&limit=N.
 func (s *Server) history(c echo.Context) error {
-	channel := c.Param("channel")
+	channel, err := url.PathUnescape(c.Param("channel"))
+	if err != nil {
+		return newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
+	}
 	ns, err := s.hub.Namespaces().Lookup(channel)
 	if err != nil {
 		return err

@@ -22,7 +22,11 @@ func (s *Session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 // welcome is the first frame of a WebSocket session.
 func (s *Session) welcome(batch bool) []byte {
 	h := s.hub
+	s.mu.Lock()
+	user := s.user
+	s.mu.Unlock()
 	return encode(welcomeFrame{
+		User:        user,
 		Type:        "welcome",
 		Client:      fmt.Sprintf("%s-%d", h.opts.Node, s.id),
 		Node:        h.opts.Node,
@@ -39,6 +43,7 @@ func (s *Session) reject(id json.Number, code, msg, channel string) {
 	flood := s.errors > maxErrors
 	s.mu.Unlock()
 	if flood {
+		s.hub.reject(ReasonFlood)
 		s.closeAsync(CloseFlood, "flood: too many rejected frames")
 		return
 	}
@@ -62,7 +67,9 @@ func (s *Session) handle(raw []byte) {
 		s.publish(c.ID, c.Channel, c.Data)
 	case "history":
 		s.history(c.ID, c.Channel, c.Since, c.Limit)
-	case "auth", "presence":
+	case "auth":
+		s.auth(c.ID, c.Token)
+	case "presence":
 		s.reject(c.ID, CodeBadRequest, c.Type+" is not enabled on this server", c.Channel)
 	case "":
 		s.reject(c.ID, CodeBadRequest, `missing "type"`, "")
@@ -106,7 +113,11 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 		s.reject(id, CodeAlreadySub, "already subscribed", channel)
 		return
 	}
+	if !s.authorize(id, ns, channel) {
+		return
+	}
 	if n >= s.hub.opts.MaxChannels {
+		s.hub.reject(ReasonChannelLimit)
 		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", s.hub.opts.MaxChannels), channel)
 		return
 	}
@@ -208,12 +219,21 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 	if ns == nil {
 		return
 	}
+	if !s.authorize(id, ns, channel) {
+		return
+	}
 	if !ns.ClientPublish {
+		s.hub.reject(ReasonForbidden)
 		s.reject(id, CodeForbidden, "clients may not publish in this namespace (client_publish is off)", channel)
 		return
 	}
 	if len(data) == 0 {
 		s.reject(id, CodeBadRequest, `missing "data"`, channel)
+		return
+	}
+	data, err := CompactData(data)
+	if err != nil {
+		s.reject(id, CodeBadRequest, "data is not JSON: "+err.Error(), channel)
 		return
 	}
 	if len(data) > ns.MessageLimit() {
@@ -228,6 +248,7 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		ok := s.limiter.allow(ns.PublishRate, time.Now())
 		s.mu.Unlock()
 		if !ok {
+			s.hub.reject(ReasonRateLimited)
 			s.reject(id, CodeRateLimited, "publish rate exceeded: "+ns.PublishRate.String(), channel)
 			return
 		}
@@ -245,7 +266,7 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 
 func (s *Session) history(id json.Number, channel string, since *broker.Position, limit int) {
 	ns := s.lookup(id, channel)
-	if ns == nil {
+	if ns == nil || !s.authorize(id, ns, channel) {
 		return
 	}
 	if limit <= 0 || limit > maxHistoryLimit {

@@ -34,6 +34,7 @@ const (
 	DefaultBrokerTimeout    = 5 * time.Second
 	DefaultMaxChannels      = 128
 	DefaultRecoveryMessages = 10000
+	DefaultTokenGrace       = 10 * time.Second
 )
 
 // Options configure a Hub. The zero value of each field picks its default.
@@ -59,6 +60,11 @@ type Options struct {
 	BrokerTimeout time.Duration
 	// MaxChannels caps the channels one connection may subscribe to.
 	MaxChannels int
+	// Verifier checks connection tokens; nil refuses every token.
+	Verifier *Verifier
+	// TokenGrace is how long a connection may stay after its token
+	// expired, to send a fresh one in an auth frame (default 10s).
+	TokenGrace time.Duration
 	// Logger receives connection-level logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -88,6 +94,9 @@ func (o *Options) setDefaults() {
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = DefaultMaxChannels
 	}
+	if o.TokenGrace <= 0 {
+		o.TokenGrace = DefaultTokenGrace
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,8 +116,9 @@ type Hub struct {
 	shards   [numShards]hubShard
 	sessions sessionSet
 
-	nextID atomic.Uint64
-	stats  Stats
+	nextID   atomic.Uint64
+	stats    Stats
+	rejected [numReasons]atomic.Uint64
 
 	done     chan struct{}
 	stopOnce sync.Once

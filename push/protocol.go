@@ -35,6 +35,8 @@ const (
 	CodeRateLimited    = "rate_limited"
 	CodeUnavailable    = "unavailable"
 	CodeLimit          = "limit_exceeded"
+	CodeUnauthorized   = "unauthorized"
+	CodeTokenExpired   = "token_expired"
 	CodeInternal       = "internal"
 )
 
@@ -58,6 +60,7 @@ type (
 		Node        string `json:"node"`
 		HeartbeatMS int64  `json:"heartbeat_ms"`
 		Batch       bool   `json:"batch,omitempty"`
+		User        string `json:"user,omitempty"`
 	}
 	subscribedFrame struct {
 		Type      string      `json:"type"`

@@ -30,7 +30,9 @@ type Session struct {
 	// oneWay transports (SSE, long-poll) cannot answer pings; they are not
 	// closed for silence, a dead peer shows up as a write error instead.
 	oneWay bool
-	user   string
+	user   string // the token's sub; guarded by mu
+
+	expires atomic.Int64 // token expiry, unix nanoseconds; 0: none
 
 	opened int64 // unix nanoseconds
 
@@ -44,7 +46,9 @@ type Session struct {
 	closed   bool
 	subs     map[string]*subscription
 	limiter  *bucket
-	errors   int // rejected frames since the last heartbeat, for flood control
+	claims   *Claims // nil: anonymous
+	warned   bool    // told the client its token expired
+	errors   int     // rejected frames since the last heartbeat, for flood control
 
 	flushFn func() // s.flush, bound once so that scheduling it never allocates
 }
@@ -76,6 +80,7 @@ func (s *Session) send(frame []byte) {
 		s.closed = true
 		s.mu.Unlock()
 		s.hub.stats.SlowConsumers.Add(1)
+		s.hub.reject(ReasonSlowConsumer)
 		s.hub.log.Debug("slow consumer", "client", s.id, "queued", s.queued)
 		go s.t.Close(CloseSlowConsumer, "slow consumer: send queue full")
 		return
@@ -219,7 +224,11 @@ func (h *Hub) heartbeat() {
 			deadline := now.Add(-h.opts.HeartbeatTimeout).UnixNano()
 			h.sessions.each(func(s *Session) {
 				if !s.oneWay && s.lastSeen.Load() < deadline {
+					h.reject(ReasonNoPong)
 					s.closeAsync(CloseNoPong, "heartbeat timeout: no pong")
+					return
+				}
+				if !s.checkToken(now) {
 					return
 				}
 				s.mu.Lock()

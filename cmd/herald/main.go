@@ -19,6 +19,7 @@ import (
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
 	"serve": cmdServe,
 	"bench": cmdBench,
+	"token": cmdToken,
 }
 
 // envOr returns the environment variable name, or def when it is empty.
@@ -33,6 +34,7 @@ const usage = `Herald: a push service that replaces Ajax polling.
 
 Usage:
   herald [serve] [flags]   run the server (default; see herald serve --help)
+  herald token --sub ID     mint a test connection token (HS256, from token_hmac_secret)
   herald bench --check     verify that every subscriber gets every message once, in order
   herald help              show this help
 `

@@ -131,6 +131,14 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	if err != nil {
 		return nil, err
 	}
+	verifier, err := cfg.verifier()
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := cfg.trusted()
+	if err != nil {
+		return nil, err
+	}
 	name := cfg.Node
 	if name == "" {
 		name, _ = os.Hostname()
@@ -144,6 +152,8 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		MaxFrameBytes:    cfg.MaxFrameBytes,
 		WriteTimeout:     cfg.WriteTimeout,
 		MaxChannels:      cfg.MaxChannels,
+		Verifier:         verifier,
+		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
 	})
 	b, err := openBroker(ctx, cfg, hub, logger)
@@ -155,6 +165,8 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		AllowedOrigins:   cfg.AllowedOrigins,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Compression:      cfg.Compression,
+		MaxConnsPerIP:    cfg.MaxConnsPerIP,
+		TrustedProxies:   trusted,
 	})
 	a := api.New(api.Options{
 		Hub:             hub,
@@ -177,7 +189,9 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		served: make(chan error, 1),
 		http: &http.Server{
 			Handler:           a.Handler(),
+			// Slowloris: a client that trickles its handshake is cut off.
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			IdleTimeout:       cfg.IdleTimeout,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
