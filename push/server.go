@@ -120,6 +120,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t := &wsTransport{conn: conn, batch: q.Get("batch") == "1", timeout: srv.hub.opts.WriteTimeout,
 		initial: q["channel"], ip: ip, authErr: authErr}
+	t.pingFn = t.ping
 	s := srv.hub.NewSession(t, false)
 	s.setClaims(claims)
 	conn.Session().(*slot).s = s
@@ -142,6 +143,15 @@ type wsTransport struct {
 	initial []string // channels from the query string, until OnOpen
 	ip      string   // client address, for the per-address limit
 	authErr string   // why the handshake's token was refused
+	pingFn  func()   // t.ping, bound once
+}
+
+// Ping queues a WebSocket ping frame behind the pending writes.
+func (t *wsTransport) Ping() { t.conn.Async(t.pingFn) }
+
+func (t *wsTransport) ping() {
+	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
+	_ = t.conn.WritePing(nil)
 }
 
 // Schedule runs flush on the connection's gws write queue, which runs one

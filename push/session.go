@@ -21,6 +21,12 @@ type Transport interface {
 	Close(code uint16, reason string)
 }
 
+// pinger is a transport with a protocol-level ping. Browsers answer
+// WebSocket ping frames by themselves, so a client that never sends a
+// frame of its own (the three-line snippet in the README) stays alive;
+// the JSON ping lets clients watch the server in turn.
+type pinger interface{ Ping() }
+
 // Session is one client connection on any transport. Its memory is kept
 // small: a hub with 10,000 idle connections pays for 10,000 of these.
 type Session struct {
@@ -235,6 +241,9 @@ func (h *Hub) heartbeat() {
 				s.errors = 0 // the flood limit counts per heartbeat interval
 				s.mu.Unlock()
 				s.send(pingFrame)
+				if p, ok := s.t.(pinger); ok {
+					p.Ping()
+				}
 			})
 		}
 	}
