@@ -188,7 +188,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		addr:   ln.Addr().String(),
 		served: make(chan error, 1),
 		http: &http.Server{
-			Handler:           a.Handler(),
+			Handler: a.Handler(),
 			// Slowloris: a client that trickles its handshake is cut off.
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
 			IdleTimeout:       cfg.IdleTimeout,
