@@ -38,6 +38,8 @@ type Options struct {
 	// Pages are the web pages served at / (index.html at the root).
 	Pages  fs.FS
 	Logger *slog.Logger
+	// Metrics, if set, is served at /metrics and times publishes.
+	Metrics *Metrics
 	// CheckOrigin decides whether a browser page on origin may open an
 	// event stream on host (the WebSocket server's rule); nil allows all.
 	CheckOrigin func(origin, host string) bool
@@ -74,6 +76,9 @@ func New(o Options) *Server {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	if o.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))
+	}
 	if o.WS != nil {
 		e.GET("/ws", echo.WrapHandler(o.WS))
 	}

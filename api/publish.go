@@ -9,11 +9,15 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
 	"github.com/labstack/echo/v4"
 )
+
+// startKey holds a publish request's start time in its echo.Context.
+const startKey = "herald.start"
 
 // maxBatch caps the publishes in one /api/batch request.
 const maxBatch = 1000
@@ -115,6 +119,14 @@ func (s *Server) run(ctx context.Context, pubs []publication) ([]publishResult, 
 }
 
 func (s *Server) answer(c echo.Context, single bool, results []publishResult, err error) error {
+	if m := s.opts.Metrics; m != nil {
+		m.Publish.Observe(time.Since(c.Get(startKey).(time.Time)).Seconds())
+		code := "2xx"
+		if err != nil {
+			code = strconv.Itoa(classify(err).Status/100) + "xx"
+		}
+		m.PublishRequests.WithLabelValues(code).Inc()
+	}
 	if err != nil {
 		ae := classify(err)
 		if ae.Status == http.StatusServiceUnavailable {
@@ -135,6 +147,7 @@ func (s *Server) answer(c echo.Context, single bool, results []publishResult, er
 
 // publish handles POST /api/publish.
 func (s *Server) publish(c echo.Context) error {
+	c.Set(startKey, time.Now())
 	var req publishRequest
 	if err := s.readJSON(c, &req); err != nil {
 		return err
@@ -149,6 +162,7 @@ func (s *Server) publish(c echo.Context) error {
 
 // batch handles POST /api/batch: {"messages": [{"channel"|"channels", "data"}, ...]}.
 func (s *Server) batch(c echo.Context) error {
+	c.Set(startKey, time.Now())
 	var req struct {
 		Messages []publishRequest `json:"messages"`
 	}

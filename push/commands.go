@@ -136,7 +136,7 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	case ns.Snapshot:
 		q.Limit, q.Reverse = 1, true
 	}
-	hist, err := s.hub.broker.History(ctx, channel, q)
+	hist, err := s.hub.history(ctx, channel, q)
 	if err != nil {
 		s.hub.detach(sub)
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
@@ -256,11 +256,17 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 	ctx, cancel := s.brokerCtx()
 	defer cancel()
 	// json.Unmarshal copied data out of gws's read buffer: it may be kept.
-	pos, err := s.hub.broker.Publish(ctx, channel, data, ns.Retention())
+	var pos broker.Position
+	err = s.hub.timed("publish", func() error {
+		var err error
+		pos, err = s.hub.broker.Publish(ctx, channel, data, ns.Retention())
+		return err
+	})
 	if err != nil {
 		s.reject(id, CodeUnavailable, "publish failed, retry later: "+err.Error(), channel)
 		return
 	}
+	s.hub.stats.ClientPubs.Add(1)
 	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset}))
 }
 
@@ -278,7 +284,7 @@ func (s *Session) history(id json.Number, channel string, since *broker.Position
 	}
 	ctx, cancel := s.brokerCtx()
 	defer cancel()
-	hist, err := s.hub.broker.History(ctx, channel, q)
+	hist, err := s.hub.history(ctx, channel, q)
 	if err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return

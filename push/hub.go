@@ -65,6 +65,9 @@ type Options struct {
 	// TokenGrace is how long a connection may stay after its token
 	// expired, to send a fresh one in an auth frame (default 10s).
 	TokenGrace time.Duration
+	// ObserveBroker, if set, is told the duration of every broker call the
+	// hub makes (op is "subscribe", "unsubscribe", "history", "publish").
+	ObserveBroker func(op string, d time.Duration, err error)
 	// Logger receives connection-level logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -119,6 +122,7 @@ type Hub struct {
 	nextID   atomic.Uint64
 	stats    Stats
 	rejected [numReasons]atomic.Uint64
+	closes   [numCloses]atomic.Uint64
 
 	done     chan struct{}
 	stopOnce sync.Once
@@ -163,12 +167,15 @@ type pending struct {
 	frame  []byte
 }
 
-// Stats are this node's running totals, read with Hub.Stats.
+// Stats are this node's running totals, read with Hub.Snapshot.
 type Stats struct {
 	Published     atomic.Uint64 // messages received from the broker
 	Delivered     atomic.Uint64 // frames queued to sessions
+	Dropped       atomic.Uint64 // frames not queued: the session was closing
+	ClientPubs    atomic.Uint64 // client publishes accepted
 	SlowConsumers atomic.Uint64
 	Gaps          atomic.Uint64 // gaps found and filled or reported
+	Reconnects    atomic.Uint64 // broker reconnects
 }
 
 // NewHub returns a hub. Call Start with its broker before serving.
@@ -218,11 +225,6 @@ func (h *Hub) Counts() (sessions, channels, subscriptions int) {
 	return
 }
 
-// Totals returns the running message counters.
-func (h *Hub) Totals() (published, delivered, slow uint64) {
-	return h.stats.Published.Load(), h.stats.Delivered.Load(), h.stats.SlowConsumers.Load()
-}
-
 // Close closes every session with code and reason and stops the hub.
 func (h *Hub) Close(code uint16, reason string) {
 	h.stopOnce.Do(func() { close(h.done) })
@@ -264,7 +266,7 @@ func (h *Hub) attach(ctx context.Context, channel string, sub *subscription) err
 	if ch == nil {
 		// The stripe lock keeps a concurrent detach of the same channel
 		// from unsubscribing the broker after we subscribed it.
-		if err := h.broker.Subscribe(ctx, channel); err != nil {
+		if err := h.timed("subscribe", func() error { return h.broker.Subscribe(ctx, channel) }); err != nil {
 			return err
 		}
 		ch = &hubChannel{name: channel}
@@ -312,7 +314,7 @@ func (h *Hub) detach(sub *subscription) {
 	sh.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
 	defer cancel()
-	if err := h.broker.Unsubscribe(ctx, ch.name); err != nil {
+	if err := h.timed("unsubscribe", func() error { return h.broker.Unsubscribe(ctx, ch.name) }); err != nil {
 		// The broker will deliver messages nobody here wants; the hub
 		// drops them. Not worth failing anything for.
 		h.log.Warn("broker unsubscribe failed", "channel", ch.name, "err", err)
@@ -373,7 +375,7 @@ func (h *Hub) fillLocked(ch *hubChannel, upto uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
 	defer cancel()
 	want := upto - ch.last
-	hist, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{
+	hist, err := h.history(ctx, ch.name, broker.HistoryQuery{
 		Since: broker.Position{Epoch: ch.epoch, Offset: ch.last},
 		Limit: int(min(want, DefaultRecoveryMessages)),
 	})
@@ -417,6 +419,7 @@ func (h *Hub) resetLocked(ch *hubChannel, epoch string, offset uint64) {
 // came back, every local channel is checked for messages published in
 // between and the gap is filled from history.
 func (h *Hub) HandleReconnect() {
+	h.stats.Reconnects.Add(1)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -436,7 +439,7 @@ func (h *Hub) resync() {
 	}
 	for _, ch := range chans {
 		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
-		hist, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{})
+		hist, err := h.history(ctx, ch.name, broker.HistoryQuery{})
 		cancel()
 		if err != nil {
 			h.log.Warn("resync: position read failed", "channel", ch.name, "err", err)
@@ -452,4 +455,15 @@ func (h *Hub) resync() {
 		}
 		ch.mu.Unlock()
 	}
+}
+
+// history reads from the broker, timed.
+func (h *Hub) history(ctx context.Context, channel string, q broker.HistoryQuery) (broker.History, error) {
+	var hist broker.History
+	err := h.timed("history", func() error {
+		var err error
+		hist, err = h.broker.History(ctx, channel, q)
+		return err
+	})
+	return hist, err
 }

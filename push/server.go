@@ -225,6 +225,7 @@ func (hd *handler) OnOpen(c *gws.Conn) {
 func (hd *handler) OnClose(c *gws.Conn, err error) {
 	s := sessionOf(c)
 	s.Close()
+	hd.hub.countClose(s, err)
 	hd.ips.release(s.t.(*wsTransport).ip)
 	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == CloseTooBig {
 		hd.hub.reject(ReasonFrameTooBig)

@@ -38,7 +38,8 @@ type Session struct {
 	oneWay bool
 	user   string // the token's sub; guarded by mu
 
-	expires atomic.Int64 // token expiry, unix nanoseconds; 0: none
+	expires   atomic.Int64  // token expiry, unix nanoseconds; 0: none
+	closeCode atomic.Uint32 // the close code the server sent, for metrics
 
 	opened int64 // unix nanoseconds
 
@@ -80,6 +81,7 @@ func (s *Session) send(frame []byte) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.hub.stats.Dropped.Add(1)
 		return
 	}
 	if s.queued+len(frame) > s.hub.opts.MaxQueueBytes && s.queued > 0 {
@@ -87,6 +89,7 @@ func (s *Session) send(frame []byte) {
 		s.mu.Unlock()
 		s.hub.stats.SlowConsumers.Add(1)
 		s.hub.reject(ReasonSlowConsumer)
+		s.closeCode.CompareAndSwap(0, CloseSlowConsumer)
 		s.hub.log.Debug("slow consumer", "client", s.id, "queued", s.queued)
 		go s.t.Close(CloseSlowConsumer, "slow consumer: send queue full")
 		return
@@ -134,6 +137,7 @@ func (s *Session) flush() {
 
 // closeAsync closes the session's connection without waiting.
 func (s *Session) closeAsync(code uint16, reason string) {
+	s.closeCode.CompareAndSwap(0, uint32(code))
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()

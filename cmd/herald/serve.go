@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/heraldpush/herald/api"
 	"github.com/heraldpush/herald/broker"
@@ -143,7 +144,13 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	if name == "" {
 		name, _ = os.Hostname()
 	}
+	var metrics *api.Metrics
 	hub := push.NewHub(push.Options{
+		ObserveBroker: func(op string, d time.Duration, err error) {
+			if metrics != nil {
+				metrics.ObserveBroker(op, d, err)
+			}
+		},
 		Node:             name,
 		Namespaces:       nss,
 		Heartbeat:        cfg.Heartbeat,
@@ -156,6 +163,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
 	})
+	metrics = api.NewMetrics(hub)
 	b, err := openBroker(ctx, cfg, hub, logger)
 	if err != nil {
 		return nil, err
@@ -176,6 +184,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		CheckOrigin:     ws.CheckOrigin,
+		Metrics:         metrics,
 		Logger:          logger,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
