@@ -12,6 +12,7 @@ package push
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -225,11 +226,22 @@ func (h *Hub) Counts() (sessions, channels, subscriptions int) {
 	return
 }
 
-// Close closes every session with code and reason and stops the hub.
-func (h *Hub) Close(code uint16, reason string) {
+// Close closes every session with code and reason, waits until they are
+// gone (or ctx ends) and stops the hub.
+func (h *Hub) Close(ctx context.Context, code uint16, reason string) error {
 	h.stopOnce.Do(func() { close(h.done) })
 	h.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	h.wg.Wait()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for h.sessions.len() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("push: %d sessions still open: %w", h.sessions.len(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 func fnv32(s string) uint32 {

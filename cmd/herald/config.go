@@ -46,6 +46,7 @@ type Config struct {
 	TokenLeeway     time.Duration `yaml:"token_leeway" help:"allowed clock skew for exp/nbf/iat"`
 	TokenGrace      time.Duration `yaml:"token_grace" help:"time to send a fresh token after expiry before close 4003"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
+	DrainDelay      time.Duration `yaml:"drain_delay" help:"on shutdown, time between failing /readyz and closing connections"`
 
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`

@@ -214,15 +214,31 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	return n, nil
 }
 
-// shutdown drains the node: unready first, stop accepting, close every
-// WebSocket with 1001 so clients reconnect elsewhere, finish in-flight
-// requests, then close the broker.
+// shutdown drains the node: /readyz fails first (and drain_delay gives
+// load balancers time to see it), the listener stops accepting, every
+// WebSocket gets 1001 so clients reconnect elsewhere and event streams and
+// long-polls end, in-flight requests (publishes) finish, then the broker
+// closes.
 func (n *node) shutdown(ctx context.Context) error {
 	n.api.Drain()
-	err := n.http.Shutdown(ctx)
-	n.hub.Close(push.CloseGoingAway, "server shutting down")
+	if d := n.cfg.DrainDelay; d > 0 {
+		n.log.Info("draining: unready, waiting before closing connections", "delay", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	// Shutdown closes the listener at once, then waits for requests; the
+	// streams among them end when the hub closes their sessions.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- n.http.Shutdown(ctx) }()
+	herr := n.hub.Close(ctx, push.CloseGoingAway, "server shutting down")
+	err := <-httpDone
 	if cerr := n.broker.Close(ctx); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = herr
 	}
 	return err
 }
