@@ -22,6 +22,8 @@ type Memory struct {
 	channels map[string]*memChannel
 	closed   bool
 
+	store memStore
+
 	// Deliveries go through a few ordered queues, one per channel hash, so
 	// that publishers never call into the hub while holding engine locks
 	// and a channel's messages keep their order.
@@ -54,6 +56,7 @@ func NewMemory(h Handler) *Memory {
 		channels: make(map[string]*memChannel),
 		done:     make(chan struct{}),
 	}
+	m.store.init()
 	n := runtime.GOMAXPROCS(0)
 	m.queues = make([]chan *Message, n)
 	for i := range m.queues {
@@ -96,6 +99,7 @@ func (m *Memory) sweep() {
 			ch.mu.Unlock()
 		}
 		m.mu.Unlock()
+		m.store.expire(now)
 	}
 }
 
