@@ -93,6 +93,10 @@ func New(o Options) *Server {
 	pub.POST("/publish", s.publish)
 	pub.POST("/batch", s.batch)
 	pub.GET("/channels/:channel/history", s.history)
+	pub.GET("/channels/:channel/presence", s.presence)
+	pub.GET("/channels", s.channels)
+	pub.GET("/stats", s.stats)
+	pub.POST("/disconnect", s.disconnect)
 	if o.Pages != nil {
 		e.GET("/*", echo.WrapHandler(pageHandler(o.Pages)))
 	}

@@ -68,9 +68,13 @@ func (s *Session) handle(raw []byte) {
 	case "history":
 		s.history(c.ID, c.Channel, c.Since, c.Limit)
 	case "auth":
-		s.auth(c.ID, c.Token)
+		if c.Key != "" {
+			s.authAdmin(c.ID, c.Key)
+		} else {
+			s.auth(c.ID, c.Token)
+		}
 	case "presence":
-		s.reject(c.ID, CodeBadRequest, c.Type+" is not enabled on this server", c.Channel)
+		s.presence(c.ID, c.Channel)
 	case "":
 		s.reject(c.ID, CodeBadRequest, `missing "type"`, "")
 	default:
@@ -82,6 +86,17 @@ func (s *Session) handle(raw []byte) {
 func (s *Session) lookup(id json.Number, channel string) *Namespace {
 	if channel == "" {
 		s.reject(id, CodeBadRequest, `missing "channel"`, "")
+		return nil
+	}
+	if NamespaceOf(channel) == SystemNamespace {
+		s.mu.Lock()
+		admin := s.admin
+		s.mu.Unlock()
+		if channel == StatsChannel && admin {
+			return systemNamespace
+		}
+		s.hub.reject(ReasonForbidden)
+		s.reject(id, CodeForbidden, `the "herald" namespace is reserved for the server`, channel)
 		return nil
 	}
 	ns, err := s.hub.opts.Namespaces.Lookup(channel)
@@ -123,7 +138,7 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	}
 	ctx, cancel := s.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s}
+	sub := &subscription{s: s, presence: ns.Presence}
 	if err := s.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
@@ -154,6 +169,9 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	s.subs[channel] = sub
 	s.mu.Unlock()
 	s.hub.activate(sub, id, since, hist, ns.Snapshot)
+	if sub.presence {
+		s.hub.join(sub)
+	}
 }
 
 // activate queues the subscribe reply, then recovered history or the
@@ -211,6 +229,9 @@ func (s *Session) unsubscribe(id json.Number, channel string) {
 		return
 	}
 	s.hub.detach(sub)
+	if sub.presence {
+		s.hub.leave(sub)
+	}
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))
 }
 

@@ -66,6 +66,12 @@ type Options struct {
 	// TokenGrace is how long a connection may stay after its token
 	// expired, to send a fresh one in an auth frame (default 10s).
 	TokenGrace time.Duration
+	// AdminKeys are the API keys; a session that sends one in an auth
+	// frame may subscribe to the node statistics (herald:stats).
+	AdminKeys []string
+	// StatsInterval is how often each node reports its figures over the
+	// broker (default 2s).
+	StatsInterval time.Duration
 	// ObserveBroker, if set, is told the duration of every broker call the
 	// hub makes (op is "subscribe", "unsubscribe", "history", "publish").
 	ObserveBroker func(op string, d time.Duration, err error)
@@ -98,6 +104,9 @@ func (o *Options) setDefaults() {
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = DefaultMaxChannels
 	}
+	if o.StatsInterval <= 0 {
+		o.StatsInterval = 2 * time.Second
+	}
 	if o.TokenGrace <= 0 {
 		o.TokenGrace = DefaultTokenGrace
 	}
@@ -124,6 +133,7 @@ type Hub struct {
 	stats    Stats
 	rejected [numReasons]atomic.Uint64
 	closes   [numCloses]atomic.Uint64
+	nodes    nodeReports
 
 	done     chan struct{}
 	stopOnce sync.Once
@@ -161,6 +171,8 @@ type subscription struct {
 	// skip drops live messages at or below this offset: they were already
 	// sent from history. Guarded by ch.mu.
 	skip uint64
+	// presence: the channel's namespace tracks who is subscribed.
+	presence bool
 }
 
 type pending struct {
@@ -190,11 +202,13 @@ func NewHub(opts Options) *Hub {
 	return h
 }
 
-// Start attaches the broker and starts the heartbeat loop.
-func (h *Hub) Start(b broker.Broker) {
+// Start attaches the broker, subscribes the system channels and starts
+// the heartbeat and stats loops.
+func (h *Hub) Start(ctx context.Context, b broker.Broker) {
 	h.broker = b
 	h.wg.Add(1)
 	go h.heartbeat()
+	h.startSystem(ctx)
 }
 
 // Options returns the hub's options with defaults filled in.
@@ -277,9 +291,12 @@ func (h *Hub) attach(ctx context.Context, channel string, sub *subscription) err
 	sh.mu.RUnlock()
 	if ch == nil {
 		// The stripe lock keeps a concurrent detach of the same channel
-		// from unsubscribing the broker after we subscribed it.
-		if err := h.timed("subscribe", func() error { return h.broker.Subscribe(ctx, channel) }); err != nil {
-			return err
+		// from unsubscribing the broker after we subscribed it. System
+		// channels are subscribed for the hub's whole life.
+		if !isSystem(channel) {
+			if err := h.timed("subscribe", func() error { return h.broker.Subscribe(ctx, channel) }); err != nil {
+				return err
+			}
 		}
 		ch = &hubChannel{name: channel}
 		sh.mu.Lock()
@@ -324,6 +341,9 @@ func (h *Hub) detach(sub *subscription) {
 		delete(sh.channels, ch.name)
 	}
 	sh.mu.Unlock()
+	if isSystem(ch.name) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
 	defer cancel()
 	if err := h.timed("unsubscribe", func() error { return h.broker.Unsubscribe(ctx, ch.name) }); err != nil {
@@ -337,6 +357,9 @@ func (h *Hub) detach(sub *subscription) {
 // local subscribers, filling any gap before it from history.
 func (h *Hub) HandleMessage(m *broker.Message) {
 	h.stats.Published.Add(1)
+	if isSystem(m.Channel) {
+		h.handleSystem(m)
+	}
 	ch := h.lookup(m.Channel)
 	if ch == nil {
 		return

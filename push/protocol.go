@@ -49,6 +49,7 @@ type command struct {
 	Data    json.RawMessage  `json:"data,omitempty"`
 	Limit   int              `json:"limit,omitempty"`
 	Token   string           `json:"token,omitempty"`
+	Key     string           `json:"key,omitempty"` // auth as admin with an API key
 }
 
 // Server -> client frames other than "message", encoded with encoding/json:

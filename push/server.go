@@ -106,10 +106,13 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	authErr := ""
 	if tok := q.Get("token"); tok != "" {
 		c, err := srv.hub.opts.Verifier.Verify(tok)
-		if err != nil {
+		switch {
+		case err != nil:
 			// Upgrade anyway and close with 1008: a browser cannot read an
 			// HTTP error from a failed handshake, but it can read a reason.
 			authErr = err.Error()
+		case srv.hub.banned(c.Subject):
+			authErr = "this user is banned"
 		}
 		claims = c
 	}

@@ -54,6 +54,7 @@ type Session struct {
 	subs     map[string]*subscription
 	limiter  *bucket
 	claims   *Claims // nil: anonymous
+	admin    bool    // authenticated with an API key
 	warned   bool    // told the client its token expired
 	errors   int     // rejected frames since the last heartbeat, for flood control
 
@@ -167,6 +168,9 @@ func (s *Session) Close() {
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.hub.detach(sub)
+		if sub.presence {
+			s.hub.leave(sub)
+		}
 	}
 	s.hub.sessions.remove(s)
 }
@@ -249,6 +253,7 @@ func (h *Hub) heartbeat() {
 					p.Ping()
 				}
 			})
+			h.refreshPresence()
 		}
 	}
 }

@@ -57,6 +57,11 @@ func (s *Session) auth(id json.Number, token string) {
 		s.reject(id, CodeUnauthorized, err.Error(), "")
 		return
 	}
+	if s.hub.banned(c.Subject) {
+		s.hub.reject(ReasonToken)
+		s.reject(id, CodeForbidden, "this user is banned", "")
+		return
+	}
 	s.mu.Lock()
 	user := s.user
 	s.mu.Unlock()
@@ -91,4 +96,18 @@ func (s *Session) checkToken(now time.Time) bool {
 		s.send(errFrame("", CodeTokenExpired, fmt.Sprintf("token expired: send an auth frame with a fresh token within %s", grace), ""))
 	}
 	return true
+}
+
+// authAdmin makes the session an admin when key is an API key: it may
+// then subscribe to herald:stats (the admin page does).
+func (s *Session) authAdmin(id json.Number, key string) {
+	if !s.hub.isAdminKey(key) {
+		s.hub.reject(ReasonToken)
+		s.reject(id, CodeUnauthorized, "invalid API key", "")
+		return
+	}
+	s.mu.Lock()
+	s.admin = true
+	s.mu.Unlock()
+	s.send(encode(ackFrame{Type: "ack", ID: id}))
 }

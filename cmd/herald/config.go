@@ -48,6 +48,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
 	DrainDelay      time.Duration `yaml:"drain_delay" help:"on shutdown, time between failing /readyz and closing connections"`
 
+	StatsInterval time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
 
@@ -67,6 +69,7 @@ func defaultConfig() Config {
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,
 		IdleTimeout:      60 * time.Second,
+		StatsInterval:    2 * time.Second,
 		TokenLeeway:      push.DefaultLeeway,
 		TokenGrace:       push.DefaultTokenGrace,
 		LogLevel:         "info",
@@ -163,6 +166,9 @@ func (c *Config) keys() []string {
 func (c *Config) namespaces() (*push.Namespaces, error) {
 	ns := &push.Namespaces{Default: c.DefaultNamespace, Named: map[string]*push.Namespace{}}
 	for name, rules := range c.Namespaces {
+		if name == push.SystemNamespace {
+			return nil, fmt.Errorf("config: namespace %q is reserved for the server", name)
+		}
 		if name == "" || strings.ContainsRune(name, ':') || !push.ValidChannel(name) {
 			return nil, fmt.Errorf("config: bad namespace name %q", name)
 		}

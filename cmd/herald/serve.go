@@ -160,6 +160,8 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		WriteTimeout:     cfg.WriteTimeout,
 		MaxChannels:      cfg.MaxChannels,
 		Verifier:         verifier,
+		AdminKeys:        cfg.keys(),
+		StatsInterval:    cfg.StatsInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
 	})
@@ -168,7 +170,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	if err != nil {
 		return nil, err
 	}
-	hub.Start(b)
+	hub.Start(ctx, b)
 	ws := push.NewServer(hub, push.ServerOptions{
 		AllowedOrigins:   cfg.AllowedOrigins,
 		HandshakeTimeout: cfg.HandshakeTimeout,
