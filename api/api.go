@@ -38,6 +38,8 @@ type Options struct {
 	// Pages are the web pages served at / (index.html at the root).
 	Pages  fs.FS
 	Logger *slog.Logger
+	// OpenAPI is served at /api/openapi.yaml.
+	OpenAPI []byte
 	// Metrics, if set, is served at /metrics and times publishes.
 	Metrics *Metrics
 	// CheckOrigin decides whether a browser page on origin may open an
@@ -88,6 +90,11 @@ func New(o Options) *Server {
 	// Subscriber endpoints: open like /ws (private namespaces need tokens).
 	e.GET("/sse", s.sse)
 	e.GET("/api/poll", s.poll)
+	if o.OpenAPI != nil {
+		e.GET("/api/openapi.yaml", func(c echo.Context) error {
+			return c.Blob(http.StatusOK, "application/yaml", o.OpenAPI)
+		})
+	}
 
 	pub := e.Group("/api", s.authorize)
 	pub.POST("/publish", s.publish)
@@ -101,6 +108,16 @@ func New(o Options) *Server {
 		e.GET("/*", echo.WrapHandler(pageHandler(o.Pages)))
 	}
 	return s
+}
+
+// Routes lists the method and path of every route, for checking the
+// OpenAPI document against them.
+func (s *Server) Routes() [][2]string {
+	var out [][2]string
+	for _, r := range s.echo.Routes() {
+		out = append(out, [2]string{r.Method, r.Path})
+	}
+	return out
 }
 
 // Handler is the http.Handler serving everything.

@@ -16,6 +16,7 @@ import (
 	"github.com/heraldpush/herald/api"
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/clients/web"
+	"github.com/heraldpush/herald/docs"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -187,6 +188,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		Pages:           web.Pages(),
 		CheckOrigin:     ws.CheckOrigin,
 		Metrics:         metrics,
+		OpenAPI:         docs.OpenAPI,
 		Logger:          logger,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
