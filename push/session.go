@@ -90,7 +90,7 @@ func (s *Session) flush() {
 		s.queue, s.spare = s.spare[:0], nil
 		s.mu.Unlock()
 
-		n := 0
+		n := 0 // bytes written by a batch write, accounted after it
 		var err error
 		_ = s.conn.SetWriteDeadline(time.Now().Add(s.hub.opts.WriteTimeout))
 		if s.batch && len(q) > 1 {
@@ -108,7 +108,12 @@ func (s *Session) flush() {
 				if err = s.conn.WriteMessage(gws.OpcodeText, f); err != nil {
 					break
 				}
-				n += len(f)
+				// A frame leaves the count as soon as the socket has it:
+				// a client that keeps up must not look slow while the
+				// rest of a long run is still being written.
+				s.mu.Lock()
+				s.queued -= len(f)
+				s.mu.Unlock()
 			}
 		}
 		clear(q)
