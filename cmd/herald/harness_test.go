@@ -343,19 +343,20 @@ func (c *wsClient) subscribe(channel string) frame {
 }
 
 // expectClose reads until the connection ends and fails unless the server
-// closed it with code and a non-empty reason. Frames before the close are
-// returned (a slow consumer still has its backlog to read).
-func (c *wsClient) expectClose(code websocket.StatusCode) (reason string, before int) {
+// closed it with code and a non-empty reason. It returns the reason and
+// the frames read before the close (a slow consumer still has its backlog
+// to read).
+func (c *wsClient) expectClose(code websocket.StatusCode) (reason string, before [][]byte) {
 	c.t.Helper()
 	for {
-		_, _, err := c.readRaw()
+		_, b, err := c.readRaw()
 		if err == nil {
-			before++
+			before = append(before, b)
 			continue
 		}
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) {
-			c.t.Fatalf("connection ended without a close frame (want %d) after %d frames: %v", code, before, err)
+			c.t.Fatalf("connection ended without a close frame (want %d) after %d frames: %v", code, len(before), err)
 		}
 		if ce.Code != code {
 			c.t.Fatalf("closed with %d %q, want %d", ce.Code, ce.Reason, code)
