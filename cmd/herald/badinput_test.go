@@ -48,7 +48,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.t = t
+			c := c.in(t)
 			if tc.binary {
 				c.sendRaw(websocket.MessageBinary, []byte(tc.frame))
 			} else {
@@ -62,7 +62,6 @@ func TestBadInput(t *testing.T) {
 			c.subscribe(fmt.Sprintf("after-%d", i))
 		})
 	}
-	c.t = t
 	// The subscription made before it all still delivers, and clients may
 	// still publish where they are allowed to.
 	n.publish("stocks:OK", "fine")

@@ -104,6 +104,14 @@ func startTestNode(t testing.TB, cfg Config) *testNode {
 	return tn
 }
 
+// in returns n with its helpers failing t: a subtest must not fail its
+// parent from its own goroutine.
+func (n *testNode) in(t testing.TB) *testNode {
+	m := *n
+	m.t = t
+	return &m
+}
+
 // wsURL is the node's WebSocket URL for path with query (may be "").
 func (n *testNode) wsURL(path, query string) string {
 	u := "ws://" + n.addr + path
@@ -221,6 +229,14 @@ type wsClient struct {
 	conn    *websocket.Conn
 	timeout time.Duration
 	nextID  int
+}
+
+// in returns the same connection with its helpers failing t (for
+// subtests). Use one of the two at a time: they share the connection.
+func (c *wsClient) in(t testing.TB) *wsClient {
+	d := *c
+	d.t = t
+	return &d
 }
 
 // id returns a fresh command id.

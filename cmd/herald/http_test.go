@@ -34,6 +34,7 @@ func TestHTTPAuth(t *testing.T) {
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
+			n := n.in(t)
 			for _, path := range []string{"/api/publish", "/api/batch"} {
 				expectAPIError(t, n.request("POST", path, body, tc.header), http.StatusUnauthorized, "unauthorized")
 			}
@@ -51,6 +52,7 @@ func TestHTTPAuth(t *testing.T) {
 	}
 	for _, tc := range accepted {
 		t.Run(tc.name, func(t *testing.T) {
+			n := n.in(t)
 			if r := n.request("POST", "/api/publish", body, tc.header); r.Status != http.StatusOK {
 				t.Fatalf("HTTP %d: %s", r.Status, r.Body)
 			}
@@ -135,10 +137,12 @@ func TestHTTPErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			n := n.in(t)
 			expectAPIError(t, n.request("POST", tc.path, tc.body, nil), tc.status, tc.code)
 		})
 	}
 	t.Run("batch error names the message", func(t *testing.T) {
+		n := n.in(t)
 		r := n.request("POST", "/api/batch", `{"messages":[{"channel":"news","data":1},{"channel":"bad channel","data":2}]}`, nil)
 		if e := expectAPIError(t, r, 400, push.CodeInvalidChannel); !strings.Contains(e.Error.Message, "messages[1]") {
 			t.Errorf("message %q does not say which message was bad", e.Error.Message)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
 	"testing"
+	"time"
 
+	"github.com/coder/websocket"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -115,6 +118,7 @@ func TestPublishHTTP(t *testing.T) {
 	c.expect("subscribed")
 
 	t.Run("single", func(t *testing.T) {
+		n, c := n.in(t), c.in(t)
 		r := n.request("POST", "/api/publish", `{"channel":"a","data":{"n":1}}`, nil)
 		if r.Status != http.StatusOK {
 			t.Fatalf("HTTP %d: %s", r.Status, r.Body)
@@ -131,6 +135,7 @@ func TestPublishHTTP(t *testing.T) {
 	})
 
 	t.Run("channels", func(t *testing.T) {
+		n, c := n.in(t), c.in(t)
 		r := n.request("POST", "/api/publish", `{"channels":["a","stocks:B"],"data":"both"}`, nil)
 		if r.Status != http.StatusOK {
 			t.Fatalf("HTTP %d: %s", r.Status, r.Body)
@@ -156,6 +161,7 @@ func TestPublishHTTP(t *testing.T) {
 	})
 
 	t.Run("batch", func(t *testing.T) {
+		n, c := n.in(t), c.in(t)
 		res := n.batch([]batchItem{
 			{Channel: "a", Data: "first"},
 			{Channels: []string{"a", "stocks:B"}, Data: "second"},
@@ -384,5 +390,35 @@ func TestFanOut100(t *testing.T) {
 	}
 	if sessions, channels, subs := n.hub.Counts(); sessions != subscribers || channels != 1 || subs != subscribers {
 		t.Errorf("hub counts %d sessions, %d channels, %d subscriptions; want %d, 1, %d", sessions, channels, subs, subscribers, subscribers)
+	}
+
+	// Clients that leave are forgotten, and so is the channel.
+	for _, c := range clients {
+		if err := c.conn.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the hub to forget every session", func() bool {
+		sessions, channels, subs := n.hub.Counts()
+		return sessions == 0 && channels == 0 && subs == 0
+	})
+}
+
+// TestShutdown: a node shutting down closes its clients with 1001 (go
+// away: reconnect, elsewhere if need be) and stops accepting.
+func TestShutdown(t *testing.T) {
+	n := startTestNode(t, e2eConfig())
+	c := n.dial(query("channel", "news"))
+	c.welcome()
+	c.expect("subscribed")
+
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := n.shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	c.expectClose(websocket.StatusGoingAway)
+	if _, _, err := n.tryDial(dialOptions{}); err == nil {
+		t.Errorf("a new client could connect after shutdown")
 	}
 }
