@@ -48,7 +48,7 @@ type Session struct {
 	mu       sync.Mutex
 	queue    [][]byte // frames waiting for the writer
 	spare    [][]byte // the writer's previous queue, reused
-	queued   int      // bytes queued or being written
+	queued   int      // bytes waiting for the writer
 	flushing bool     // a flush is scheduled
 	closed   bool
 	subs     map[string]*subscription
@@ -104,7 +104,11 @@ func (s *Session) send(frame []byte) {
 	s.mu.Unlock()
 }
 
-// flush writes every queued frame through the transport.
+// flush writes every queued frame through the transport. Frames leave
+// the queue's byte count when the writer takes them, not when the write
+// returns: a client that keeps up must not look slow while a long run is
+// being written, and a stuck one still overflows with what piles up
+// behind the stuck write (memory stays under twice MaxQueueBytes).
 func (s *Session) flush() {
 	for {
 		s.mu.Lock()
@@ -115,16 +119,14 @@ func (s *Session) flush() {
 			return
 		}
 		s.queue, s.spare = s.spare[:0], nil
+		for _, f := range q {
+			s.queued -= len(f)
+		}
 		s.mu.Unlock()
 
-		n := 0
-		for _, f := range q {
-			n += len(f)
-		}
 		err := s.t.Write(q)
 		clear(q)
 		s.mu.Lock()
-		s.queued -= n
 		s.spare = q[:0]
 		if err != nil {
 			// The transport is broken; its reader side cleans up.

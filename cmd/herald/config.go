@@ -148,7 +148,12 @@ func setField(f reflect.Value, val string) error {
 		}
 		f.SetBool(b)
 	default: // namespaces: YAML (or JSON) in the variable
-		return yaml.Unmarshal([]byte(val), f.Addr().Interface())
+		// Unknown keys are errors here too, as in the file.
+		dec := yaml.NewDecoder(strings.NewReader(val))
+		dec.KnownFields(true)
+		if err := dec.Decode(f.Addr().Interface()); err != nil && err != io.EOF {
+			return err
+		}
 	}
 	return nil
 }

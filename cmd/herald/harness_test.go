@@ -104,6 +104,14 @@ func startTestNode(t testing.TB, cfg Config) *testNode {
 	return tn
 }
 
+// in returns n with its helpers failing t: a subtest must not fail its
+// parent from its own goroutine.
+func (n *testNode) in(t testing.TB) *testNode {
+	m := *n
+	m.t = t
+	return &m
+}
+
 // wsURL is the node's WebSocket URL for path with query (may be "").
 func (n *testNode) wsURL(path, query string) string {
 	u := "ws://" + n.addr + path
@@ -221,6 +229,14 @@ type wsClient struct {
 	conn    *websocket.Conn
 	timeout time.Duration
 	nextID  int
+}
+
+// in returns the same connection with its helpers failing t (for
+// subtests). Use one of the two at a time: they share the connection.
+func (c *wsClient) in(t testing.TB) *wsClient {
+	d := *c
+	d.t = t
+	return &d
 }
 
 // id returns a fresh command id.
@@ -343,19 +359,20 @@ func (c *wsClient) subscribe(channel string) frame {
 }
 
 // expectClose reads until the connection ends and fails unless the server
-// closed it with code and a non-empty reason. Frames before the close are
-// returned (a slow consumer still has its backlog to read).
-func (c *wsClient) expectClose(code websocket.StatusCode) (reason string, before int) {
+// closed it with code and a non-empty reason. It returns the reason and
+// the frames read before the close (a slow consumer still has its backlog
+// to read).
+func (c *wsClient) expectClose(code websocket.StatusCode) (reason string, before [][]byte) {
 	c.t.Helper()
 	for {
-		_, _, err := c.readRaw()
+		_, b, err := c.readRaw()
 		if err == nil {
-			before++
+			before = append(before, b)
 			continue
 		}
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) {
-			c.t.Fatalf("connection ended without a close frame (want %d) after %d frames: %v", code, before, err)
+			c.t.Fatalf("connection ended without a close frame (want %d) after %d frames: %v", code, len(before), err)
 		}
 		if ce.Code != code {
 			c.t.Fatalf("closed with %d %q, want %d", ce.Code, ce.Reason, code)
