@@ -36,7 +36,10 @@ type Options struct {
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
 	// Pages are the web pages served at / (index.html at the root).
-	Pages  fs.FS
+	Pages fs.FS
+	// Script is the browser client (clients/js), served at /herald.js so
+	// that pages can import it from the server they talk to.
+	Script []byte
 	Logger *slog.Logger
 	// CheckOrigin decides whether a browser page on origin may open an
 	// event stream on host (the WebSocket server's rule); nil allows all.
@@ -88,6 +91,9 @@ func New(o Options) *Server {
 	pub.POST("/publish", s.publish)
 	pub.POST("/batch", s.batch)
 	pub.GET("/channels/:channel/history", s.history)
+	if o.Script != nil {
+		e.GET("/herald.js", s.script)
+	}
 	if o.Pages != nil {
 		e.GET("/*", echo.WrapHandler(pageHandler(o.Pages)))
 	}
@@ -157,6 +163,13 @@ func isLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// script serves the browser client. no-cache: browsers revalidate, so a
+// page never runs a client older than the server it talks to.
+func (s *Server) script(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "no-cache")
+	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", s.opts.Script)
 }
 
 // pageHandler serves the embedded pages with index.html at /.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldpush/herald/api"
 	"github.com/heraldpush/herald/broker"
+	heraldjs "github.com/heraldpush/herald/clients/js"
 	"github.com/heraldpush/herald/clients/web"
 	"github.com/heraldpush/herald/push"
 )
@@ -163,6 +164,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		APIKeys:         cfg.keys(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
+		Script:          heraldjs.Source,
 		CheckOrigin:     ws.CheckOrigin,
 		Logger:          logger,
 	})
