@@ -35,6 +35,8 @@ type Config struct {
 	Compression      bool          `yaml:"compression" help:"permessage-deflate for clients that offer it"`
 	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
 
+	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
+
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
 
