@@ -41,6 +41,8 @@ type Options struct {
 	// that pages can import it from the server they talk to.
 	Script []byte
 	Logger *slog.Logger
+	// Metrics, if set, is served at /metrics and times publishes.
+	Metrics *Metrics
 	// CheckOrigin decides whether a browser page on origin may open an
 	// event stream on host (the WebSocket server's rule); nil allows all.
 	CheckOrigin func(origin, host string) bool
@@ -77,6 +79,9 @@ func New(o Options) *Server {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	if o.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))
+	}
 	if o.WS != nil {
 		e.GET("/ws", echo.WrapHandler(o.WS))
 	}
@@ -91,6 +96,10 @@ func New(o Options) *Server {
 	pub.POST("/publish", s.publish)
 	pub.POST("/batch", s.batch)
 	pub.GET("/channels/:channel/history", s.history)
+	pub.GET("/channels/:channel/presence", s.presence)
+	pub.GET("/channels", s.channels)
+	pub.GET("/stats", s.stats)
+	pub.POST("/disconnect", s.disconnect)
 	if o.Script != nil {
 		e.GET("/herald.js", s.script)
 	}
@@ -130,7 +139,8 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		if len(s.keys) == 0 {
-			if isLoopback(r.RemoteAddr) {
+			// A proxied request is not local even when the proxy is.
+			if isLoopback(r.RemoteAddr) && r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
 				return next(c)
 			}
 			return newError(http.StatusUnauthorized, "unauthorized", "no api_key is configured: the publisher API only accepts loopback clients")

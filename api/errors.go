@@ -35,6 +35,8 @@ func classify(err error) *apiError {
 		return newError(http.StatusBadRequest, push.CodeInvalidChannel, err.Error())
 	case errors.Is(err, push.ErrUnknownNamespace):
 		return newError(http.StatusBadRequest, push.CodeUnknownNS, err.Error())
+	case errors.Is(err, push.ErrNoStore):
+		return newError(http.StatusNotImplemented, "not_supported", err.Error())
 	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, push.CodeUnavailable, "broker unavailable, nothing was published; retry later: "+err.Error())

@@ -7,12 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
 	"github.com/labstack/echo/v4"
 )
+
+// startKey holds a publish request's start time in its echo.Context.
+const startKey = "herald.start"
 
 // maxBatch caps the publishes in one /api/batch request.
 const maxBatch = 1000
@@ -68,6 +73,10 @@ func (s *Server) validate(channel string, data json.RawMessage) (publication, er
 	if len(data) == 0 {
 		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "data"`)
 	}
+	data, err = push.CompactData(data)
+	if err != nil {
+		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not JSON: "+err.Error())
+	}
 	if len(data) > ns.MessageLimit() {
 		return publication{}, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge,
 			fmt.Sprintf("data for %q is %d bytes, its namespace allows %d", channel, len(data), ns.MessageLimit()))
@@ -110,6 +119,14 @@ func (s *Server) run(ctx context.Context, pubs []publication) ([]publishResult, 
 }
 
 func (s *Server) answer(c echo.Context, single bool, results []publishResult, err error) error {
+	if m := s.opts.Metrics; m != nil {
+		m.Publish.Observe(time.Since(c.Get(startKey).(time.Time)).Seconds())
+		code := "2xx"
+		if err != nil {
+			code = strconv.Itoa(classify(err).Status/100) + "xx"
+		}
+		m.PublishRequests.WithLabelValues(code).Inc()
+	}
 	if err != nil {
 		ae := classify(err)
 		if ae.Status == http.StatusServiceUnavailable {
@@ -130,6 +147,7 @@ func (s *Server) answer(c echo.Context, single bool, results []publishResult, er
 
 // publish handles POST /api/publish.
 func (s *Server) publish(c echo.Context) error {
+	c.Set(startKey, time.Now())
 	var req publishRequest
 	if err := s.readJSON(c, &req); err != nil {
 		return err
@@ -144,6 +162,7 @@ func (s *Server) publish(c echo.Context) error {
 
 // batch handles POST /api/batch: {"messages": [{"channel"|"channels", "data"}, ...]}.
 func (s *Server) batch(c echo.Context) error {
+	c.Set(startKey, time.Now())
 	var req struct {
 		Messages []publishRequest `json:"messages"`
 	}
@@ -172,7 +191,10 @@ func (s *Server) batch(c echo.Context) error {
 
 // history handles GET /api/channels/:channel/history?since=epoch:offset&limit=N.
 func (s *Server) history(c echo.Context) error {
-	channel := c.Param("channel")
+	channel, err := url.PathUnescape(c.Param("channel"))
+	if err != nil {
+		return newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
+	}
 	ns, err := s.hub.Namespaces().Lookup(channel)
 	if err != nil {
 		return err

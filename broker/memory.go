@@ -22,6 +22,8 @@ type Memory struct {
 	channels map[string]*memChannel
 	closed   bool
 
+	store memStore
+
 	// Deliveries go through a few ordered queues, one per channel hash, so
 	// that publishers never call into the hub while holding engine locks
 	// and a channel's messages keep their order.
@@ -54,6 +56,7 @@ func NewMemory(h Handler) *Memory {
 		channels: make(map[string]*memChannel),
 		done:     make(chan struct{}),
 	}
+	m.store.init()
 	n := runtime.GOMAXPROCS(0)
 	m.queues = make([]chan *Message, n)
 	for i := range m.queues {
@@ -96,6 +99,7 @@ func (m *Memory) sweep() {
 			ch.mu.Unlock()
 		}
 		m.mu.Unlock()
+		m.store.expire(now)
 	}
 }
 
@@ -128,8 +132,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	now := m.now()
 	ch.mu.Lock()
 	if now.After(ch.expires) {
-		// The channel's state expired: start over in a new epoch.
-		*ch = memChannel{epoch: NewEpoch(), subscribed: ch.subscribed}
+		ch.reset(now)
 	}
 	ch.offset++
 	msg := Message{Channel: channel, Offset: ch.offset, Epoch: ch.epoch, Data: data, Time: now.UnixMilli()}
@@ -206,7 +209,7 @@ func (m *Memory) History(ctx context.Context, channel string, q HistoryQuery) (H
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if now.After(ch.expires) {
-		*ch = memChannel{epoch: NewEpoch(), subscribed: ch.subscribed, expires: now.Add(DefaultTTL)}
+		ch.reset(now)
 	}
 	return historyOf(ch.history, Position{Epoch: ch.epoch, Offset: ch.offset}, q), nil
 }
@@ -280,6 +283,16 @@ func (m *Memory) Close(ctx context.Context) error {
 	}
 	m.wg.Wait()
 	return nil
+}
+
+// reset starts the channel over in a new epoch after its state expired,
+// as Redis would have expired its keys. ch.mu is held (so it is not
+// replaced wholesale: that would overwrite the locked mutex).
+func (ch *memChannel) reset(now time.Time) {
+	ch.epoch = NewEpoch()
+	ch.offset = 0
+	ch.history = nil
+	ch.expires = now.Add(DefaultTTL)
 }
 
 // NewEpoch returns a new random epoch id.

@@ -22,7 +22,11 @@ func (s *Session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 // welcome is the first frame of a WebSocket session.
 func (s *Session) welcome(batch bool) []byte {
 	h := s.hub
+	s.mu.Lock()
+	user := s.user
+	s.mu.Unlock()
 	return encode(welcomeFrame{
+		User:        user,
 		Type:        "welcome",
 		Client:      fmt.Sprintf("%s-%d", h.opts.Node, s.id),
 		Node:        h.opts.Node,
@@ -39,6 +43,7 @@ func (s *Session) reject(id json.Number, code, msg, channel string) {
 	flood := s.errors > maxErrors
 	s.mu.Unlock()
 	if flood {
+		s.hub.reject(ReasonFlood)
 		s.closeAsync(CloseFlood, "flood: too many rejected frames")
 		return
 	}
@@ -62,8 +67,14 @@ func (s *Session) handle(raw []byte) {
 		s.publish(c.ID, c.Channel, c.Data)
 	case "history":
 		s.history(c.ID, c.Channel, c.Since, c.Limit)
-	case "auth", "presence":
-		s.reject(c.ID, CodeBadRequest, c.Type+" is not enabled on this server", c.Channel)
+	case "auth":
+		if c.Key != "" {
+			s.authAdmin(c.ID, c.Key)
+		} else {
+			s.auth(c.ID, c.Token)
+		}
+	case "presence":
+		s.presence(c.ID, c.Channel)
 	case "":
 		s.reject(c.ID, CodeBadRequest, `missing "type"`, "")
 	default:
@@ -75,6 +86,17 @@ func (s *Session) handle(raw []byte) {
 func (s *Session) lookup(id json.Number, channel string) *Namespace {
 	if channel == "" {
 		s.reject(id, CodeBadRequest, `missing "channel"`, "")
+		return nil
+	}
+	if NamespaceOf(channel) == SystemNamespace {
+		s.mu.Lock()
+		admin := s.admin
+		s.mu.Unlock()
+		if channel == StatsChannel && admin {
+			return systemNamespace
+		}
+		s.hub.reject(ReasonForbidden)
+		s.reject(id, CodeForbidden, `the "herald" namespace is reserved for the server`, channel)
 		return nil
 	}
 	ns, err := s.hub.opts.Namespaces.Lookup(channel)
@@ -106,13 +128,17 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 		s.reject(id, CodeAlreadySub, "already subscribed", channel)
 		return
 	}
+	if !s.authorize(id, ns, channel) {
+		return
+	}
 	if n >= s.hub.opts.MaxChannels {
+		s.hub.reject(ReasonChannelLimit)
 		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", s.hub.opts.MaxChannels), channel)
 		return
 	}
 	ctx, cancel := s.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s}
+	sub := &subscription{s: s, presence: ns.Presence}
 	if err := s.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
@@ -125,7 +151,7 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	case ns.Snapshot:
 		q.Limit, q.Reverse = 1, true
 	}
-	hist, err := s.hub.broker.History(ctx, channel, q)
+	hist, err := s.hub.history(ctx, channel, q)
 	if err != nil {
 		s.hub.detach(sub)
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
@@ -143,6 +169,9 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	s.subs[channel] = sub
 	s.mu.Unlock()
 	s.hub.activate(sub, id, since, hist, ns.Snapshot)
+	if sub.presence {
+		s.hub.join(sub)
+	}
 }
 
 // activate queues the subscribe reply, then recovered history or the
@@ -200,6 +229,9 @@ func (s *Session) unsubscribe(id json.Number, channel string) {
 		return
 	}
 	s.hub.detach(sub)
+	if sub.presence {
+		s.hub.leave(sub)
+	}
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))
 }
 
@@ -208,12 +240,21 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 	if ns == nil {
 		return
 	}
+	if !s.authorize(id, ns, channel) {
+		return
+	}
 	if !ns.ClientPublish {
+		s.hub.reject(ReasonForbidden)
 		s.reject(id, CodeForbidden, "clients may not publish in this namespace (client_publish is off)", channel)
 		return
 	}
 	if len(data) == 0 {
 		s.reject(id, CodeBadRequest, `missing "data"`, channel)
+		return
+	}
+	data, err := CompactData(data)
+	if err != nil {
+		s.reject(id, CodeBadRequest, "data is not JSON: "+err.Error(), channel)
 		return
 	}
 	if len(data) > ns.MessageLimit() {
@@ -228,6 +269,7 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		ok := s.limiter.allow(ns.PublishRate, time.Now())
 		s.mu.Unlock()
 		if !ok {
+			s.hub.reject(ReasonRateLimited)
 			s.reject(id, CodeRateLimited, "publish rate exceeded: "+ns.PublishRate.String(), channel)
 			return
 		}
@@ -235,17 +277,23 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 	ctx, cancel := s.brokerCtx()
 	defer cancel()
 	// json.Unmarshal copied data out of gws's read buffer: it may be kept.
-	pos, err := s.hub.broker.Publish(ctx, channel, data, ns.Retention())
+	var pos broker.Position
+	err = s.hub.timed("publish", func() error {
+		var err error
+		pos, err = s.hub.broker.Publish(ctx, channel, data, ns.Retention())
+		return err
+	})
 	if err != nil {
 		s.reject(id, CodeUnavailable, "publish failed, retry later: "+err.Error(), channel)
 		return
 	}
+	s.hub.stats.ClientPubs.Add(1)
 	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset}))
 }
 
 func (s *Session) history(id json.Number, channel string, since *broker.Position, limit int) {
 	ns := s.lookup(id, channel)
-	if ns == nil {
+	if ns == nil || !s.authorize(id, ns, channel) {
 		return
 	}
 	if limit <= 0 || limit > maxHistoryLimit {
@@ -257,7 +305,7 @@ func (s *Session) history(id json.Number, channel string, since *broker.Position
 	}
 	ctx, cancel := s.brokerCtx()
 	defer cancel()
-	hist, err := s.hub.broker.History(ctx, channel, q)
+	hist, err := s.hub.history(ctx, channel, q)
 	if err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return

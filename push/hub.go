@@ -12,6 +12,7 @@ package push
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ const (
 	DefaultBrokerTimeout    = 5 * time.Second
 	DefaultMaxChannels      = 128
 	DefaultRecoveryMessages = 10000
+	DefaultTokenGrace       = 10 * time.Second
 )
 
 // Options configure a Hub. The zero value of each field picks its default.
@@ -59,6 +61,20 @@ type Options struct {
 	BrokerTimeout time.Duration
 	// MaxChannels caps the channels one connection may subscribe to.
 	MaxChannels int
+	// Verifier checks connection tokens; nil refuses every token.
+	Verifier *Verifier
+	// TokenGrace is how long a connection may stay after its token
+	// expired, to send a fresh one in an auth frame (default 10s).
+	TokenGrace time.Duration
+	// AdminKeys are the API keys; a session that sends one in an auth
+	// frame may subscribe to the node statistics (herald:stats).
+	AdminKeys []string
+	// StatsInterval is how often each node reports its figures over the
+	// broker (default 2s).
+	StatsInterval time.Duration
+	// ObserveBroker, if set, is told the duration of every broker call the
+	// hub makes (op is "subscribe", "unsubscribe", "history", "publish").
+	ObserveBroker func(op string, d time.Duration, err error)
 	// Logger receives connection-level logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -88,6 +104,12 @@ func (o *Options) setDefaults() {
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = DefaultMaxChannels
 	}
+	if o.StatsInterval <= 0 {
+		o.StatsInterval = 2 * time.Second
+	}
+	if o.TokenGrace <= 0 {
+		o.TokenGrace = DefaultTokenGrace
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,8 +129,11 @@ type Hub struct {
 	shards   [numShards]hubShard
 	sessions sessionSet
 
-	nextID atomic.Uint64
-	stats  Stats
+	nextID   atomic.Uint64
+	stats    Stats
+	rejected [numReasons]atomic.Uint64
+	closes   [numCloses]atomic.Uint64
+	nodes    nodeReports
 
 	done     chan struct{}
 	stopOnce sync.Once
@@ -146,6 +171,8 @@ type subscription struct {
 	// skip drops live messages at or below this offset: they were already
 	// sent from history. Guarded by ch.mu.
 	skip uint64
+	// presence: the channel's namespace tracks who is subscribed.
+	presence bool
 }
 
 type pending struct {
@@ -153,12 +180,15 @@ type pending struct {
 	frame  []byte
 }
 
-// Stats are this node's running totals, read with Hub.Stats.
+// Stats are this node's running totals, read with Hub.Snapshot.
 type Stats struct {
 	Published     atomic.Uint64 // messages received from the broker
 	Delivered     atomic.Uint64 // frames queued to sessions
+	Dropped       atomic.Uint64 // frames not queued: the session was closing
+	ClientPubs    atomic.Uint64 // client publishes accepted
 	SlowConsumers atomic.Uint64
 	Gaps          atomic.Uint64 // gaps found and filled or reported
+	Reconnects    atomic.Uint64 // broker reconnects
 }
 
 // NewHub returns a hub. Call Start with its broker before serving.
@@ -172,11 +202,13 @@ func NewHub(opts Options) *Hub {
 	return h
 }
 
-// Start attaches the broker and starts the heartbeat loop.
-func (h *Hub) Start(b broker.Broker) {
+// Start attaches the broker, subscribes the system channels and starts
+// the heartbeat and stats loops.
+func (h *Hub) Start(ctx context.Context, b broker.Broker) {
 	h.broker = b
 	h.wg.Add(1)
 	go h.heartbeat()
+	h.startSystem(ctx)
 }
 
 // Options returns the hub's options with defaults filled in.
@@ -208,16 +240,22 @@ func (h *Hub) Counts() (sessions, channels, subscriptions int) {
 	return
 }
 
-// Totals returns the running message counters.
-func (h *Hub) Totals() (published, delivered, slow uint64) {
-	return h.stats.Published.Load(), h.stats.Delivered.Load(), h.stats.SlowConsumers.Load()
-}
-
-// Close closes every session with code and reason and stops the hub.
-func (h *Hub) Close(code uint16, reason string) {
+// Close closes every session with code and reason, waits until they are
+// gone (or ctx ends) and stops the hub.
+func (h *Hub) Close(ctx context.Context, code uint16, reason string) error {
 	h.stopOnce.Do(func() { close(h.done) })
 	h.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	h.wg.Wait()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for h.sessions.len() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("push: %d sessions still open: %w", h.sessions.len(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 func fnv32(s string) uint32 {
@@ -253,9 +291,12 @@ func (h *Hub) attach(ctx context.Context, channel string, sub *subscription) err
 	sh.mu.RUnlock()
 	if ch == nil {
 		// The stripe lock keeps a concurrent detach of the same channel
-		// from unsubscribing the broker after we subscribed it.
-		if err := h.broker.Subscribe(ctx, channel); err != nil {
-			return err
+		// from unsubscribing the broker after we subscribed it. System
+		// channels are subscribed for the hub's whole life.
+		if !isSystem(channel) {
+			if err := h.timed("subscribe", func() error { return h.broker.Subscribe(ctx, channel) }); err != nil {
+				return err
+			}
 		}
 		ch = &hubChannel{name: channel}
 		sh.mu.Lock()
@@ -300,9 +341,12 @@ func (h *Hub) detach(sub *subscription) {
 		delete(sh.channels, ch.name)
 	}
 	sh.mu.Unlock()
+	if isSystem(ch.name) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
 	defer cancel()
-	if err := h.broker.Unsubscribe(ctx, ch.name); err != nil {
+	if err := h.timed("unsubscribe", func() error { return h.broker.Unsubscribe(ctx, ch.name) }); err != nil {
 		// The broker will deliver messages nobody here wants; the hub
 		// drops them. Not worth failing anything for.
 		h.log.Warn("broker unsubscribe failed", "channel", ch.name, "err", err)
@@ -313,6 +357,9 @@ func (h *Hub) detach(sub *subscription) {
 // local subscribers, filling any gap before it from history.
 func (h *Hub) HandleMessage(m *broker.Message) {
 	h.stats.Published.Add(1)
+	if isSystem(m.Channel) {
+		h.handleSystem(m)
+	}
 	ch := h.lookup(m.Channel)
 	if ch == nil {
 		return
@@ -363,7 +410,7 @@ func (h *Hub) fillLocked(ch *hubChannel, upto uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
 	defer cancel()
 	want := upto - ch.last
-	hist, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{
+	hist, err := h.history(ctx, ch.name, broker.HistoryQuery{
 		Since: broker.Position{Epoch: ch.epoch, Offset: ch.last},
 		Limit: int(min(want, DefaultRecoveryMessages)),
 	})
@@ -407,6 +454,7 @@ func (h *Hub) resetLocked(ch *hubChannel, epoch string, offset uint64) {
 // came back, every local channel is checked for messages published in
 // between and the gap is filled from history.
 func (h *Hub) HandleReconnect() {
+	h.stats.Reconnects.Add(1)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -426,7 +474,7 @@ func (h *Hub) resync() {
 	}
 	for _, ch := range chans {
 		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
-		hist, err := h.broker.History(ctx, ch.name, broker.HistoryQuery{})
+		hist, err := h.history(ctx, ch.name, broker.HistoryQuery{})
 		cancel()
 		if err != nil {
 			h.log.Warn("resync: position read failed", "channel", ch.name, "err", err)
@@ -442,4 +490,15 @@ func (h *Hub) resync() {
 		}
 		ch.mu.Unlock()
 	}
+}
+
+// history reads from the broker, timed.
+func (h *Hub) history(ctx context.Context, channel string, q broker.HistoryQuery) (broker.History, error) {
+	var hist broker.History
+	err := h.timed("history", func() error {
+		var err error
+		hist, err = h.broker.History(ctx, channel, q)
+		return err
+	})
+	return hist, err
 }

@@ -1,6 +1,8 @@
 package push
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -32,11 +34,36 @@ type Namespace struct {
 	ClientPublish   bool          `yaml:"client_publish" json:"client_publish"`
 	PublishRate     Rate          `yaml:"publish_rate" json:"publish_rate"`
 	MaxMessageBytes int           `yaml:"max_message_bytes" json:"max_message_bytes"`
+	// Anonymous false requires a valid token (any user) to subscribe or
+	// publish; nil or true lets connections without a token in.
+	Anonymous *bool `yaml:"anonymous" json:"anonymous,omitempty"`
 }
 
-// Retention is the history the namespace asks the broker to keep.
+// AllowsAnonymous reports whether connections without a token may use the
+// namespace.
+func (ns *Namespace) AllowsAnonymous() bool { return ns.Anonymous == nil || *ns.Anonymous }
+
+// Retention is the history the namespace asks the broker to keep. A
+// snapshot namespace keeps at least the latest message.
 func (ns *Namespace) Retention() broker.Retention {
-	return broker.Retention{Size: ns.HistorySize, TTL: ns.HistoryTTL}
+	size := ns.HistorySize
+	if ns.Snapshot && size < 1 {
+		size = 1
+	}
+	return broker.Retention{Size: size, TTL: ns.HistoryTTL}
+}
+
+// CompactData checks that data is one JSON value and returns it without
+// insignificant whitespace: stored and sent compact, a message never holds
+// a newline (batch frames separate messages with '\n') and its size is
+// what the size limits count.
+func CompactData(data []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(data))
+	if err := json.Compact(&buf, data); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // MessageLimit is the namespace's cap on a message's data, in bytes.

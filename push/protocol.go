@@ -35,6 +35,8 @@ const (
 	CodeRateLimited    = "rate_limited"
 	CodeUnavailable    = "unavailable"
 	CodeLimit          = "limit_exceeded"
+	CodeUnauthorized   = "unauthorized"
+	CodeTokenExpired   = "token_expired"
 	CodeInternal       = "internal"
 )
 
@@ -47,6 +49,7 @@ type command struct {
 	Data    json.RawMessage  `json:"data,omitempty"`
 	Limit   int              `json:"limit,omitempty"`
 	Token   string           `json:"token,omitempty"`
+	Key     string           `json:"key,omitempty"` // auth as admin with an API key
 }
 
 // Server -> client frames other than "message", encoded with encoding/json:
@@ -58,6 +61,7 @@ type (
 		Node        string `json:"node"`
 		HeartbeatMS int64  `json:"heartbeat_ms"`
 		Batch       bool   `json:"batch,omitempty"`
+		User        string `json:"user,omitempty"`
 	}
 	subscribedFrame struct {
 		Type      string      `json:"type"`

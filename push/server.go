@@ -2,8 +2,10 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -20,6 +22,8 @@ type Server struct {
 	// host. "*" allows any.
 	origins map[string]bool
 	anyOrig bool
+	trusted []netip.Prefix
+	ips     *ipLimiter
 }
 
 // ServerOptions configure a Server.
@@ -31,11 +35,20 @@ type ServerOptions struct {
 	HandshakeTimeout time.Duration
 	// Compression turns on permessage-deflate for clients that offer it.
 	Compression bool
+	// MaxConnsPerIP caps the open WebSocket connections from one client
+	// address (0: no cap).
+	MaxConnsPerIP int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed
+	// when finding a client's address.
+	TrustedProxies []netip.Prefix
 }
 
 // NewServer returns a WebSocket server for h.
 func NewServer(h *Hub, o ServerOptions) *Server {
-	srv := &Server{hub: h, origins: make(map[string]bool)}
+	srv := &Server{
+		hub: h, origins: make(map[string]bool), trusted: o.TrustedProxies,
+		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
+	}
 	for _, o := range o.AllowedOrigins {
 		o = strings.TrimRight(strings.TrimSpace(o), "/")
 		if o == "*" {
@@ -44,7 +57,7 @@ func NewServer(h *Hub, o ServerOptions) *Server {
 			srv.origins[strings.ToLower(o)] = true
 		}
 	}
-	srv.upgrader = gws.NewUpgrader(&handler{hub: h}, &gws.ServerOption{
+	srv.upgrader = gws.NewUpgrader(&handler{hub: h, ips: srv.ips}, &gws.ServerOption{
 		ReadMaxPayloadSize: h.opts.MaxFrameBytes,
 		// Frames are small JSON commands; a small read buffer keeps idle
 		// connections cheap.
@@ -74,22 +87,54 @@ func (srv *Server) CheckOrigin(origin, host string) bool {
 }
 
 // ServeHTTP upgrades the request and starts the session. Query: channel
-// (repeatable) subscribes at once; batch=1 packs messages into frames.
+// (repeatable) subscribes at once; batch=1 packs messages into frames;
+// token authenticates.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !srv.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		_, _ = w.Write([]byte(`{"error":{"code":"forbidden","message":"origin not allowed"}}`))
+		srv.hub.reject(ReasonOrigin)
+		httpError(w, http.StatusForbidden, CodeForbidden, "origin not allowed: add it to allowed_origins")
+		return
+	}
+	ip := ClientIP(r, srv.trusted)
+	if !srv.ips.acquire(ip) {
+		srv.hub.reject(ReasonIPLimit)
+		httpError(w, http.StatusTooManyRequests, CodeLimit, "too many connections from your address")
 		return
 	}
 	q := r.URL.Query()
+	var claims *Claims
+	authErr := ""
+	if tok := q.Get("token"); tok != "" {
+		c, err := srv.hub.opts.Verifier.Verify(tok)
+		switch {
+		case err != nil:
+			// Upgrade anyway and close with 1008: a browser cannot read an
+			// HTTP error from a failed handshake, but it can read a reason.
+			authErr = err.Error()
+		case srv.hub.banned(c.Subject):
+			authErr = "this user is banned"
+		}
+		claims = c
+	}
 	conn, err := srv.upgrader.Upgrade(w, r)
 	if err != nil {
+		srv.ips.release(ip)
 		return // gws has answered the client
 	}
-	t := &wsTransport{conn: conn, batch: q.Get("batch") == "1", timeout: srv.hub.opts.WriteTimeout, initial: q["channel"]}
-	conn.Session().(*slot).s = srv.hub.NewSession(t, false)
+	t := &wsTransport{conn: conn, batch: q.Get("batch") == "1", timeout: srv.hub.opts.WriteTimeout,
+		initial: q["channel"], ip: ip, authErr: authErr}
+	t.pingFn = t.ping
+	s := srv.hub.NewSession(t, false)
+	s.setClaims(claims)
+	conn.Session().(*slot).s = s
 	go conn.ReadLoop()
+}
+
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	_, _ = w.Write(b)
 }
 
 // wsTransport writes a session's frames to a gws connection.
@@ -99,6 +144,17 @@ type wsTransport struct {
 	timeout time.Duration
 	buf     []byte   // batch frame, reused
 	initial []string // channels from the query string, until OnOpen
+	ip      string   // client address, for the per-address limit
+	authErr string   // why the handshake's token was refused
+	pingFn  func()   // t.ping, bound once
+}
+
+// Ping queues a WebSocket ping frame behind the pending writes.
+func (t *wsTransport) Ping() { t.conn.Async(t.pingFn) }
+
+func (t *wsTransport) ping() {
+	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
+	_ = t.conn.WritePing(nil)
 }
 
 // Schedule runs flush on the connection's gws write queue, which runs one
@@ -147,7 +203,10 @@ type gwsLogger struct{ h *Hub }
 func (l gwsLogger) Error(v ...any) { l.h.log.Error("gws", "err", v) }
 
 // handler adapts gws events to sessions.
-type handler struct{ hub *Hub }
+type handler struct {
+	hub *Hub
+	ips *ipLimiter
+}
 
 func sessionOf(c *gws.Conn) *Session { return c.Session().(*slot).s }
 
@@ -157,6 +216,11 @@ func (hd *handler) OnOpen(c *gws.Conn) {
 	initial := t.initial
 	t.initial = nil
 	hd.hub.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
+	if t.authErr != "" {
+		hd.hub.reject(ReasonToken)
+		s.closeAsync(ClosePolicy, t.authErr)
+		return
+	}
 	s.send(s.welcome(t.batch))
 	s.Open(initial, nil)
 }
@@ -164,6 +228,11 @@ func (hd *handler) OnOpen(c *gws.Conn) {
 func (hd *handler) OnClose(c *gws.Conn, err error) {
 	s := sessionOf(c)
 	s.Close()
+	hd.hub.countClose(s, err)
+	hd.ips.release(s.t.(*wsTransport).ip)
+	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == CloseTooBig {
+		hd.hub.reject(ReasonFrameTooBig)
+	}
 	if hd.hub.log.Enabled(context.Background(), slog.LevelDebug) {
 		hd.hub.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
 			"duration", time.Since(time.Unix(0, s.opened)).Round(time.Millisecond))

@@ -21,6 +21,12 @@ type Transport interface {
 	Close(code uint16, reason string)
 }
 
+// pinger is a transport with a protocol-level ping. Browsers answer
+// WebSocket ping frames by themselves, so a client that never sends a
+// frame of its own (the three-line snippet in the README) stays alive;
+// the JSON ping lets clients watch the server in turn.
+type pinger interface{ Ping() }
+
 // Session is one client connection on any transport. Its memory is kept
 // small: a hub with 10,000 idle connections pays for 10,000 of these.
 type Session struct {
@@ -30,7 +36,10 @@ type Session struct {
 	// oneWay transports (SSE, long-poll) cannot answer pings; they are not
 	// closed for silence, a dead peer shows up as a write error instead.
 	oneWay bool
-	user   string
+	user   string // the token's sub; guarded by mu
+
+	expires   atomic.Int64  // token expiry, unix nanoseconds; 0: none
+	closeCode atomic.Uint32 // the close code the server sent, for metrics
 
 	opened int64 // unix nanoseconds
 
@@ -44,7 +53,10 @@ type Session struct {
 	closed   bool
 	subs     map[string]*subscription
 	limiter  *bucket
-	errors   int // rejected frames since the last heartbeat, for flood control
+	claims   *Claims // nil: anonymous
+	admin    bool    // authenticated with an API key
+	warned   bool    // told the client its token expired
+	errors   int     // rejected frames since the last heartbeat, for flood control
 
 	flushFn func() // s.flush, bound once so that scheduling it never allocates
 }
@@ -70,12 +82,15 @@ func (s *Session) send(frame []byte) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.hub.stats.Dropped.Add(1)
 		return
 	}
 	if s.queued+len(frame) > s.hub.opts.MaxQueueBytes && s.queued > 0 {
 		s.closed = true
 		s.mu.Unlock()
 		s.hub.stats.SlowConsumers.Add(1)
+		s.hub.reject(ReasonSlowConsumer)
+		s.closeCode.CompareAndSwap(0, CloseSlowConsumer)
 		s.hub.log.Debug("slow consumer", "client", s.id, "queued", s.queued)
 		go s.t.Close(CloseSlowConsumer, "slow consumer: send queue full")
 		return
@@ -123,6 +138,7 @@ func (s *Session) flush() {
 
 // closeAsync closes the session's connection without waiting.
 func (s *Session) closeAsync(code uint16, reason string) {
+	s.closeCode.CompareAndSwap(0, uint32(code))
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
@@ -152,6 +168,9 @@ func (s *Session) Close() {
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.hub.detach(sub)
+		if sub.presence {
+			s.hub.leave(sub)
+		}
 	}
 	s.hub.sessions.remove(s)
 }
@@ -219,14 +238,22 @@ func (h *Hub) heartbeat() {
 			deadline := now.Add(-h.opts.HeartbeatTimeout).UnixNano()
 			h.sessions.each(func(s *Session) {
 				if !s.oneWay && s.lastSeen.Load() < deadline {
+					h.reject(ReasonNoPong)
 					s.closeAsync(CloseNoPong, "heartbeat timeout: no pong")
+					return
+				}
+				if !s.checkToken(now) {
 					return
 				}
 				s.mu.Lock()
 				s.errors = 0 // the flood limit counts per heartbeat interval
 				s.mu.Unlock()
 				s.send(pingFrame)
+				if p, ok := s.t.(pinger); ok {
+					p.Ping()
+				}
 			})
+			h.refreshPresence()
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"reflect"
 	"strconv"
@@ -33,7 +34,21 @@ type Config struct {
 	MaxChannels      int           `yaml:"max_channels_per_connection" help:"channels one connection may subscribe to"`
 	MaxRequestBytes  int64         `yaml:"max_request_bytes" help:"largest HTTP request body"`
 	Compression      bool          `yaml:"compression" help:"permessage-deflate for clients that offer it"`
-	ShutdownTimeout  time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
+	MaxConnsPerIP    int           `yaml:"max_connections_per_ip" help:"WebSocket connections from one address (0: no cap)"`
+	TrustedProxies   []string      `yaml:"trusted_proxies" help:"proxy addresses/CIDRs whose X-Forwarded-For is believed"`
+	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close idle HTTP keep-alive connections after this"`
+
+	TokenHMACSecret string        `yaml:"token_hmac_secret" help:"HMAC secret for HS256/384/512 connection tokens (32+ bytes)"`
+	TokenPublicKey  string        `yaml:"token_public_key_file" help:"PEM file of RSA/ECDSA/Ed25519 public keys for RS*/PS*/ES*/EdDSA tokens"`
+	TokenJWKS       string        `yaml:"token_jwks_file" help:"JSON Web Key Set file for tokens"`
+	TokenAudience   string        `yaml:"token_audience" help:"required aud claim (empty: not checked)"`
+	TokenIssuer     string        `yaml:"token_issuer" help:"required iss claim (empty: not checked)"`
+	TokenLeeway     time.Duration `yaml:"token_leeway" help:"allowed clock skew for exp/nbf/iat"`
+	TokenGrace      time.Duration `yaml:"token_grace" help:"time to send a fresh token after expiry before close 4003"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
+	DrainDelay      time.Duration `yaml:"drain_delay" help:"on shutdown, time between failing /readyz and closing connections"`
+
+	StatsInterval time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
 
 	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
 
@@ -55,6 +70,10 @@ func defaultConfig() Config {
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,
+		IdleTimeout:      60 * time.Second,
+		StatsInterval:    2 * time.Second,
+		TokenLeeway:      push.DefaultLeeway,
+		TokenGrace:       push.DefaultTokenGrace,
 		LogLevel:         "info",
 		LogFormat:        "text",
 	}
@@ -149,6 +168,9 @@ func (c *Config) keys() []string {
 func (c *Config) namespaces() (*push.Namespaces, error) {
 	ns := &push.Namespaces{Default: c.DefaultNamespace, Named: map[string]*push.Namespace{}}
 	for name, rules := range c.Namespaces {
+		if name == push.SystemNamespace {
+			return nil, fmt.Errorf("config: namespace %q is reserved for the server", name)
+		}
 		if name == "" || strings.ContainsRune(name, ':') || !push.ValidChannel(name) {
 			return nil, fmt.Errorf("config: bad namespace name %q", name)
 		}
@@ -184,4 +206,45 @@ func printKeys(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Tag.Get("yaml"), envName(f.Tag.Get("yaml")), d, f.Tag.Get("help"))
 	}
 	tw.Flush()
+}
+
+// verifier builds the token verifier from the token_* keys; nil when no
+// key is configured.
+func (c *Config) verifier() (*push.Verifier, error) {
+	o := push.AuthOptions{
+		HMACSecret: c.TokenHMACSecret,
+		Audience:   c.TokenAudience,
+		Issuer:     c.TokenIssuer,
+		Leeway:     c.TokenLeeway,
+	}
+	var err error
+	if c.TokenPublicKey != "" {
+		if o.PublicKeys, err = os.ReadFile(c.TokenPublicKey); err != nil {
+			return nil, fmt.Errorf("config: token_public_key_file: %w", err)
+		}
+	}
+	if c.TokenJWKS != "" {
+		if o.JWKS, err = os.ReadFile(c.TokenJWKS); err != nil {
+			return nil, fmt.Errorf("config: token_jwks_file: %w", err)
+		}
+	}
+	return push.NewVerifier(o)
+}
+
+// trusted parses trusted_proxies: addresses or CIDR prefixes.
+func (c *Config) trusted() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: trusted_proxies: %q is not an address or CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

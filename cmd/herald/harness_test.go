@@ -80,9 +80,9 @@ func startTestNode(t testing.TB, cfg Config) *testNode {
 		t.Fatalf("startNode: %v", err)
 	}
 	tn := &testNode{
-		node: n,
-		t:    t,
-		base: "http://" + n.addr,
+		node:   n,
+		t:      t,
+		base:   "http://" + n.addr,
 		client: &http.Client{Timeout: httpTimeout},
 	}
 	t.Cleanup(func() {

@@ -24,6 +24,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"demo":      cmdDemo,
 	"publish":   cmdPublish,
 	"subscribe": cmdSubscribe,
+	"token":     cmdToken,
 	"bench":     cmdBench,
 }
 
@@ -44,6 +45,7 @@ Usage:
                            publish DATA (JSON, or a string), or each line of stdin
   herald subscribe CHANNEL...
                            print messages as JSON lines; resumes after reconnects
+  herald token --sub ID    mint a test connection token (HS256, from token_hmac_secret)
   herald bench --check     verify that every subscriber gets every message once, in order
   herald help              show this help
 `

@@ -147,11 +147,25 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	if err != nil {
 		return nil, err
 	}
+	verifier, err := cfg.verifier()
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := cfg.trusted()
+	if err != nil {
+		return nil, err
+	}
 	name := cfg.Node
 	if name == "" {
 		name, _ = os.Hostname()
 	}
+	var metrics *api.Metrics
 	hub := push.NewHub(push.Options{
+		ObserveBroker: func(op string, d time.Duration, err error) {
+			if metrics != nil {
+				metrics.ObserveBroker(op, d, err)
+			}
+		},
 		Node:             name,
 		Namespaces:       nss,
 		Heartbeat:        cfg.Heartbeat,
@@ -160,17 +174,24 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		MaxFrameBytes:    cfg.MaxFrameBytes,
 		WriteTimeout:     cfg.WriteTimeout,
 		MaxChannels:      cfg.MaxChannels,
+		Verifier:         verifier,
+		AdminKeys:        cfg.keys(),
+		StatsInterval:    cfg.StatsInterval,
+		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
 	})
+	metrics = api.NewMetrics(hub)
 	b, err := openBroker(ctx, cfg, hub, logger)
 	if err != nil {
 		return nil, err
 	}
-	hub.Start(b)
+	hub.Start(ctx, b)
 	ws := push.NewServer(hub, push.ServerOptions{
 		AllowedOrigins:   cfg.AllowedOrigins,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Compression:      cfg.Compression,
+		MaxConnsPerIP:    cfg.MaxConnsPerIP,
+		TrustedProxies:   trusted,
 	})
 	a := api.New(api.Options{
 		Hub:             hub,
@@ -181,6 +202,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
 		CheckOrigin:     ws.CheckOrigin,
+		Metrics:         metrics,
 		Logger:          logger,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -193,8 +215,10 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		addr:   ln.Addr().String(),
 		served: make(chan error, 1),
 		http: &http.Server{
-			Handler:           a.Handler(),
+			Handler: a.Handler(),
+			// Slowloris: a client that trickles its handshake is cut off.
 			ReadHeaderTimeout: cfg.HandshakeTimeout,
+			IdleTimeout:       cfg.IdleTimeout,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
@@ -208,15 +232,31 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	return n, nil
 }
 
-// shutdown drains the node: unready first, stop accepting, close every
-// WebSocket with 1001 so clients reconnect elsewhere, finish in-flight
-// requests, then close the broker.
+// shutdown drains the node: /readyz fails first (and drain_delay gives
+// load balancers time to see it), the listener stops accepting, every
+// WebSocket gets 1001 so clients reconnect elsewhere and event streams and
+// long-polls end, in-flight requests (publishes) finish, then the broker
+// closes.
 func (n *node) shutdown(ctx context.Context) error {
 	n.api.Drain()
-	err := n.http.Shutdown(ctx)
-	n.hub.Close(push.CloseGoingAway, "server shutting down")
+	if d := n.cfg.DrainDelay; d > 0 {
+		n.log.Info("draining: unready, waiting before closing connections", "delay", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	// Shutdown closes the listener at once, then waits for requests; the
+	// streams among them end when the hub closes their sessions.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- n.http.Shutdown(ctx) }()
+	herr := n.hub.Close(ctx, push.CloseGoingAway, "server shutting down")
+	err := <-httpDone
 	if cerr := n.broker.Close(ctx); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = herr
 	}
 	return err
 }

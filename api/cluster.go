@@ -1,0 +1,111 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/heraldpush/herald/push"
+	"github.com/labstack/echo/v4"
+)
+
+// presence handles GET /api/channels/:channel/presence.
+func (s *Server) presence(c echo.Context) error {
+	channel, err := url.PathUnescape(c.Param("channel"))
+	if err != nil {
+		return newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
+	}
+	ns, err := s.hub.Namespaces().Lookup(channel)
+	if err != nil {
+		return err
+	}
+	if !ns.Presence {
+		return newError(http.StatusNotFound, "not_found", "presence is off in this channel's namespace (presence: true enables it)")
+	}
+	members, err := s.hub.Presence(c.Request().Context(), channel)
+	if err != nil {
+		return err
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].Client < members[j].Client })
+	return c.JSON(http.StatusOK, map[string]any{"channel": channel, "members": members})
+}
+
+// channels handles GET /api/channels?prefix=: channels with subscribers on
+// any node, with their subscriber counts.
+func (s *Server) channels(c echo.Context) error {
+	counts, truncated := s.hub.ChannelCounts(c.QueryParam("prefix"))
+	type entry struct {
+		Channel     string `json:"channel"`
+		Subscribers int    `json:"subscribers"`
+	}
+	out := make([]entry, 0, len(counts))
+	for name, n := range counts {
+		out = append(out, entry{name, n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Channel < out[j].Channel })
+	return c.JSON(http.StatusOK, map[string]any{"channels": out, "truncated": truncated})
+}
+
+// stats handles GET /api/stats: totals across the nodes that reported in
+// the last few stats intervals, and each node's figures.
+func (s *Server) stats(c echo.Context) error {
+	nodes := s.hub.Cluster()
+	type total struct {
+		Nodes           int     `json:"nodes"`
+		Connections     int     `json:"connections"`
+		Subscriptions   int     `json:"subscriptions"`
+		Channels        int     `json:"channels"`
+		ReceivedPerSec  float64 `json:"messages_received_per_sec"`
+		DeliveredPerSec float64 `json:"messages_delivered_per_sec"`
+	}
+	t := total{Nodes: len(nodes)}
+	distinct := map[string]bool{}
+	for i := range nodes {
+		n := &nodes[i]
+		t.Connections += n.Connections
+		t.Subscriptions += n.Subscriptions
+		t.ReceivedPerSec += n.ReceivedPerSec
+		t.DeliveredPerSec += n.DeliveredPerSec
+		for ch := range n.Channels {
+			distinct[ch] = true
+		}
+		n.Channels = nil // listed by /api/channels
+	}
+	t.Channels = len(distinct)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Node < nodes[j].Node })
+	return c.JSON(http.StatusOK, map[string]any{"total": t, "nodes": nodes})
+}
+
+// disconnect handles POST /api/disconnect {"user", "ban", "reason"}: every
+// connection of user, on every node, is closed with 4004; with ban (a
+// duration such as "10m") the user cannot connect again until it passes.
+func (s *Server) disconnect(c echo.Context) error {
+	var req struct {
+		User   string `json:"user"`
+		Ban    string `json:"ban"`
+		Reason string `json:"reason"`
+	}
+	if err := s.readJSON(c, &req); err != nil {
+		return err
+	}
+	if req.User == "" {
+		return newError(http.StatusBadRequest, push.CodeBadRequest, `missing "user"`)
+	}
+	var ban time.Duration
+	if req.Ban != "" {
+		d, err := time.ParseDuration(req.Ban)
+		if err != nil || d < 0 {
+			return newError(http.StatusBadRequest, push.CodeBadRequest, `ban must be a duration such as "10m"`)
+		}
+		ban = d
+	}
+	if err := s.hub.Disconnect(c.Request().Context(), req.User, req.Reason, ban); err != nil {
+		return err
+	}
+	out := map[string]any{"user": req.User}
+	if ban > 0 {
+		out["banned_until"] = time.Now().Add(ban).UTC().Format(time.RFC3339)
+	}
+	return c.JSON(http.StatusOK, out)
+}

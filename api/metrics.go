@@ -1,0 +1,124 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/heraldpush/herald/push"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds Herald's Prometheus metrics. Counters that the hub keeps
+// anyway are read at scrape time (hubCollector), so the message path pays
+// nothing for them; only latencies are observed as they happen.
+type Metrics struct {
+	registry *prometheus.Registry
+	// BrokerOps times every broker call by operation.
+	BrokerOps *prometheus.HistogramVec
+	// Publish times POST /api/publish and /api/batch end to end.
+	Publish prometheus.Histogram
+	// PublishRequests counts publish requests by result.
+	PublishRequests *prometheus.CounterVec
+}
+
+const namespace = "herald"
+
+// NewMetrics registers the metrics for hub.
+func NewMetrics(hub *push.Hub) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		registry: r,
+		BrokerOps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "broker_op_duration_seconds",
+			Help:    "Duration of broker calls (round trips to Redis) by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}, []string{"op", "result"}),
+		Publish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "publish_duration_seconds",
+			Help:    "Duration of HTTP publish requests, from body read to answer.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}),
+		PublishRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "publish_requests_total",
+			Help: "HTTP publish requests by status class.",
+		}, []string{"code"}),
+	}
+	r.MustRegister(m.BrokerOps, m.Publish, m.PublishRequests, &hubCollector{hub: hub},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveBroker is the hub's ObserveBroker hook.
+func (m *Metrics) ObserveBroker(op string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.BrokerOps.WithLabelValues(op, result).Observe(d.Seconds())
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+}
+
+var (
+	descConnections   = desc("connections", "Open client connections (WebSocket, SSE, long-poll).")
+	descSubscriptions = desc("subscriptions", "Channel subscriptions of local clients.")
+	descChannels      = desc("channels", "Channels with local subscribers.")
+	descReceived      = desc("messages_received_total", "Messages received from the broker for local subscribers.")
+	descDelivered     = desc("messages_delivered_total", "Message frames queued to local clients.")
+	descDropped       = desc("messages_dropped_total", "Frames not queued because their client was being closed.")
+	descClientPubs    = desc("client_publishes_total", "Publishes from clients (client_publish namespaces) accepted.")
+	descGaps          = desc("gaps_total", "Offset gaps found (after broker outages) and filled or reported.")
+	descReconnects    = desc("broker_reconnects_total", "Times the broker connection (Redis) came back.")
+	descQueued        = desc("send_queue_bytes", "Bytes waiting in clients' send queues.")
+	descMaxQueued     = desc("send_queue_max_bytes", "The largest single client send queue, in bytes.")
+	descRejections    = desc("rejections_total", "Refusals and limit closes by reason.", "reason")
+	descCloses        = desc("connection_closes_total", "WebSocket connections ended, by close reason.", "reason")
+	descSlow          = desc("slow_consumer_closes_total", "Clients closed because their send queue overflowed.")
+)
+
+// hubCollector reads the hub's figures at scrape time.
+type hubCollector struct{ hub *push.Hub }
+
+func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descReceived, descDelivered,
+		descDropped, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow} {
+		ch <- d
+	}
+}
+
+func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.hub.Snapshot()
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descConnections, s.Connections)
+	gauge(descSubscriptions, s.Subscriptions)
+	gauge(descChannels, s.Channels)
+	gauge(descQueued, s.QueuedBytes)
+	gauge(descMaxQueued, s.MaxQueued)
+	counter(descReceived, s.Received)
+	counter(descDelivered, s.Delivered)
+	counter(descDropped, s.Dropped)
+	counter(descClientPubs, s.ClientPubs)
+	counter(descGaps, s.Gaps)
+	counter(descReconnects, s.Reconnects)
+	counter(descSlow, s.Rejections[push.ReasonSlowConsumer.String()])
+	for reason, n := range s.Rejections {
+		counter(descRejections, n, reason)
+	}
+	for reason, n := range s.Closes {
+		counter(descCloses, n, reason)
+	}
+}

@@ -1,0 +1,132 @@
+package push
+
+import (
+	"errors"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// Snapshot is a point-in-time view of this node, for /api/stats and
+// /metrics. Taking it walks the channels and sessions: it is for scrapes,
+// not for hot paths.
+type Snapshot struct {
+	Node          string            `json:"node"`
+	Connections   int               `json:"connections"`
+	Channels      int               `json:"channels"`
+	Subscriptions int               `json:"subscriptions"`
+	Received      uint64            `json:"messages_received"`  // from the broker
+	Delivered     uint64            `json:"messages_delivered"` // frames queued to clients
+	Dropped       uint64            `json:"messages_dropped"`
+	ClientPubs    uint64            `json:"client_publishes"`
+	Gaps          uint64            `json:"gaps"`
+	Reconnects    uint64            `json:"broker_reconnects"`
+	QueuedBytes   int               `json:"queued_bytes"`
+	MaxQueued     int               `json:"max_queued_bytes"`
+	Rejections    map[string]uint64 `json:"rejections"`
+	Closes        map[string]uint64 `json:"closes"`
+}
+
+// Snapshot returns the node's current figures.
+func (h *Hub) Snapshot() Snapshot {
+	sessions, channels, subs := h.Counts()
+	s := Snapshot{
+		Node: h.opts.Node, Connections: sessions, Channels: channels, Subscriptions: subs,
+		Received:   h.stats.Published.Load(),
+		Delivered:  h.stats.Delivered.Load(),
+		Dropped:    h.stats.Dropped.Load(),
+		ClientPubs: h.stats.ClientPubs.Load(),
+		Gaps:       h.stats.Gaps.Load(),
+		Reconnects: h.stats.Reconnects.Load(),
+		Rejections: h.Rejections(),
+		Closes:     make(map[string]uint64, len(closeNames)),
+	}
+	h.sessions.each(func(ss *Session) {
+		ss.mu.Lock()
+		q := ss.queued
+		ss.mu.Unlock()
+		s.QueuedBytes += q
+		s.MaxQueued = max(s.MaxQueued, q)
+	})
+	for code, name := range closeNames {
+		s.Closes[name] = h.closes[code].Load()
+	}
+	return s
+}
+
+// Close kinds counted per connection, by the code that ended it.
+const (
+	closeNormal = iota
+	closeGoingAway
+	closePolicy
+	closeTooBig
+	closeSlow
+	closeNoPong
+	closeExpired
+	closeKicked
+	closeFlood
+	closeAbnormal // the connection broke without a close frame
+	closeOther
+	numCloses
+)
+
+var closeNames = [numCloses]string{
+	"normal", "going_away", "policy", "too_big", "slow_consumer", "no_pong",
+	"token_expired", "kicked", "flood", "abnormal", "other",
+}
+
+func closeKind(code uint16) int {
+	switch code {
+	case CloseNormal:
+		return closeNormal
+	case CloseGoingAway:
+		return closeGoingAway
+	case ClosePolicy:
+		return closePolicy
+	case CloseTooBig:
+		return closeTooBig
+	case CloseSlowConsumer:
+		return closeSlow
+	case CloseNoPong:
+		return closeNoPong
+	case CloseTokenExpired:
+		return closeExpired
+	case CloseKicked:
+		return closeKicked
+	case CloseFlood:
+		return closeFlood
+	}
+	return closeOther
+}
+
+// countClose records why a WebSocket ended: the code the server sent, or
+// the client's close code, or abnormal when there was no close frame.
+func (h *Hub) countClose(s *Session, err error) {
+	code := s.closeCode.Load()
+	if code == 0 {
+		var ce *gws.CloseError
+		var sc interface{ Uint16() uint16 }
+		switch {
+		case errors.As(err, &ce):
+			code = uint32(ce.Code)
+		case errors.As(err, &sc):
+			code = uint32(sc.Uint16())
+		}
+	}
+	kind := closeAbnormal
+	if code != 0 {
+		kind = closeKind(uint16(code))
+	}
+	h.closes[kind].Add(1)
+}
+
+// timed runs a broker call and reports its duration to ObserveBroker.
+func (h *Hub) timed(op string, f func() error) error {
+	if h.opts.ObserveBroker == nil {
+		return f()
+	}
+	start := time.Now()
+	err := f()
+	h.opts.ObserveBroker(op, time.Since(start), err)
+	return err
+}
