@@ -46,8 +46,12 @@ export interface SubscribedInfo extends Position {
   frame: object;
 }
 
-/** A presence member as the server describes it (client id, user, ...). */
-export type Member = { client?: string; user?: string; [key: string]: unknown };
+/** A presence member: its connection's client id, and the token's user and info when it had one. */
+export interface Member {
+  client: string;
+  user?: string;
+  info?: unknown;
+}
 
 export interface SubscribeOptions {
   /** Resume after this position (e.g. persisted by the app). */
@@ -101,7 +105,7 @@ export interface HistoryReply<T = unknown> extends Position {
 export interface PresenceReply {
   type: "presence";
   channel: string;
-  [key: string]: unknown;
+  members: Member[];
 }
 
 export class HeraldError extends Error {

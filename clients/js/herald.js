@@ -275,7 +275,7 @@ export class Herald {
       case "join":
       case "leave": {
         const fn = f.type == "join" ? o.onJoin : o.onLeave;
-        return fn && fn(f.info || f.member || f, f);
+        return fn && fn({ client: f.client, user: f.user, info: f.info }, f);
       }
     }
     const err = f.type == "error" && new HeraldError(f.code, f.message, f.channel);
