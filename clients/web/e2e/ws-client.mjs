@@ -6,11 +6,12 @@ import { check, main } from "./lib.mjs";
 
 main(async ([base]) => {
   const ws = new WebSocket(base.replace(/^http/, "ws") + "/ws");
-  const inbox = [];
+  const inbox = [], joins = [];
   let wake = null;
   ws.on("message", (data) => {
     const f = JSON.parse(data.toString());
     if (f.type == "ping") return ws.send(JSON.stringify({ type: "pong" }));
+    if (f.type == "join" || f.type == "leave") return joins.push(f); // chat keeps presence
     inbox.push(f);
     if (wake) wake();
   });
@@ -47,6 +48,8 @@ main(async ([base]) => {
   ws.send(JSON.stringify({ type: "publish", id: 3, channel: "stocks:AAPL", data: 1 }));
   const err = await next();
   check(err.type == "error" && err.id == 3 && err.code == "forbidden" && err.message, "error reply " + JSON.stringify(err));
+
+  check(joins.some((f) => f.type == "join" && f.client == welcome.client), "no join frame for ourselves: " + JSON.stringify(joins));
 
   const closed = new Promise((r) => ws.once("close", (code) => r(code)));
   ws.close(1000, "done");
