@@ -36,7 +36,10 @@ type Options struct {
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
 	// Pages are the web pages served at / (index.html at the root).
-	Pages  fs.FS
+	Pages fs.FS
+	// Script is the browser client (clients/js), served at /herald.js so
+	// that pages can import it from the server they talk to.
+	Script []byte
 	Logger *slog.Logger
 	// OpenAPI is served at /api/openapi.yaml.
 	OpenAPI []byte
@@ -104,6 +107,9 @@ func New(o Options) *Server {
 	pub.GET("/channels", s.channels)
 	pub.GET("/stats", s.stats)
 	pub.POST("/disconnect", s.disconnect)
+	if o.Script != nil {
+		e.GET("/herald.js", s.script)
+	}
 	if o.Pages != nil {
 		e.GET("/*", echo.WrapHandler(pageHandler(o.Pages)))
 	}
@@ -184,6 +190,13 @@ func isLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// script serves the browser client. no-cache: browsers revalidate, so a
+// page never runs a client older than the server it talks to.
+func (s *Server) script(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "no-cache")
+	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", s.opts.Script)
 }
 
 // pageHandler serves the embedded pages with index.html at /.

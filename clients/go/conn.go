@@ -106,11 +106,15 @@ func (h *connHandler) handle(conn *gws.Conn, f *serverFrame) {
 	case "message":
 		c.mu.Lock()
 		s := c.subs[f.Channel]
-		if s == nil || (s.hasPos && s.pos.Epoch == f.Epoch && f.Offset <= s.pos.Offset) {
+		// A snapshot is the latest message at or before the subscribe
+		// position, which is already s.pos: it is never a duplicate.
+		if s == nil || (!f.Snapshot && s.hasPos && s.pos.Epoch == f.Epoch && f.Offset <= s.pos.Offset) {
 			c.mu.Unlock()
 			return // unsubscribed, or already delivered
 		}
-		s.pos, s.hasPos = Position{Epoch: f.Epoch, Offset: f.Offset}, true
+		if !s.hasPos || s.pos.Epoch != f.Epoch || f.Offset > s.pos.Offset {
+			s.pos, s.hasPos = Position{Epoch: f.Epoch, Offset: f.Offset}, true
+		}
 		c.mu.Unlock()
 		s.handler(Message{Channel: f.Channel, Offset: f.Offset, Epoch: f.Epoch, TS: f.TS, Snapshot: f.Snapshot, Data: f.Data})
 	case "subscribed":

@@ -50,6 +50,8 @@ type Config struct {
 
 	StatsInterval time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
 
+	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
+
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
 

@@ -1,6 +1,9 @@
 // Command herald is the Herald push server and its tools.
 //
 //	herald [serve] [flags]     run the server (the default)
+//	herald demo                run the server with the demo feeds
+//	herald publish CH [DATA]   publish a message (or one per stdin line)
+//	herald subscribe CH...     print a channel's messages as JSON lines
 //	herald help                list the commands
 package main
 
@@ -17,9 +20,12 @@ import (
 
 // commands maps a subcommand to its entry point.
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"serve": cmdServe,
-	"bench": cmdBench,
-	"token": cmdToken,
+	"serve":     cmdServe,
+	"demo":      cmdDemo,
+	"publish":   cmdPublish,
+	"subscribe": cmdSubscribe,
+	"token":     cmdToken,
+	"bench":     cmdBench,
 }
 
 // envOr returns the environment variable name, or def when it is empty.
@@ -34,7 +40,12 @@ const usage = `Herald: a push service that replaces Ajax polling.
 
 Usage:
   herald [serve] [flags]   run the server (default; see herald serve --help)
-  herald token --sub ID     mint a test connection token (HS256, from token_hmac_secret)
+  herald demo [flags]      the server with live demo feeds (same as serve --demo)
+  herald publish CHANNEL [DATA]
+                           publish DATA (JSON, or a string), or each line of stdin
+  herald subscribe CHANNEL...
+                           print messages as JSON lines; resumes after reconnects
+  herald token --sub ID    mint a test connection token (HS256, from token_hmac_secret)
   herald bench --check     verify that every subscriber gets every message once, in order
   herald help              show this help
 `

@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldpush/herald/api"
 	"github.com/heraldpush/herald/broker"
+	heraldjs "github.com/heraldpush/herald/clients/js"
 	"github.com/heraldpush/herald/clients/web"
 	"github.com/heraldpush/herald/docs"
 	"github.com/heraldpush/herald/push"
@@ -29,11 +30,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	var added []string
+	if cfg.Demo {
+		added = cfg.addDemoNamespaces()
+	}
 	n, err := startNode(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	logger.Info("herald serving", "addr", n.addr, "node", n.hub.Node(), "broker", brokerName(cfg))
+	if cfg.Demo {
+		logger.Info("demo feeds on: open the pages at /", "url", browseURL(n.addr), "namespaces_added", added)
+		feeds := &demoFeeds{hub: n.hub, log: logger, step: time.Second}
+		demoCtx, stopDemo := context.WithCancel(ctx)
+		defer stopDemo()
+		go feeds.run(demoCtx)
+	}
 	if len(cfg.keys()) == 0 {
 		logger.Warn("no api_key configured: the publisher API accepts loopback clients only")
 	}
@@ -60,6 +72,7 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (C
 	origins := fs.String("allowed-origins", "", "comma-separated browser origins allowed besides the own host; * allows all (HERALD_ALLOWED_ORIGINS)")
 	node := fs.String("node", "", "node name (HERALD_NODE; default: host name)")
 	level := fs.String("log-level", cfg.LogLevel, "debug, info, warn, error (HERALD_LOG_LEVEL)")
+	demo := fs.Bool("demo", false, "publish live demo feeds for the pages at / (HERALD_DEMO); adds the namespaces they need when missing")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: herald serve [flags]\n\nFlags (they override the environment, which overrides the file):\n")
 		fs.PrintDefaults()
@@ -94,6 +107,8 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (C
 			cfg.Node = *node
 		case "log-level":
 			cfg.LogLevel = *level
+		case "demo":
+			cfg.Demo = *demo
 		}
 	})
 	return cfg, nil
@@ -186,6 +201,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		APIKeys:         cfg.keys(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
+		Script:          heraldjs.Source,
 		CheckOrigin:     ws.CheckOrigin,
 		Metrics:         metrics,
 		OpenAPI:         docs.OpenAPI,
@@ -245,6 +261,19 @@ func (n *node) shutdown(ctx context.Context) error {
 		err = herr
 	}
 	return err
+}
+
+// browseURL is the address to open in a browser for a listen address:
+// an unspecified host (":8080", "[::]:8080") is reachable as localhost.
+func browseURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + "/"
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 func brokerName(cfg Config) string {

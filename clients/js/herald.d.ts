@@ -1,0 +1,138 @@
+// Types for herald.js, the browser client for Herald's WebSocket protocol.
+
+/** A place in a channel's stream. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** A "message" frame as the server sent it. */
+export interface Message<T = unknown> extends Position {
+  type: "message";
+  channel: string;
+  data: T;
+  /** Publish time, Unix milliseconds. */
+  ts?: number;
+  /** True for the latest message sent on subscribe (namespaces with snapshot). */
+  snapshot?: boolean;
+}
+
+export type State = "connecting" | "connected" | "disconnected" | "closed";
+
+export interface StateEvent {
+  state: State;
+  /** WebSocket close code (1001 server going away, 4001 slow consumer, 1006 lost, ...). */
+  code?: number;
+  reason?: string;
+  wasClean?: boolean;
+}
+
+export interface DisconnectEvent {
+  code: number;
+  reason: string;
+  wasClean: boolean;
+}
+
+export interface Welcome {
+  type: "welcome";
+  client: string;
+  node: string;
+  heartbeat_ms: number;
+}
+
+export interface SubscribedInfo extends Position {
+  /** False when messages since the last position could not be delivered. */
+  recovered: boolean;
+  frame: object;
+}
+
+/** A presence member: its connection's client id, and the token's user and info when it had one. */
+export interface Member {
+  client: string;
+  user?: string;
+  info?: unknown;
+}
+
+export interface SubscribeOptions {
+  /** Resume after this position (e.g. persisted by the app). */
+  since?: Position;
+  /** Called after every (re)subscribe is confirmed. */
+  onSubscribed?: (info: SubscribedInfo) => void;
+  /** Messages were lost (history window passed, new epoch): reload state. */
+  onReset?: (at: Position, frame: object) => void;
+  /** Presence namespaces: someone subscribed. */
+  onJoin?: (member: Member, frame: object) => void;
+  /** Presence namespaces: someone left. */
+  onLeave?: (member: Member, frame: object) => void;
+  /** The subscribe was refused (unknown namespace, forbidden, ...). */
+  onError?: (err: HeraldError) => void;
+  /** The server ended the subscription, with its reason. */
+  onUnsubscribed?: (reason: string) => void;
+}
+
+export interface Subscription {
+  readonly channel: string;
+  /** The last position delivered, or null before the first. */
+  readonly position: Position | null;
+  unsubscribe(): void;
+}
+
+export interface Options {
+  /** ws(s):// or http(s):// URL, or a path; default "/ws" on the page's host. */
+  url?: string;
+  /** Sent as the token query parameter; a function is asked before every connect. */
+  token?: string | (() => string | Promise<string>);
+  /** Reconnect backoff bounds in ms (default 250 and 10000), jittered. */
+  minBackoff?: number;
+  maxBackoff?: number;
+  /** How long a request (publish, history, presence) may take, ms; default 10000. */
+  timeout?: number;
+  onState?: (e: StateEvent) => void;
+}
+
+export interface PublishAck extends Position {
+  type: "ack";
+  channel: string;
+}
+
+export interface HistoryReply<T = unknown> extends Position {
+  type: "history";
+  channel: string;
+  complete: boolean;
+  messages: Array<Position & { channel: string; data: T; ts?: number }>;
+}
+
+export interface PresenceReply {
+  type: "presence";
+  channel: string;
+  members: Member[];
+}
+
+export class HeraldError extends Error {
+  /** The server's error code (forbidden, rate_limited, ...) or timeout, disconnected, closed. */
+  code: string;
+  channel?: string;
+}
+
+export class Herald {
+  constructor(opts?: Options | string);
+  readonly url: string;
+  readonly state: State;
+  /** This connection's client id and node, from the welcome frame. */
+  readonly client: string | null;
+  readonly node: string | null;
+
+  on(event: "state", fn: (e: StateEvent) => void): () => void;
+  on(event: "connected", fn: (w: Welcome) => void): () => void;
+  on(event: "disconnected", fn: (e: DisconnectEvent) => void): () => void;
+  on(event: "error", fn: (e: HeraldError) => void): () => void;
+
+  subscribe<T = unknown>(channel: string, onMessage: (data: T, msg: Message<T>) => void, opts?: SubscribeOptions): Subscription;
+  unsubscribe(channel: string): void;
+  publish(channel: string, data: unknown): Promise<PublishAck>;
+  history<T = unknown>(channel: string, opts?: { since?: Position; limit?: number }): Promise<HistoryReply<T>>;
+  presence(channel: string): Promise<PresenceReply>;
+  close(): void;
+}
+
+export default Herald;

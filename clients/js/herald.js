@@ -1,0 +1,328 @@
+// herald.js: the browser client for Herald's WebSocket protocol
+// (docs/protocol.md). One ES module, no dependencies, no build step; the
+// server serves it at /herald.js.
+//
+//   import { Herald } from "/herald.js";
+//   const h = new Herald();                       // ws(s)://<this host>/ws
+//   h.subscribe("stocks:AAPL", (data, msg) => show(data), {
+//     onReset: () => reloadPrices(),              // messages were lost: reload state
+//   });
+//   await h.publish("chat:lobby", { text: "hi" }); // resolves with the ack
+//
+// The client keeps one connection up: it reconnects with jittered
+// exponential backoff and resubscribes every channel with `since` set to the
+// last position it saw, so nothing published meanwhile is missed while it is
+// still in the channel's history. When the server cannot recover (history
+// window passed, new epoch), the subscription's onReset says so.
+
+/** An error frame from the server, or a request that could not complete. */
+export class HeraldError extends Error {
+  constructor(code, message, channel) {
+    super(message);
+    this.name = "HeraldError";
+    this.code = code;
+    this.channel = channel;
+  }
+}
+
+// wsURL turns "", "/ws", "http(s)://..." or "ws(s)://..." into a WebSocket URL.
+function wsURL(u) {
+  const loc = globalThis.location;
+  const url = new URL(u || "/ws", loc && loc.href);
+  url.protocol = url.protocol.replace(/^http/, "ws");
+  return url.href;
+}
+
+export class Herald {
+  /**
+   * @param {object|string} [opts] options, or just the URL
+   */
+  constructor(opts = {}) {
+    if (typeof opts == "string") opts = { url: opts };
+    this.url = wsURL(opts.url);
+    this.token = opts.token; // a string, or a function returning one (or a Promise of one)
+    this.minBackoff = opts.minBackoff || 250;
+    this.maxBackoff = opts.maxBackoff || 10000;
+    this.timeout = opts.timeout || 10000;
+    this.state = "disconnected";
+    this.client = this.node = null;
+    this._subs = new Map(); // channel -> subscription
+    this._wait = new Map(); // request id -> {ok, fail, frame, sent, timer}
+    this._subIds = new Map(); // subscribe id -> channel, to route its error
+    this._on = {};
+    this._id = 0;
+    this._tries = 0;
+    this._closed = false;
+    this._ready = false;
+    if (opts.onState) this.on("state", opts.onState);
+    // Connect after the caller had a chance to add listeners.
+    queueMicrotask(() => this._connect());
+    if (globalThis.addEventListener) {
+      // Back online: do not wait for the backoff timer.
+      this._online = () => this._retryNow && this._retryNow();
+      addEventListener("online", this._online);
+    }
+  }
+
+  /**
+   * Listens to "state" ({state, code, reason}), "connected" (the welcome
+   * frame), "disconnected" ({code, reason, wasClean}) or "error" (HeraldError).
+   * Returns a function that removes the listener.
+   */
+  on(event, fn) {
+    (this._on[event] ||= new Set()).add(fn);
+    return () => this._on[event].delete(fn);
+  }
+
+  _emit(event, arg) {
+    for (const fn of this._on[event] || []) {
+      try {
+        fn(arg);
+      } catch (e) {
+        setTimeout(() => { throw e; }); // report, but keep the client running
+      }
+    }
+  }
+
+  _state(state, info = {}) {
+    this.state = state;
+    this._emit("state", { state, ...info });
+  }
+
+  /**
+   * Subscribes to channel; onMessage(data, msg) gets every message, in order.
+   * opts: since {epoch, offset}, onSubscribed(info), onReset(position),
+   * onJoin(member), onLeave(member), onError(HeraldError), onUnsubscribed(reason).
+   */
+  subscribe(channel, onMessage, opts = {}) {
+    if (this._subs.has(channel)) throw new HeraldError("already_subscribed", "already subscribed to " + channel, channel);
+    const sub = { channel, onMessage, opts, pos: opts.since || null };
+    this._subs.set(channel, sub);
+    if (this._ready) this._sendSubscribe(sub);
+    return {
+      channel,
+      unsubscribe: () => this.unsubscribe(channel),
+      get position() { return sub.pos; },
+    };
+  }
+
+  unsubscribe(channel) {
+    if (this._subs.delete(channel) && this._ready) this._send({ type: "unsubscribe", channel });
+  }
+
+  /** Publishes data (any JSON) to channel; resolves with {channel, epoch, offset}. */
+  publish(channel, data) {
+    return this._request({ type: "publish", channel, data });
+  }
+
+  /** Reads channel's history: opts {since, limit}; resolves with {epoch, offset, complete, messages}. */
+  history(channel, opts = {}) {
+    return this._request({ type: "history", channel, ...opts });
+  }
+
+  /** Asks who is subscribed to channel (namespaces with presence). */
+  presence(channel) {
+    return this._request({ type: "presence", channel });
+  }
+
+  /** Closes the connection for good; pending requests are rejected. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._retry);
+    if (this._online) removeEventListener("online", this._online);
+    const ws = this._ws;
+    this._drop();
+    if (ws) ws.close(1000, "client closing");
+    for (const id of this._wait.keys()) this._settle(id, new HeraldError("closed", "client closed"));
+    this._state("closed", { code: 1000, reason: "client closing" });
+  }
+
+  _request(frame) {
+    if (this._closed) return Promise.reject(new HeraldError("closed", "client closed"));
+    const id = ++this._id;
+    frame.id = id;
+    return new Promise((ok, fail) => {
+      const w = { ok, fail, frame, sent: false };
+      w.timer = setTimeout(() => this._settle(id, new HeraldError("timeout", frame.type + " timed out", frame.channel)), this.timeout);
+      this._wait.set(id, w);
+      // Requests made while disconnected go out once the next connection is up.
+      if (this._ready) this._flush(id, w);
+    });
+  }
+
+  _flush(id, w) {
+    w.sent = true;
+    this._send(w.frame);
+  }
+
+  _settle(id, err, value) {
+    const w = this._wait.get(id);
+    if (!w) return;
+    this._wait.delete(id);
+    clearTimeout(w.timer);
+    err ? w.fail(err) : w.ok(value);
+  }
+
+  _send(frame) {
+    this._ws.send(JSON.stringify(frame));
+  }
+
+  _sendSubscribe(sub) {
+    const id = ++this._id;
+    this._subIds.set(id, sub.channel);
+    const f = { type: "subscribe", id, channel: sub.channel };
+    if (sub.pos) f.since = sub.pos;
+    this._send(f);
+  }
+
+  async _connect() {
+    if (this._closed) return;
+    this._state("connecting");
+    let url = this.url;
+    try {
+      const t = typeof this.token == "function" ? await this.token() : this.token;
+      if (t) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(t);
+    } catch (e) {
+      return this._down(0, "token: " + e.message, false);
+    }
+    if (this._closed) return;
+    let ws;
+    try {
+      ws = this._ws = new WebSocket(url);
+    } catch (e) {
+      return this._down(0, e.message, false); // a malformed URL: keep retrying, report it
+    }
+    ws.onmessage = (e) => this._ws == ws && this._data(e.data);
+    ws.onclose = (e) => this._ws == ws && (this._drop(), this._down(e.code, e.reason, e.wasClean));
+  }
+
+  // _drop forgets the current socket: its later events are ignored.
+  _drop() {
+    clearInterval(this._watch);
+    this._ws = null;
+    this._ready = false;
+    this._subIds.clear();
+  }
+
+  _down(code, reason, wasClean) {
+    // Sent requests may or may not have been applied: the caller decides.
+    for (const [id, w] of this._wait) if (w.sent) this._settle(id, new HeraldError("disconnected", "connection lost before the reply", w.frame.channel));
+    if (this._closed) return;
+    const info = { code, reason, wasClean };
+    this._state("disconnected", info);
+    this._emit("disconnected", info);
+    if (Date.now() - this._upAt > 5000) this._tries = 0; // it was up a while: retry fast
+    // Full jitter spreads the reconnects of many clients after an outage.
+    const max = Math.min(this.maxBackoff, this.minBackoff * 2 ** this._tries++);
+    const delay = max / 2 + (Math.random() * max) / 2;
+    this._retryNow = () => {
+      this._retryNow = null;
+      clearTimeout(this._retry);
+      this._connect();
+    };
+    this._retry = setTimeout(this._retryNow, delay);
+  }
+
+  _data(text) {
+    this._seen = Date.now();
+    // One JSON object per frame, or several separated by "\n" (batch mode).
+    for (const line of text.split("\n")) {
+      let f;
+      try {
+        f = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      this._frame(f);
+    }
+  }
+
+  _frame(f) {
+    const sub = this._subs.get(f.channel);
+    const o = sub ? sub.opts : {};
+    const pos = { epoch: f.epoch, offset: f.offset };
+    switch (f.type) {
+      case "ping":
+        return this._send({ type: "pong" });
+      case "welcome":
+        return this._welcome(f);
+      case "message": {
+        if (!sub) return;
+        const p = sub.pos;
+        // A snapshot is the latest message, at or before the subscribe
+        // position: always shown, never a duplicate.
+        if (!f.snapshot && p && p.epoch == f.epoch && f.offset <= p.offset) return;
+        if (!p || p.epoch != f.epoch || f.offset > p.offset) sub.pos = pos;
+        return sub.onMessage(f.data, f);
+      }
+      case "subscribed": {
+        this._subIds.delete(+f.id);
+        if (!sub) return;
+        const lost = f.recovered === false;
+        if (lost || !sub.pos) sub.pos = pos;
+        if (lost && o.onReset) o.onReset(pos, f);
+        return o.onSubscribed && o.onSubscribed({ ...pos, recovered: f.recovered !== false, frame: f });
+      }
+      case "unsubscribed":
+        // "resubscribe": the server lost messages; a subscribed frame with
+        // recovered:false follows at once and the subscription stays.
+        if (sub && f.reason && f.reason != "resubscribe") {
+          this._subs.delete(f.channel);
+          o.onUnsubscribed && o.onUnsubscribed(f.reason);
+        }
+        return;
+      case "join":
+      case "leave": {
+        const fn = f.type == "join" ? o.onJoin : o.onLeave;
+        return fn && fn({ client: f.client, user: f.user, info: f.info }, f);
+      }
+    }
+    const err = f.type == "error" && new HeraldError(f.code, f.message, f.channel);
+    const ch = this._subIds.get(+f.id);
+    if (err && ch != null) return this._subError(ch, err);
+    if (this._wait.has(+f.id)) return this._settle(+f.id, err, f);
+    if (err) this._emit("error", err);
+  }
+
+  _welcome(f) {
+    this._ready = true;
+    this._upAt = Date.now();
+    this.client = f.client;
+    this.node = f.node;
+    const hb = f.heartbeat_ms;
+    if (hb > 0) {
+      // The server pings every hb ms: three silent intervals mean a dead
+      // path (a proxy that dropped us, a laptop that slept). Closing a
+      // socket on a dead path can take a minute in a browser, so the
+      // client drops it at once and reconnects.
+      this._watch = setInterval(() => {
+        if (Date.now() - this._seen > 3 * hb) {
+          const ws = this._ws;
+          this._drop();
+          ws.close(1000, "heartbeat timeout");
+          this._down(1006, "heartbeat timeout: the server was silent for 3 intervals", false);
+        }
+      }, hb);
+    }
+    this._state("connected");
+    this._emit("connected", f);
+    for (const sub of this._subs.values()) this._sendSubscribe(sub);
+    for (const [id, w] of this._wait) if (!w.sent) this._flush(id, w);
+  }
+
+  _subError(channel, err) {
+    const sub = this._subs.get(channel);
+    if (!sub) return;
+    if (err.code == "unavailable") {
+      // The broker is down for now: try this subscription again.
+      setTimeout(() => this._ready && this._subs.get(channel) == sub && this._sendSubscribe(sub), this.minBackoff * 4);
+    } else if (err.code != "already_subscribed") {
+      this._subs.delete(channel);
+    }
+    if (sub.opts.onError) sub.opts.onError(err);
+    else this._emit("error", err);
+  }
+}
+
+export default Herald;

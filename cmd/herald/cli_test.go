@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/push"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command writing from its
+// goroutines while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// lines returns the complete lines written so far.
+func (s *syncBuffer) lines() []string {
+	str := s.String()
+	if i := strings.LastIndexByte(str, '\n'); i >= 0 {
+		return strings.Split(str[:i], "\n")
+	}
+	return nil
+}
+
+func cliConfig() Config {
+	cfg := testConfig()
+	cfg.Namespaces = map[string]*push.Namespace{
+		"cli":    {HistorySize: 50, HistoryTTL: time.Minute},
+		"ticker": {HistorySize: 5, HistoryTTL: time.Minute, Snapshot: true},
+	}
+	return cfg
+}
+
+func TestPublishCommand(t *testing.T) {
+	cfg := cliConfig()
+	cfg.APIKey = "s3cret"
+	n := startTestNode(t, cfg)
+	c := n.dial(query("channel", "cli:pub"))
+	c.welcome()
+	c.expect("subscribed")
+
+	publish := func(stdin string, args ...string) (string, error) {
+		var out, errw syncBuffer
+		err := runPublish(context.Background(), args, strings.NewReader(stdin), &out, &errw)
+		return out.String(), err
+	}
+	out, err := publish("", "cli:pub", `{"n":1}`, "--url", n.base, "--key", "s3cret")
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	var res publishResult
+	decodeJSON(t, []byte(out), &res)
+	if res.Channel != "cli:pub" || res.Offset != 1 || res.Epoch == "" {
+		t.Fatalf("publish printed %q, want the position of offset 1", out)
+	}
+	c.expectMessage("cli:pub", map[string]int{"n": 1})
+
+	// Words that are not JSON are one JSON string.
+	if _, err := publish("", "--key", "s3cret", "--url", n.base, "cli:pub", "hello", "world"); err != nil {
+		t.Fatalf("publish words: %v", err)
+	}
+	c.expectMessage("cli:pub", "hello world")
+
+	// Without DATA: one message per stdin line, blank lines skipped.
+	out, err = publish("42\n\n\"quoted\"\nplain text\r\n", "--url", n.base, "--key", "s3cret", "cli:pub")
+	if err != nil {
+		t.Fatalf("publish from stdin: %v", err)
+	}
+	if got := strings.Count(out, "\n"); got != 3 {
+		t.Fatalf("stdin publish printed %d lines, want 3: %q", got, out)
+	}
+	c.expectMessage("cli:pub", 42)
+	c.expectMessage("cli:pub", "quoted")
+	c.expectMessage("cli:pub", "plain text")
+
+	if _, err := publish("", "--url", n.base, "cli:pub", "x"); err == nil || !strings.Contains(err.Error(), "401 unauthorized") {
+		t.Fatalf("publish without the key: %v, want HTTP 401 unauthorized", err)
+	}
+	if _, err := publish("", "--url", n.base, "--key", "s3cret", "nope:x", "1"); err == nil || !strings.Contains(err.Error(), "unknown_namespace") {
+		t.Fatalf("publish to an unknown namespace: %v, want unknown_namespace", err)
+	}
+	if _, err := publish(""); err == nil {
+		t.Fatal("publish without a channel succeeded")
+	}
+}
+
+// cliMessage is one line of herald subscribe's output.
+type cliMessage struct {
+	Channel  string          `json:"channel"`
+	Offset   uint64          `json:"offset"`
+	Epoch    string          `json:"epoch"`
+	Snapshot bool            `json:"snapshot"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// TestSubscribeCommandResumes runs herald subscribe through a proxy that
+// cuts the connection while messages are published: it must print every
+// message once, in order, and the channel's snapshot first.
+func TestSubscribeCommandResumes(t *testing.T) {
+	n := startTestNode(t, cliConfig())
+	n.publish("ticker:x", "latest")
+	p := newCutProxy(t, n.addr)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errw syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- cmdSubscribe(ctx, []string{"--url", "http://" + p.addr(), "cli:a", "ticker:x"}, &out, &errw)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("subscribe: %v", err)
+		}
+	})
+	waitFor(t, readTimeout, "both subscriptions", func() bool {
+		s := errw.String()
+		return strings.Contains(s, "subscribed cli:a at ") && strings.Contains(s, "subscribed ticker:x at ")
+	})
+	n.publish("cli:a", 1)
+	n.publish("cli:a", 2)
+	waitFor(t, readTimeout, "3 lines", func() bool { return len(out.lines()) >= 3 })
+
+	p.hold(true)
+	p.cut()
+	waitFor(t, readTimeout, "the disconnect notice", func() bool { return strings.Contains(errw.String(), "disconnected") })
+	n.publish("cli:a", 3)
+	n.publish("cli:a", 4)
+	p.hold(false)
+	waitFor(t, readTimeout, "the resubscribe", func() bool { return strings.Count(errw.String(), "subscribed cli:a at ") == 2 })
+	n.publish("cli:a", 5)
+	waitFor(t, readTimeout, "6 lines", func() bool { return len(out.lines()) >= 6 })
+
+	var offsets []uint64
+	snapshots := 0
+	for _, line := range out.lines() {
+		var m cliMessage
+		decodeJSON(t, []byte(line), &m)
+		switch m.Channel {
+		case "ticker:x":
+			if !m.Snapshot || !jsonEqual(t, m.Data, "latest") {
+				t.Errorf("ticker line %s, want the snapshot \"latest\"", line)
+			}
+			snapshots++
+		case "cli:a":
+			if !jsonEqual(t, m.Data, m.Offset) {
+				t.Errorf("line %s: data is not its sequence number", line)
+			}
+			offsets = append(offsets, m.Offset)
+		}
+	}
+	if snapshots != 1 || len(offsets) != 5 {
+		t.Fatalf("got %d snapshot(s) and offsets %v, want 1 and 1..5:\n%s\nstderr:\n%s", snapshots, offsets, out.String(), errw.String())
+	}
+	for i, o := range offsets {
+		if o != uint64(i+1) {
+			t.Fatalf("offsets %v, want 1..5 in order", offsets)
+		}
+	}
+}
+
+func TestSubscribeCommandCount(t *testing.T) {
+	n := startTestNode(t, cliConfig())
+	var out, errw syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- cmdSubscribe(context.Background(), []string{"-n", "2", "-q", "--url", n.base, "cli:n"}, &out, &errw)
+	}()
+	waitFor(t, readTimeout, "the subscription", func() bool { _, _, subs := n.hub.Counts(); return subs == 1 })
+	for i := 1; i <= 3; i++ {
+		n.publish("cli:n", i)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("subscribe -n 2: %v", err)
+		}
+	case <-time.After(readTimeout):
+		t.Fatal("subscribe -n 2 did not exit after 2 messages")
+	}
+	if lines := out.lines(); len(lines) != 2 || errw.String() != "" {
+		t.Fatalf("subscribe -n 2 -q printed %q and %q on stderr, want 2 lines and nothing", out.String(), errw.String())
+	}
+	if err := cmdSubscribe(context.Background(), nil, &out, &errw); err == nil {
+		t.Fatal("subscribe without channels succeeded")
+	}
+}

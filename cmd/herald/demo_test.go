@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/push"
+)
+
+// demoConfig is a test config with the demo namespaces.
+func demoConfig() Config {
+	cfg := testConfig()
+	cfg.addDemoNamespaces()
+	return cfg
+}
+
+// startDemoFeeds runs the demo feeds against n at step (fast in tests)
+// until the test ends.
+func startDemoFeeds(t testing.TB, n *testNode, step time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&demoFeeds{hub: n.hub, log: testLogger(t), step: step}).run(ctx)
+	}()
+	// Registered after startTestNode's cleanup, so it runs first: the
+	// feeds stop before the node does.
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestAddDemoNamespacesKeepsTheUsers(t *testing.T) {
+	cfg := testConfig()
+	mine := &push.Namespace{HistorySize: 7}
+	cfg.Namespaces = map[string]*push.Namespace{"stocks": mine}
+	added := cfg.addDemoNamespaces()
+	if len(added) != 3 || cfg.Namespaces["stocks"] != mine {
+		t.Fatalf("added %v, stocks %+v: want the other 3 added and stocks kept", added, cfg.Namespaces["stocks"])
+	}
+	for _, name := range []string{"sports", "danmaku", "chat"} {
+		if cfg.Namespaces[name] == nil {
+			t.Errorf("namespace %q missing", name)
+		}
+	}
+}
+
+// TestDemoFeedsPublish checks that every demo channel gets messages, and
+// that the ticker and the match have a snapshot for newcomers.
+func TestDemoFeedsPublish(t *testing.T) {
+	n := startTestNode(t, demoConfig())
+	startDemoFeeds(t, n, 20*time.Millisecond)
+	for _, ch := range []string{"stocks:AAPL", "stocks:NFLX", "sports:cup-final", "danmaku:demo", "chat:lobby"} {
+		c := n.dial(query("channel", ch))
+		c.welcome()
+		c.expect("subscribed")
+		m := c.read()
+		for m.Type == "join" { // chat keeps presence: our own join comes first
+			m = c.read()
+		}
+		if m.Type != "message" || m.Channel != ch || len(m.Data) == 0 {
+			t.Fatalf("%s: got %s", ch, m)
+		}
+	}
+	c := n.dial(query("channel", "stocks:MSFT"))
+	c.welcome()
+	c.expect("subscribed")
+	if m := c.expect("message"); !m.Snapshot {
+		t.Fatalf("first stocks message %s, want the snapshot", m)
+	}
+}
