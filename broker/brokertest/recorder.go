@@ -75,6 +75,19 @@ func (r *Recorder) WaitMessages(t testing.TB, channel string, n int) []broker.Me
 	return r.Messages(channel)
 }
 
+// WaitPosition waits until the message at pos was delivered on channel and
+// returns all of the channel's messages; it fails the test after
+// WaitTimeout. Use it when earlier messages may or may not arrive.
+func (r *Recorder) WaitPosition(t testing.TB, channel string, pos broker.Position) []broker.Message {
+	t.Helper()
+	r.wait(t, func() bool {
+		return slices.ContainsFunc(r.msgs[channel], func(m broker.Message) bool {
+			return m.Epoch == pos.Epoch && m.Offset == pos.Offset
+		})
+	}, func() string { return fmt.Sprintf("%s:%d on %q, got %s", pos.Epoch, pos.Offset, channel, offsets(r.msgs[channel])) })
+	return r.Messages(channel)
+}
+
 // WaitReconnects waits until HandleReconnect was called at least n times
 // and returns the count; it fails the test after WaitTimeout.
 func (r *Recorder) WaitReconnects(t testing.TB, n int) int {

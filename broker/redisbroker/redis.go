@@ -296,6 +296,19 @@ func unavailable(err error) bool {
 	return false
 }
 
+// SetLibraryLogger sends go-redis's own log lines (failed dials, cluster
+// state changes) to l, at level Warn. go-redis has one logger per
+// process: this affects every go-redis client in it.
+func SetLibraryLogger(l *slog.Logger) {
+	redis.SetLogger(libraryLogger{l})
+}
+
+type libraryLogger struct{ l *slog.Logger }
+
+func (g libraryLogger) Printf(ctx context.Context, format string, v ...any) {
+	g.l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "source", "go-redis")
+}
+
 // encodeChannel returns the channel's name as a JSON string, for the
 // message the publish script assembles.
 func encodeChannel(channel string) string {

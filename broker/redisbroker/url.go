@@ -27,7 +27,7 @@ func newClient(raw string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
 		}
-		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
+		defaults(knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
 		return redis.NewClient(o), nil
 	case "redis+cluster", "rediss+cluster":
 		u, err := hostList(raw, strings.TrimSuffix(scheme, "+cluster"))
@@ -41,7 +41,7 @@ func newClient(raw string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
 		}
-		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
+		defaults(knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
 		return redis.NewClusterClient(o), nil
 	case "redis+sentinel", "rediss+sentinel":
 		u, err := hostList(raw, strings.TrimSuffix(scheme, "+sentinel"))
@@ -62,7 +62,7 @@ func newClient(raw string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
 		}
-		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
+		defaults(knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
 		return redis.NewFailoverClient(o), nil
 	}
 	return nil, fmt.Errorf("redisbroker: Redis URL %q: scheme must be redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster", redact(raw))
@@ -89,23 +89,35 @@ func hostList(raw, scheme string) (*url.URL, error) {
 	return u, nil
 }
 
-// defaults fills the timeouts the URL left unset (go-redis's own defaults
-// are 5s and three retries: too slow to fail while Redis is down).
-// go-redis reads -1 as "none" for MaxRetries.
-func defaults(dial, read, write *time.Duration, retries *int, ctxTimeouts *bool) {
-	if *dial == 0 {
-		*dial = DefaultDialTimeout
+// knobs are the fields of go-redis's three option structs that defaults
+// sets.
+type knobs struct {
+	dial, read, write *time.Duration
+	retries, dials    *int
+	ctxTimeouts       *bool
+}
+
+// defaults fills what the URL left unset. go-redis's own defaults (5s
+// timeouts, three command retries, five dial attempts) take many seconds
+// to give up on a Redis that is down, and a retried publish script could
+// publish twice. go-redis reads MaxRetries -1 as "none".
+func defaults(k knobs) {
+	if *k.dial == 0 {
+		*k.dial = DefaultDialTimeout
 	}
-	if *read == 0 {
-		*read = DefaultIOTimeout
+	if *k.read == 0 {
+		*k.read = DefaultIOTimeout
 	}
-	if *write == 0 {
-		*write = DefaultIOTimeout
+	if *k.write == 0 {
+		*k.write = DefaultIOTimeout
 	}
-	if *retries == 0 {
-		*retries = -1
+	if *k.retries == 0 {
+		*k.retries = -1
 	}
-	*ctxTimeouts = true
+	if *k.dials == 0 {
+		*k.dials = 1
+	}
+	*k.ctxTimeouts = true
 }
 
 // redact hides a password in a URL for error messages.
