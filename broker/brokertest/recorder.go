@@ -84,7 +84,9 @@ func (r *Recorder) WaitPosition(t testing.TB, channel string, pos broker.Positio
 		return slices.ContainsFunc(r.msgs[channel], func(m broker.Message) bool {
 			return m.Epoch == pos.Epoch && m.Offset == pos.Offset
 		})
-	}, func() string { return fmt.Sprintf("%s:%d on %q, got %s", pos.Epoch, pos.Offset, channel, offsets(r.msgs[channel])) })
+	}, func() string {
+		return fmt.Sprintf("%s:%d on %q, got %s", pos.Epoch, pos.Offset, channel, offsets(r.msgs[channel]))
+	})
 	return r.Messages(channel)
 }
 
