@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -10,10 +11,28 @@ import (
 )
 
 // newClient builds the go-redis client for one of the URL forms of the
-// package doc. Sentinel and Cluster URLs are rewritten into the forms
+// package doc.
+func newClient(raw string) (redis.UniversalClient, error) {
+	o, err := parseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	switch o := o.(type) {
+	case *redis.ClusterOptions:
+		return redis.NewClusterClient(o), nil
+	case *redis.FailoverOptions:
+		return redis.NewFailoverClient(o), nil
+	default:
+		return redis.NewClient(o.(*redis.Options)), nil
+	}
+}
+
+// parseURL returns the go-redis options (*redis.Options,
+// *redis.ClusterOptions or *redis.FailoverOptions) for raw, with the
+// engine's defaults. Sentinel and Cluster URLs are rewritten into the forms
 // go-redis parses (first host in the URL, the others as addr= options), so
 // that every go-redis URL option works in all three.
-func newClient(raw string) (redis.UniversalClient, error) {
+func parseURL(raw string) (any, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("redisbroker: no Redis URL")
 	}
@@ -25,10 +44,10 @@ func newClient(raw string) (redis.UniversalClient, error) {
 	case "redis", "rediss", "unix":
 		o, err := redis.ParseURL(raw)
 		if err != nil {
-			return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
+			return nil, urlError(raw, err)
 		}
 		defaults(knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
-		return redis.NewClient(o), nil
+		return o, nil
 	case "redis+cluster", "rediss+cluster":
 		u, err := hostList(raw, strings.TrimSuffix(scheme, "+cluster"))
 		if err != nil {
@@ -39,10 +58,10 @@ func newClient(raw string) (redis.UniversalClient, error) {
 		}
 		o, err := redis.ParseClusterURL(u.String())
 		if err != nil {
-			return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
+			return nil, urlError(raw, err)
 		}
 		defaults(knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
-		return redis.NewClusterClient(o), nil
+		return o, nil
 	case "redis+sentinel", "rediss+sentinel":
 		u, err := hostList(raw, strings.TrimSuffix(scheme, "+sentinel"))
 		if err != nil {
@@ -60,10 +79,10 @@ func newClient(raw string) (redis.UniversalClient, error) {
 		u.Path, u.RawQuery = "", q.Encode()
 		o, err := redis.ParseFailoverURL(u.String())
 		if err != nil {
-			return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
+			return nil, urlError(raw, err)
 		}
 		defaults(knobs{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled})
-		return redis.NewFailoverClient(o), nil
+		return o, nil
 	}
 	return nil, fmt.Errorf("redisbroker: Redis URL %q: scheme must be redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster", redact(raw))
 }
@@ -73,7 +92,7 @@ func newClient(raw string) (redis.UniversalClient, error) {
 func hostList(raw, scheme string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
+		return nil, urlError(raw, err)
 	}
 	hosts := strings.Split(u.Host, ",")
 	if hosts[0] == "" {
@@ -118,6 +137,16 @@ func defaults(k knobs) {
 		*k.dials = 1
 	}
 	*k.ctxTimeouts = true
+}
+
+// urlError wraps an error about raw. A *url.Error is unwrapped: it quotes
+// the whole URL, password included.
+func urlError(raw string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("redisbroker: Redis URL %q: %w", redact(raw), err)
 }
 
 // redact hides a password in a URL for error messages.
