@@ -77,9 +77,9 @@ func (s *shard) unsub(ctx context.Context, ps *redis.PubSub, names ...string) er
 // confirmWait bounds how long Subscribe waits for Redis's confirmation:
 // one round trip normally, or a redial and resubscription when the
 // connection broke meanwhile (the reader replaces a connection silent for
-// two ping intervals).
+// a ping interval and then pongWait).
 func (b *Broker) confirmWait() time.Duration {
-	return 2*b.opts.PingInterval + time.Second
+	return b.opts.PingInterval + b.pongWait + time.Second
 }
 
 // start connects, subscribed to the control channel, and starts the
@@ -237,7 +237,11 @@ func (s *shard) read() {
 		if ps == nil {
 			return
 		}
-		msg, err := ps.ReceiveTimeout(ctx, s.b.opts.PingInterval)
+		wait := s.b.opts.PingInterval
+		if pinged {
+			wait = s.b.pongWait
+		}
+		msg, err := ps.ReceiveTimeout(ctx, wait)
 		if s.b.closed.Load() {
 			return
 		}

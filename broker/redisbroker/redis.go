@@ -103,8 +103,8 @@ type Options struct {
 	// the same value. Ignored without Cluster. Default DefaultPartitions.
 	Partitions int
 	// PingInterval is how long a pub/sub connection may be idle before it
-	// is pinged; one that then stays silent for another interval is
-	// replaced. Default DefaultPingInterval.
+	// is pinged; one that then stays silent for another interval plus the
+	// read timeout is replaced. Default DefaultPingInterval.
 	PingInterval time.Duration
 	// Logger receives connection losses and recoveries; nil discards them.
 	Logger *slog.Logger
@@ -117,9 +117,12 @@ type Broker struct {
 	client  redis.UniversalClient
 	cluster *redis.ClusterClient // nil unless Redis Cluster
 	sharded bool                 // SPUBLISH/SSUBSCRIBE (Cluster)
-	prefix  string
-	handler broker.Handler
-	log     *slog.Logger
+	// pongWait is how long a pub/sub connection may stay silent after a
+	// ping before it is replaced.
+	pongWait time.Duration
+	prefix   string
+	handler  broker.Handler
+	log      *slog.Logger
 
 	shards []*shard
 	queues []chan *broker.Message
@@ -155,9 +158,13 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	client, err := newClient(opts.URL)
+	client, readTimeout, err := newClient(opts.URL)
 	if err != nil {
 		return nil, err
+	}
+	if readTimeout <= 0 {
+		// Disabled in the URL; a ping still needs a bound.
+		readTimeout = DefaultIOTimeout
 	}
 	b := &Broker{
 		opts:    opts,
@@ -166,6 +173,12 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		handler: h,
 		log:     opts.Logger,
 		done:    make(chan struct{}),
+		// A ping is a command like any other: its reply may take up to
+		// the read timeout. Allowing only a ping interval would replace
+		// healthy connections of a busy Redis (or a busy node: a GC
+		// pause, a loaded test machine) and report reconnects that
+		// never were.
+		pongWait: opts.PingInterval + readTimeout,
 	}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		b.cluster, b.sharded = cc, true
@@ -288,7 +301,7 @@ func unavailable(err error) bool {
 	if !errors.As(err, &rerr) {
 		return true // network, timeout, context, pool: Redis was not reached
 	}
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "NOREPLICAS", "MOVED", "ASK"} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "NOREPLICAS", "MOVED", "ASK", "OOM"} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}

@@ -11,19 +11,21 @@ import (
 )
 
 // newClient builds the go-redis client for one of the URL forms of the
-// package doc.
-func newClient(raw string) (redis.UniversalClient, error) {
+// package doc. It also returns the client's read timeout: how long a reply
+// may take before the connection counts as broken.
+func newClient(raw string) (redis.UniversalClient, time.Duration, error) {
 	o, err := parseURL(raw)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	switch o := o.(type) {
 	case *redis.ClusterOptions:
-		return redis.NewClusterClient(o), nil
+		return redis.NewClusterClient(o), o.ReadTimeout, nil
 	case *redis.FailoverOptions:
-		return redis.NewFailoverClient(o), nil
+		return redis.NewFailoverClient(o), o.ReadTimeout, nil
 	default:
-		return redis.NewClient(o.(*redis.Options)), nil
+		opt := o.(*redis.Options)
+		return redis.NewClient(opt), opt.ReadTimeout, nil
 	}
 }
 
