@@ -44,6 +44,17 @@ type memChannel struct {
 	lastPublish time.Time
 }
 
+// restartLocked starts the channel over in a new epoch after its state
+// expired. It resets the fields one by one: assigning a whole memChannel
+// would also overwrite the mutex the caller holds. ch.mu is held.
+func (ch *memChannel) restartLocked(now time.Time) {
+	ch.epoch = NewEpoch()
+	ch.offset = 0
+	ch.history = nil
+	ch.expires = now.Add(DefaultTTL)
+	ch.lastPublish = time.Time{}
+}
+
 // memoryQueueLen bounds each delivery queue; a full queue makes publishers
 // wait, which is the back-pressure we want from an in-process engine.
 const memoryQueueLen = 4096
@@ -132,7 +143,8 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	now := m.now()
 	ch.mu.Lock()
 	if now.After(ch.expires) {
-		ch.reset(now)
+		// The channel's state expired: start over in a new epoch.
+		ch.restartLocked(now)
 	}
 	ch.offset++
 	msg := Message{Channel: channel, Offset: ch.offset, Epoch: ch.epoch, Data: data, Time: now.UnixMilli()}
@@ -209,7 +221,7 @@ func (m *Memory) History(ctx context.Context, channel string, q HistoryQuery) (H
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if now.After(ch.expires) {
-		ch.reset(now)
+		ch.restartLocked(now)
 	}
 	return historyOf(ch.history, Position{Epoch: ch.epoch, Offset: ch.offset}, q), nil
 }
@@ -285,15 +297,6 @@ func (m *Memory) Close(ctx context.Context) error {
 	return nil
 }
 
-// reset starts the channel over in a new epoch after its state expired,
-// as Redis would have expired its keys. ch.mu is held (so it is not
-// replaced wholesale: that would overwrite the locked mutex).
-func (ch *memChannel) reset(now time.Time) {
-	ch.epoch = NewEpoch()
-	ch.offset = 0
-	ch.history = nil
-	ch.expires = now.Add(DefaultTTL)
-}
 
 // NewEpoch returns a new random epoch id.
 func NewEpoch() string {

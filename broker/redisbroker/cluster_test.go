@@ -1,0 +1,162 @@
+package redisbroker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/broker"
+	"github.com/heraldpush/herald/broker/brokertest"
+)
+
+// startCluster starts n redis-servers in cluster mode (masters only),
+// splits the slots between them and waits until every node reports the
+// cluster ok.
+func startCluster(t *testing.T, n int) []*brokertest.RedisServer {
+	t.Helper()
+	srvs := make([]*brokertest.RedisServer, n)
+	for i := range srvs {
+		srvs[i] = brokertest.StartRedis(t, brokertest.RedisArgs("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
+	}
+	ctx := context.Background()
+	first := admin(t, srvs[0].Addr())
+	for _, s := range srvs[1:] {
+		host, port, _ := net.SplitHostPort(s.Addr())
+		if err := first.Do(ctx, "CLUSTER", "MEET", host, port).Err(); err != nil {
+			t.Fatalf("CLUSTER MEET: %v", err)
+		}
+	}
+	per := 16384 / n
+	for i, s := range srvs {
+		lo, hi := i*per, (i+1)*per-1
+		if i == n-1 {
+			hi = 16383
+		}
+		if err := admin(t, s.Addr()).Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err(); err != nil {
+			t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
+		}
+	}
+	waitClusterOK(t, srvs)
+	return srvs
+}
+
+func waitClusterOK(t *testing.T, srvs []*brokertest.RedisServer) {
+	t.Helper()
+	brokertest.WaitUntil(t, 30*time.Second, func() error {
+		for _, s := range srvs {
+			c := admin(t, s.Addr())
+			info, err := c.ClusterInfo(context.Background()).Result()
+			_ = c.Close()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", len(srvs))) {
+				return fmt.Errorf("%s: %s", s.Addr(), strings.Fields(info)[:3])
+			}
+		}
+		return nil
+	})
+}
+
+func clusterURL(srvs []*brokertest.RedisServer) string {
+	addrs := make([]string, len(srvs))
+	for i, s := range srvs {
+		addrs[i] = s.Addr()
+	}
+	return "redis+cluster://" + strings.Join(addrs, ",")
+}
+
+func withPartitions(n int) func(*Options) { return func(o *Options) { o.Partitions = n } }
+
+func TestContractCluster(t *testing.T) {
+	url := clusterURL(startCluster(t, 3))
+	brokertest.Run(t, func(t *testing.T, h broker.Handler) broker.Broker {
+		return newTestBroker(t, url, h, withPartitions(8))
+	})
+}
+
+// Each partition's pub/sub connection goes to the node owning its slot,
+// so that sharded subscriptions are accepted and spread over the cluster.
+func TestClusterPartitionsSpreadOverNodes(t *testing.T) {
+	srvs := startCluster(t, 3)
+	rec := brokertest.NewRecorder()
+	b := newTestBroker(t, clusterURL(srvs), rec, withPartitions(16))
+	ctx := context.Background()
+	total := 0
+	for _, s := range srvs {
+		chans, err := admin(t, s.Addr()).PubSubShardChannels(ctx, b.prefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chans) == 0 {
+			t.Errorf("node %s holds no partition", s.Addr())
+		}
+		total += len(chans)
+	}
+	if total != 16 {
+		t.Fatalf("%d control channels subscribed across the cluster, want 16", total)
+	}
+	// Channels of every partition are delivered.
+	var chans []string
+	for i := range 64 {
+		chans = append(chans, fmt.Sprintf("c%d", i))
+	}
+	mustSubscribe(t, b, chans...)
+	for _, ch := range chans {
+		mustPublish(t, b, ch, 1)
+	}
+	for _, ch := range chans {
+		rec.WaitMessages(t, ch, 1)
+	}
+}
+
+// A cluster node that dies and comes back: calls for its channels fail
+// fast meanwhile, then its partitions reconnect and deliver again.
+func TestClusterNodeRestart(t *testing.T) {
+	srvs := startCluster(t, 3)
+	rec := brokertest.NewRecorder()
+	b := newTestBroker(t, clusterURL(srvs), rec, withPartitions(8))
+	ctx := context.Background()
+	owner := func(ch string) string {
+		c, err := b.cluster.MasterForKey(ctx, b.names(ch).pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Options().Addr
+	}
+	var onDead, onLive string
+	for i := 0; onDead == "" || onLive == ""; i++ {
+		switch ch := fmt.Sprintf("c%d", i); owner(ch) {
+		case srvs[2].Addr():
+			onDead = ch
+		case srvs[0].Addr():
+			onLive = ch
+		}
+	}
+	mustSubscribe(t, b, onDead, onLive)
+	mustPublish(t, b, onDead, 1)
+	mustPublish(t, b, onLive, 1)
+	rec.WaitMessages(t, onDead, 1)
+	rec.WaitMessages(t, onLive, 1)
+
+	srvs[2].Kill()
+	expectUnavailable(t, "Publish on the dead node", func(ctx context.Context) error {
+		_, err := b.Publish(ctx, onDead, data(2), retain)
+		return err
+	})
+	srvs[2].Restart()
+	waitClusterOK(t, srvs)
+	rec.WaitReconnects(t, 1)
+	for _, ch := range []string{onDead, onLive} {
+		var pos broker.Position
+		// Until go-redis has seen the node back, a publish may still fail.
+		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
+			pos, err = b.Publish(ctx, ch, data(3), retain)
+			return err
+		})
+		rec.WaitPosition(t, ch, pos)
+	}
+}

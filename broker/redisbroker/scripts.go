@@ -1,0 +1,129 @@
+package redisbroker
+
+import (
+	"hash/fnv"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// names are the Redis keys and the pub/sub channel of one Herald channel.
+// They share one hash tag, so that in Redis Cluster they live in one slot:
+// a publish script may only touch keys of a single slot, and a sharded
+// pub/sub channel is owned by the node of its slot.
+type names struct {
+	pos    string // hash: epoch, offset
+	stream string // stream of retained messages, entry id "<offset>-0"
+	pubsub string // channel the publish script publishes to
+	shard  int    // index of the pub/sub connection that carries it
+}
+
+// names returns channel's keys.
+//
+// Without cluster the hash tag is the channel itself
+// ("herald:{stocks:AAPL}:pos"), which reads well in redis-cli. With
+// Redis Cluster the tag is the channel's partition instead
+// ("herald:{7}stocks:AAPL:pos"): one SSUBSCRIBE command may only name
+// channels of one slot, and go-redis resubscribes a connection's channels
+// in one command after a reconnect, so every channel carried by one
+// pub/sub connection must share a slot. Partitions give a fixed, small
+// number of connections however many channels a node has.
+func (b *Broker) names(channel string) names {
+	if !b.sharded {
+		base := b.prefix + "{" + channel + "}"
+		return names{pos: base + ":pos", stream: base + ":stream", pubsub: base}
+	}
+	h := fnv.New32a()
+	h.Write([]byte(channel))
+	p := int(h.Sum32() % uint32(len(b.shards)))
+	base := b.prefix + "{" + strconv.Itoa(p) + "}" + channel
+	return names{pos: base + ":pos", stream: base + ":stream", pubsub: base, shard: p}
+}
+
+// controlChannel is the pub/sub channel every connection of shard i stays
+// subscribed to. Nobody publishes on it; it pins a cluster connection to the
+// slot owner of its partition (go-redis routes a pub/sub connection by its
+// first channel) and guarantees that every reconnect is followed by at least
+// one subscribe confirmation, which is how reconnects are detected.
+func (b *Broker) controlChannel(i int) string {
+	if !b.sharded {
+		// Channel names never hold "{", so this cannot be a channel's.
+		return b.prefix + "control"
+	}
+	return b.prefix + "{" + strconv.Itoa(i) + "}"
+}
+
+// publishScript assigns the next offset, keeps the message in the stream
+// and publishes it, atomically, so that offsets, history and live delivery
+// agree on the order of a channel's messages.
+//
+//	KEYS[1] position hash, KEYS[2] stream
+//	ARGV[1] epoch to use if the channel has none (its state is gone)
+//	ARGV[2] TTL in milliseconds, ARGV[3] history size
+//	ARGV[4] time (Unix ms), ARGV[5] data (JSON)
+//	ARGV[6] pub/sub channel, ARGV[7] PUBLISH or SPUBLISH
+//	ARGV[8] the Herald channel name as a JSON string
+//
+// It returns {epoch, offset}. Offsets are formatted with %d: Lua's
+// tostring would switch to exponent notation past 1e14.
+var publishScript = redis.NewScript(`
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local off = string.format('%d', offset)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+if offset == 1 then
+  -- First message of the epoch: a stream that outlived the position
+  -- (evicted or expired separately) belongs to an earlier epoch.
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], off .. '-0', 'd', ARGV[5], 't', ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call(ARGV[7], ARGV[6], '{"channel":' .. ARGV[8] .. ',"offset":' .. off ..
+  ',"epoch":"' .. epoch .. '","ts":' .. ARGV[4] .. ',"data":' .. ARGV[5] .. '}')
+return {epoch, off}
+`)
+
+// historyScript reads a channel's position and part of its stream in one
+// atomic step. Like the memory engine, it gives a channel without state a
+// new epoch (kept for the default TTL), so that a subscriber that learnt
+// the position before the first publish sees that publish in the same
+// epoch.
+//
+//	KEYS[1] position hash, KEYS[2] stream
+//	ARGV[1] epoch to use if the channel has none, ARGV[2] its TTL in ms
+//	ARGV[3] "" (position only), "f" (XRANGE from ARGV[5]) or
+//	        "r" (XREVRANGE down to ARGV[5])
+//	ARGV[4] the caller's epoch: if set and different, ARGV[5] becomes "-"
+//	ARGV[5] lowest stream id wanted, ARGV[6] COUNT
+//
+// It returns {epoch, offset, first entry (or empty), entries}.
+var historyScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+local epoch, offset = st[1], st[2]
+if not epoch then
+  epoch, offset = ARGV[1], '0'
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+  return {epoch, offset, {}, {}}
+end
+if not offset then offset = '0' end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local start = ARGV[5]
+if ARGV[4] ~= '' and ARGV[4] ~= epoch then start = '-' end
+local entries = {}
+if ARGV[3] == 'f' then
+  entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', ARGV[6])
+elseif ARGV[3] == 'r' then
+  entries = redis.call('XREVRANGE', KEYS[2], '+', start, 'COUNT', ARGV[6])
+end
+return {epoch, offset, first, entries}
+`)
