@@ -68,7 +68,8 @@ func (s *memStore) expire(now time.Time) {
 func (m *Memory) SetKey(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	m.store.mu.Lock()
 	defer m.store.mu.Unlock()
-	m.store.keys[key] = memEntry{value: append([]byte(nil), value...), expires: m.now().Add(ttl)}
+	// A non-nil copy even of an empty value: nil means "absent".
+	m.store.keys[key] = memEntry{value: append([]byte{}, value...), expires: m.now().Add(ttl)}
 	return nil
 }
 

@@ -56,3 +56,8 @@ func TestContract(t *testing.T) {
 		return newTestBroker(t, srv.URL(), h)
 	})
 }
+
+func TestStore(t *testing.T) {
+	srv := brokertest.StartRedis(t)
+	brokertest.RunStore(t, newTestBroker(t, srv.URL(), brokertest.NewRecorder()))
+}
