@@ -12,6 +12,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -36,6 +37,10 @@ const (
 	DefaultMaxChannels      = 128
 	DefaultRecoveryMessages = 10000
 	DefaultTokenGrace       = 10 * time.Second
+
+	// fillTries bounds the history reads for one gap while the broker
+	// answers "unavailable" (about a second in all).
+	fillTries = 5
 )
 
 // Options configure a Hub. The zero value of each field picks its default.
@@ -407,13 +412,24 @@ func (h *Hub) deliverLocked(ch *hubChannel, m *broker.Message, fill bool) {
 // new messages of this channel wait, which keeps them in order.
 func (h *Hub) fillLocked(ch *hubChannel, upto uint64) {
 	h.stats.Gaps.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
-	defer cancel()
 	want := upto - ch.last
-	hist, err := h.history(ctx, ch.name, broker.HistoryQuery{
+	q := broker.HistoryQuery{
 		Since: broker.Position{Epoch: ch.epoch, Offset: ch.last},
 		Limit: int(min(want, DefaultRecoveryMessages)),
-	})
+	}
+	// A broker that just came back may still be loading its data: retry
+	// a few times before telling subscribers the gap is lost.
+	var hist broker.History
+	var err error
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+		hist, err = h.history(ctx, ch.name, q)
+		cancel()
+		if err == nil || !errors.Is(err, broker.ErrUnavailable) || try == fillTries {
+			break
+		}
+		time.Sleep(time.Duration(try) * 100 * time.Millisecond)
+	}
 	ok := err == nil && hist.Position.Epoch == ch.epoch && uint64(len(hist.Messages)) == want
 	for i := 0; ok && i < len(hist.Messages); i++ {
 		ok = hist.Messages[i].Offset == ch.last+1+uint64(i)
@@ -463,21 +479,42 @@ func (h *Hub) HandleReconnect() {
 }
 
 func (h *Hub) resync() {
-	var chans []*hubChannel
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, ch := range sh.channels {
-			chans = append(chans, ch)
+	pending := h.resyncOnce(nil)
+	// Channels whose position could not be read yet (the broker is still
+	// loading, or flapping) are tried again for a while.
+	for wait := 100 * time.Millisecond; len(pending) > 0 && wait < 30*time.Second; wait *= 2 {
+		select {
+		case <-h.done:
+			return
+		case <-time.After(wait):
 		}
-		sh.mu.RUnlock()
+		pending = h.resyncOnce(pending)
+	}
+	for _, ch := range pending {
+		h.log.Warn("resync gave up: channel position unreadable", "channel", ch.name)
+	}
+}
+
+// resyncOnce fills the gaps of chans (all channels when nil) and returns
+// those it could not check.
+func (h *Hub) resyncOnce(chans []*hubChannel) (failed []*hubChannel) {
+	if chans == nil {
+		for i := range h.shards {
+			sh := &h.shards[i]
+			sh.mu.RLock()
+			for _, ch := range sh.channels {
+				chans = append(chans, ch)
+			}
+			sh.mu.RUnlock()
+		}
 	}
 	for _, ch := range chans {
 		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
 		hist, err := h.history(ctx, ch.name, broker.HistoryQuery{})
 		cancel()
 		if err != nil {
-			h.log.Warn("resync: position read failed", "channel", ch.name, "err", err)
+			h.log.Debug("resync: position read failed", "channel", ch.name, "err", err)
+			failed = append(failed, ch)
 			continue
 		}
 		ch.mu.Lock()
@@ -487,9 +524,15 @@ func (h *Hub) resync() {
 			h.resetLocked(ch, hist.Position.Epoch, hist.Position.Offset)
 		case hist.Position.Offset > ch.last:
 			h.fillLocked(ch, hist.Position.Offset)
+		case hist.Position.Offset < ch.last:
+			// The broker lost messages it had accepted (a restart without
+			// durable persistence): say so rather than drop the reused
+			// offsets as duplicates.
+			h.resetLocked(ch, hist.Position.Epoch, hist.Position.Offset)
 		}
 		ch.mu.Unlock()
 	}
+	return failed
 }
 
 // history reads from the broker, timed.
