@@ -183,12 +183,20 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	return pos, nil
 }
 
-// Subscribe implements Broker.
+// Subscribe implements Broker. It marks the channels holding the engine
+// lock, as the sweep does when it drops expired channels, so that a
+// channel cannot be swept between being found and being marked.
 func (m *Memory) Subscribe(ctx context.Context, channels ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
 	for _, name := range channels {
-		ch, err := m.channel(name)
-		if err != nil {
-			return err
+		ch := m.channels[name]
+		if ch == nil {
+			ch = &memChannel{epoch: NewEpoch(), expires: m.now().Add(DefaultTTL)}
+			m.channels[name] = ch
 		}
 		ch.mu.Lock()
 		ch.subscribed = true
