@@ -37,6 +37,8 @@ func classify(err error) *apiError {
 		return newError(http.StatusBadRequest, push.CodeUnknownNS, err.Error())
 	case errors.Is(err, push.ErrNoStore):
 		return newError(http.StatusNotImplemented, "not_supported", err.Error())
+	case errors.Is(err, broker.ErrUncertain):
+		return newError(http.StatusGatewayTimeout, "outcome_unknown", "the broker did not answer in time: the message may or may not have been published; retrying may duplicate it: "+err.Error())
 	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, broker.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, push.CodeUnavailable, "broker unavailable, nothing was published; retry later: "+err.Error())

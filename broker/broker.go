@@ -20,6 +20,10 @@ var (
 	// ErrUnavailable means the engine cannot reach its backing store now;
 	// the caller may retry later. Nothing was published.
 	ErrUnavailable = errors.New("broker: unavailable")
+	// ErrUncertain means a publish was sent but its answer never came
+	// (a timeout mid-call): it may or may not have been published, so a
+	// retry may duplicate it.
+	ErrUncertain = errors.New("broker: outcome unknown")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("broker: closed")
 )

@@ -3,14 +3,17 @@ package redisbroker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/broker"
+	"github.com/redis/go-redis/v9"
 )
 
 // Publish implements broker.Broker with one call of publishScript. An
@@ -33,6 +36,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 		broker.NewEpoch(), ttlMillis(r.TTL), max(r.Size, 0), time.Now().UnixMilli(),
 		[]byte(data), n.pubsub, cmd, encodeChannel(channel)).StringSlice()
 	if err != nil {
+		if sentButUnanswered(err) {
+			return broker.Position{}, fmt.Errorf("redisbroker: publish %q: %w: %w", channel, broker.ErrUncertain, err)
+		}
 		return broker.Position{}, b.fail("publish", channel, err)
 	}
 	if len(res) != 2 {
@@ -180,4 +186,15 @@ func parseEntry(channel, epoch string, e any) (broker.Message, error) {
 		}
 	}
 	return m, nil
+}
+
+// sentButUnanswered reports whether err is a timeout after the command
+// may have reached Redis: a read that timed out, not a dial that failed
+// or a pool that had no connection to give.
+func sentButUnanswered(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Op == "read" && op.Timeout()
+	}
+	return errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, redis.ErrPoolTimeout)
 }

@@ -361,6 +361,8 @@ func (p *publisher) publish(ctx context.Context, n int, channel string, seq int)
 		switch {
 		case resp.StatusCode/100 == 2:
 			return true, nil
+		case resp.StatusCode == http.StatusGatewayTimeout:
+			return false, nil // outcome unknown: retrying could duplicate
 		case resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(deadline):
 			select {
 			case <-time.After(100 * time.Millisecond):
