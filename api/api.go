@@ -111,6 +111,9 @@ func New(o Options) *Server {
 		e.GET("/herald.js", s.script)
 	}
 	if o.Pages != nil {
+		// The admin page asks for an API key itself and keeps it in the
+		// tab's sessionStorage; the page is public, the data behind it is not.
+		e.GET("/admin", s.page("admin.html"))
 		e.GET("/*", echo.WrapHandler(pageHandler(o.Pages)))
 	}
 	return s
@@ -197,6 +200,18 @@ func isLoopback(remote string) bool {
 func (s *Server) script(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "no-cache")
 	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", s.opts.Script)
+}
+
+// page serves the embedded page name.
+func (s *Server) page(name string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		b, err := fs.ReadFile(s.opts.Pages, name)
+		if err != nil {
+			return newError(http.StatusNotFound, "not_found", name+" is not embedded")
+		}
+		c.Response().Header().Set("Cache-Control", "no-cache")
+		return c.HTMLBlob(http.StatusOK, b)
+	}
 }
 
 // pageHandler serves the embedded pages with index.html at /.

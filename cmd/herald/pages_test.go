@@ -29,6 +29,7 @@ func TestPagesAreServed(t *testing.T) {
 		"/chat.html":    `from "/herald.js"`,
 		"/test.html":    "new WebSocket(",
 		"/demo.css":     "--bg",
+		"/admin":        `"herald:stats"`,
 	} {
 		r := n.request("GET", path, nil, nil)
 		if r.Status != 200 || !bytes.Contains(r.Body, []byte(want)) {

@@ -102,6 +102,9 @@ main(async ([proxy, server]) => {
   l = await log();
   check(l.states[l.states.length - 1].state == "closed", "last state " + JSON.stringify(l.states[l.states.length - 1]));
 
-  check(errors.length == 0, "errors in the page:\n" + errors.join("\n"));
+  // Chromium itself logs a WebSocket whose handshake the cut or the restart
+  // broke (ERR_CONNECTION_RESET, _REFUSED): that is the test, not the page.
+  const real = errors.filter((e) => !/WebSocket connection to '.*' failed: .*net::ERR_CONNECTION_(RESET|REFUSED|CLOSED)/.test(e));
+  check(real.length == 0, "errors in the page:\n" + real.join("\n"));
   await browser.close();
 });
