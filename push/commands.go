@@ -284,6 +284,10 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		return err
 	})
 	if err != nil {
+		if errors.Is(err, broker.ErrUncertain) {
+			s.reject(id, CodeUncertain, "the broker did not answer in time: the message may or may not be published", channel)
+			return
+		}
 		s.reject(id, CodeUnavailable, "publish failed, retry later: "+err.Error(), channel)
 		return
 	}

@@ -34,6 +34,7 @@ const (
 	CodeTooLarge       = "too_large"
 	CodeRateLimited    = "rate_limited"
 	CodeUnavailable    = "unavailable"
+	CodeUncertain      = "outcome_unknown"
 	CodeLimit          = "limit_exceeded"
 	CodeUnauthorized   = "unauthorized"
 	CodeTokenExpired   = "token_expired"
