@@ -64,9 +64,14 @@ func (s *Server) poll(c echo.Context) error {
 		timeout = min(max(d, 0), MaxPollTimeout)
 	}
 
+	claims, err := s.authenticate(c)
+	if err != nil {
+		return err
+	}
 	t := &pollTransport{notify: make(chan func(), 1), done: make(chan struct{})}
 	sess := s.hub.NewSession(t, true)
 	defer sess.Close()
+	sess.SetClaims(claims)
 	sess.Open([]string{channel}, []*broker.Position{since})
 
 	ans := pollAnswer{Channel: channel, Messages: []json.RawMessage{}}
@@ -115,7 +120,14 @@ func (s *Server) poll(c echo.Context) error {
 					Message string `json:"message"`
 				}
 				_ = json.Unmarshal(f, &ef)
-				return newError(http.StatusServiceUnavailable, ef.Code, ef.Message)
+				status := http.StatusServiceUnavailable
+				switch ef.Code {
+				case push.CodeForbidden:
+					status = http.StatusForbidden
+				case push.CodeBadRequest, push.CodeInvalidChannel, push.CodeUnknownNS:
+					status = http.StatusBadRequest
+				}
+				return newError(status, ef.Code, ef.Message)
 			}
 		}
 		if !subscribed {

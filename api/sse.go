@@ -32,6 +32,10 @@ func (s *Server) sse(c echo.Context) error {
 			return err
 		}
 	}
+	claims, err := s.authenticate(c)
+	if err != nil {
+		return err
+	}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = c.QueryParam("last_event_id")
@@ -69,6 +73,7 @@ func (s *Server) sse(c echo.Context) error {
 
 	sess := s.hub.NewSession(t, true)
 	defer sess.Close()
+	sess.SetClaims(claims)
 	sess.Open(channels, since)
 	for {
 		select {
@@ -207,4 +212,18 @@ func (t *sseTransport) noteSubscribed(frame []byte) {
 
 func (t *sseTransport) Close(code uint16, reason string) {
 	t.once.Do(func() { close(t.done) })
+}
+
+// authenticate reads the optional token query parameter of /sse and
+// /api/poll (EventSource cannot send headers).
+func (s *Server) authenticate(c echo.Context) (*push.Claims, error) {
+	tok := c.QueryParam("token")
+	if tok == "" {
+		return nil, nil
+	}
+	claims, err := s.hub.Authenticate(tok)
+	if err != nil {
+		return nil, newError(http.StatusUnauthorized, push.CodeUnauthorized, err.Error())
+	}
+	return claims, nil
 }

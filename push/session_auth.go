@@ -111,3 +111,22 @@ func (s *Session) authAdmin(id json.Number, key string) {
 	s.mu.Unlock()
 	s.send(encode(ackFrame{Type: "ack", ID: id}))
 }
+
+// Authenticate verifies a token for a one-way transport (SSE, long-poll)
+// the way a WebSocket handshake does, bans included.
+func (h *Hub) Authenticate(token string) (*Claims, error) {
+	c, err := h.opts.Verifier.Verify(token)
+	if err != nil {
+		h.reject(ReasonToken)
+		return nil, err
+	}
+	if h.banned(c.Subject) {
+		h.reject(ReasonToken)
+		return nil, fmt.Errorf("%w: this user is banned", ErrToken)
+	}
+	return c, nil
+}
+
+// SetClaims gives a session opened by an HTTP transport its token's
+// identity and grants (nil: anonymous).
+func (s *Session) SetClaims(c *Claims) { s.setClaims(c) }

@@ -337,3 +337,22 @@ func TestSlowlorisHandshake(t *testing.T) {
 		t.Fatalf("half-open handshakes closed after %v, want about the 300ms timeout", took)
 	}
 }
+
+// TestTokensOnHTTPTransports: /sse and /api/poll take the token as a query
+// parameter (EventSource cannot send headers) with the same rules as /ws.
+func TestTokensOnHTTPTransports(t *testing.T) {
+	n := startTestNode(t, securityConfig())
+	tok := hs(t, nil)
+	s := n.openSSE(query("channel", "priv:alice.feed", "token", tok), "")
+	s.next("subscribed")
+	n.publish("priv:alice.feed", 1)
+	s.next("message")
+	expectAPIError(t, n.request("GET", "/sse?"+query("channel", "priv:alice.feed", "token", "junk"), nil, nil), http.StatusUnauthorized, "unauthorized")
+
+	r := n.request("GET", "/api/poll?"+query("channel", "priv:alice.feed", "token", tok), nil, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("poll with a granting token: %d %s", r.Status, r.Body)
+	}
+	expectAPIError(t, n.request("GET", "/api/poll?"+query("channel", "priv:alice.feed"), nil, nil), http.StatusForbidden, "forbidden")
+	expectAPIError(t, n.request("GET", "/api/poll?"+query("channel", "priv:bob.feed", "token", tok), nil, nil), http.StatusForbidden, "forbidden")
+}
