@@ -297,7 +297,6 @@ func (m *Memory) Close(ctx context.Context) error {
 	return nil
 }
 
-
 // NewEpoch returns a new random epoch id.
 func NewEpoch() string {
 	var b [6]byte
