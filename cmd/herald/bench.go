@@ -34,6 +34,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	publishers := fs.Int("publishers", 16, "load: concurrent HTTP publish requests")
 	sources := fs.String("sources", "", "load: local addresses to dial from, comma-separated (127.0.0.1,127.0.0.2,...): each has its own ephemeral port range")
 	pid := fs.Int("pid", 0, "load: pid of a local server, to report its RSS (VmRSS in /proc/<pid>/status)")
+	wsBatch := fs.Bool("ws-batch", false, "load: connect with batch=1 (the server packs a connection's queued messages into one frame)")
 	publishOnly := fs.Bool("publish-only", false, "load: no subscribers, measure HTTP publish throughput")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: herald bench [--check] [flags]\n\nLoad and delivery checks against a running Herald. Without --check it is a\nload generator: --conns subscribers over --channels, --rate messages/s\npublished over HTTP for --duration; it reports deliveries/s, end-to-end\nlatency, losses and (with --pid) the server's RSS. Progress goes to stderr.\n\n")
@@ -49,7 +50,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg := loadConfig{
 			URL: strings.Split(*urls, ",")[0], Key: *key, Conns: *conns, Channels: *channels,
 			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
-			PID: *pid, PublishOnly: *publishOnly, Progress: stderr,
+			PID: *pid, PublishOnly: *publishOnly, WSBatch: *wsBatch, Progress: stderr,
 		}
 		for _, s := range strings.Split(*sources, ",") {
 			if s = strings.TrimSpace(s); s == "" {

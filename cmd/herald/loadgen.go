@@ -45,6 +45,7 @@ type loadConfig struct {
 	Sources     []net.IP      // local addresses to dial from, in turn; nil: the kernel's choice
 	PID         int           // server pid for RSS; 0: not read
 	PublishOnly bool          // no subscribers
+	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
 	Progress    io.Writer     // live progress lines; nil: none
 }
 
@@ -206,7 +207,20 @@ func (c *loadConn) OnClose(_ *gws.Conn, err error) {
 func (c *loadConn) OnMessage(conn *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	now := time.Now().UnixNano()
-	frame := m.Bytes()
+	rest := m.Bytes()
+	for len(rest) > 0 {
+		// A batch=1 frame holds several frames, '\n'-separated.
+		frame := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			frame, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		c.frame(conn, frame, now)
+	}
+}
+
+func (c *loadConn) frame(conn *gws.Conn, frame []byte, now int64) {
 	_, _, offset, ok := push.MessageHead(frame)
 	if !ok {
 		switch push.FrameType(frame) {
@@ -386,7 +400,11 @@ func connectAll(ctx context.Context, cfg loadConfig, run *loadRun, wsBase string
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				c, err := dialLoad(ctx, cfg, run, wsBase+"?channel="+chans[i%len(chans)], i)
+				u := wsBase + "?channel=" + chans[i%len(chans)]
+				if cfg.WSBatch {
+					u += "&batch=1"
+				}
+				c, err := dialLoad(ctx, cfg, run, u, i)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())

@@ -15,9 +15,20 @@ import (
 // order, RSS read.
 func TestBenchLoad(t *testing.T) {
 	n := startTestNode(t, testConfig())
+	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
+		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1")
+}
+
+// TestBenchLoadWSBatch is the same with batch=1 connections, at a rate
+// that makes the server pack several messages into a frame.
+func TestBenchLoadWSBatch(t *testing.T) {
+	n := startTestNode(t, testConfig())
+	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
+		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--ws-batch")
+}
+
+func testBenchLoad(t *testing.T, args ...string) {
 	var stdout, stderr bytes.Buffer
-	args := []string{"--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
-		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1"}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := cmdBench(ctx, args, &stdout, &stderr); err != nil {
