@@ -391,7 +391,7 @@ func (h *Hub) deliverLocked(ch *hubChannel, m *broker.Message, fill bool) {
 		}
 	}
 	ch.epoch, ch.last = m.Epoch, m.Offset
-	frame := AppendMessage(make([]byte, 0, 96+len(m.Data)), m, false)
+	frame := AppendMessage(make([]byte, 0, messageCap(m)), m, false)
 	var n uint64
 	for _, sub := range ch.subs {
 		if sub.buffering {

@@ -122,6 +122,14 @@ func encode(v any) []byte {
 	return b
 }
 
+// messageCap is the most bytes AppendMessage writes for m: the hub sizes
+// each frame with it, so that encoding allocates once. The constant is the
+// frame's fixed text plus room for the offset and ts digits.
+func messageCap(m *broker.Message) int {
+	const fixed = len(`{"type":"message","channel":"","offset":,"epoch":"","ts":,"snapshot":true,"data":null}`)
+	return fixed + 2*20 + len(m.Channel) + len(m.Epoch) + len(m.Data)
+}
+
 // AppendMessage appends m's "message" frame to dst. It is the one encoding
 // per node per message: every local subscriber gets the same bytes.
 // Channel names and epochs need no escaping (their alphabets exclude '"'

@@ -2,6 +2,8 @@ package push
 
 import (
 	"encoding/json"
+	"math"
+	"strings"
 	"testing"
 
 	"github.com/heraldpush/herald/broker"
@@ -32,5 +34,15 @@ func TestAppendMessageIsJSON(t *testing.T) {
 	}
 	if FrameType(b) != "message" || FrameType([]byte(`{"type":"ping"}`)) != "ping" || FrameType([]byte(`x`)) != "" {
 		t.Fatal("FrameType")
+	}
+}
+
+func TestMessageCapFits(t *testing.T) {
+	m := &broker.Message{Channel: "ns:" + strings.Repeat("c", 200), Epoch: "a1b2c3d4e5f6",
+		Offset: math.MaxUint64, Time: math.MaxInt64, Data: json.RawMessage(`{"x":1}`)}
+	for _, snap := range []bool{false, true} {
+		if got := len(AppendMessage(nil, m, snap)); got > messageCap(m) {
+			t.Errorf("snapshot=%v: frame is %d bytes, messageCap says %d", snap, got, messageCap(m))
+		}
 	}
 }

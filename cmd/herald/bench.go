@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"time"
 
@@ -28,8 +28,16 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rate := fs.Int("rate", 2000, "publishes per second over all channels (0: unlimited)")
 	drops := fs.Int("drops", 0, "--check: connections to drop with a TCP reset at random while publishing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	conns := fs.Int("conns", 1000, "load: subscribing WebSocket connections (connection i subscribes to channel i mod --channels)")
+	duration := fs.Duration("duration", 10*time.Second, "load: publishing time")
+	batch := fs.Int("batch", 1, "load: messages per publish request (1: POST /api/publish, more: POST /api/batch)")
+	publishers := fs.Int("publishers", 16, "load: concurrent HTTP publish requests")
+	sources := fs.String("sources", "", "load: local addresses to dial from, comma-separated (127.0.0.1,127.0.0.2,...): each has its own ephemeral port range")
+	pid := fs.Int("pid", 0, "load: pid of a local server, to report its RSS (VmRSS in /proc/<pid>/status)")
+	wsBatch := fs.Bool("ws-batch", false, "load: connect with batch=1 (the server packs a connection's queued messages into one frame)")
+	publishOnly := fs.Bool("publish-only", false, "load: no subscribers, measure HTTP publish throughput")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: herald bench --check [flags]\n\nLoad and delivery checks against a running Herald.\n\n")
+		fmt.Fprint(stderr, "Usage: herald bench [--check] [flags]\n\nLoad and delivery checks against a running Herald. Without --check it is a\nload generator: --conns subscribers over --channels, --rate messages/s\npublished over HTTP for --duration; it reports deliveries/s, end-to-end\nlatency, losses and (with --pid) the server's RSS. Progress goes to stderr.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -39,8 +47,22 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		*key = envOr("HERALD_API_KEY", "")
 	}
 	if !*check {
-		fs.Usage()
-		return errors.New("bench: give --check (the load generator is not in this version)")
+		cfg := loadConfig{
+			URL: strings.Split(*urls, ",")[0], Key: *key, Conns: *conns, Channels: *channels,
+			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
+			PID: *pid, PublishOnly: *publishOnly, WSBatch: *wsBatch, Progress: stderr,
+		}
+		for _, s := range strings.Split(*sources, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			ip := net.ParseIP(s)
+			if ip == nil {
+				return fmt.Errorf("bench: --sources: %q is not an IP address", s)
+			}
+			cfg.Sources = append(cfg.Sources, ip)
+		}
+		return printLoad(ctx, cfg, *asJSON, stdout)
 	}
 	var wsURLs, httpURLs []string
 	for _, u := range strings.Split(*urls, ",") {
@@ -83,6 +105,30 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if !r.OK() {
 		return fmt.Errorf("bench --check: %d missing, %d duplicated, %d reordered", r.Missing, r.Duplicated, r.Reordered)
+	}
+	return nil
+}
+
+// printLoad runs the load generator and prints its report.
+func printLoad(ctx context.Context, cfg loadConfig, asJSON bool, stdout io.Writer) error {
+	r, err := runLoad(ctx, cfg)
+	if r == nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout, r)
+	}
+	if err != nil {
+		return err
+	}
+	if r.Conns > 0 && r.ConnsUp == 0 {
+		return fmt.Errorf("bench: no connection came up: %s", r.FirstError)
 	}
 	return nil
 }

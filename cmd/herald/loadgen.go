@@ -1,0 +1,640 @@
+package main
+
+// The load generator behind "herald bench" (without --check): lean
+// subscribing connections (gws, one read goroutine each, no client
+// library) and HTTP publishers. Each message carries the nanosecond time
+// it was sent, so latency is publish request to frame read, end to end.
+// Both ends must share a clock: run it on the server's machine or one
+// synchronised with it.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/heraldpush/herald/push"
+)
+
+// loadConfig is one load run.
+type loadConfig struct {
+	URL         string        // server base URL, http://host:port
+	Key         string        // publisher API key
+	Conns       int           // subscribing connections
+	Channels    int           // channels; connection i subscribes to channel i mod Channels
+	Rate        int           // messages per second over all channels; 0: as fast as the publishers go
+	Batch       int           // messages per request: 1 uses /api/publish, more /api/batch
+	Publishers  int           // concurrent HTTP publishers
+	Duration    time.Duration // publishing time
+	Sources     []net.IP      // local addresses to dial from, in turn; nil: the kernel's choice
+	PID         int           // server pid for RSS; 0: not read
+	PublishOnly bool          // no subscribers
+	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
+	Progress    io.Writer     // live progress lines; nil: none
+}
+
+// loadReport is what a load run measured.
+type loadReport struct {
+	Conns       int     `json:"connections"`
+	ConnsUp     int     `json:"connections_up"`
+	ConnErrors  int     `json:"connection_errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	ConnectSecs float64 `json:"connect_seconds"`
+	Channels    int     `json:"channels"`
+	Seconds     float64 `json:"publish_seconds"`
+
+	Published     uint64  `json:"published"` // messages the server accepted
+	PublishErrors uint64  `json:"publish_errors"`
+	Requests      uint64  `json:"requests"`
+	RequestsPerS  float64 `json:"requests_per_s"`
+	PublishPerS   float64 `json:"published_per_s"`
+	ReqP50MS      float64 `json:"request_p50_ms"`
+	ReqP99MS      float64 `json:"request_p99_ms"`
+
+	Expected      uint64  `json:"expected_deliveries"`
+	Delivered     uint64  `json:"delivered"`
+	DeliveredPerS float64 `json:"delivered_per_s"`
+	Lost          uint64  `json:"lost"`       // offsets skipped within a connection's stream
+	Missing       uint64  `json:"missing"`    // expected but never received (includes lost)
+	Duplicates    uint64  `json:"duplicates"` // offsets at or below one already received
+	Closed        int     `json:"closed_by_server"`
+	P50MS         float64 `json:"latency_p50_ms"`
+	P90MS         float64 `json:"latency_p90_ms"`
+	P99MS         float64 `json:"latency_p99_ms"`
+	MaxMS         float64 `json:"latency_max_ms"`
+
+	ServerRSSBaseMB  float64 `json:"server_rss_before_mb,omitempty"`
+	ServerRSSIdleMB  float64 `json:"server_rss_connected_mb,omitempty"`
+	ServerRSSEndMB   float64 `json:"server_rss_end_mb,omitempty"`
+	RSSPerConnKB     float64 `json:"server_rss_per_connection_kb,omitempty"`
+	ClientRSSIdleMB  float64 `json:"client_rss_connected_mb"`
+	ClientRSSPerConn float64 `json:"client_rss_per_connection_kb"`
+}
+
+func (r *loadReport) String() string {
+	var b strings.Builder
+	row := func(k, format string, v ...any) { fmt.Fprintf(&b, "%-26s "+format+"\n", append([]any{k}, v...)...) }
+	if r.Conns > 0 {
+		row("connections up", "%d / %d (%d errors) in %.1fs", r.ConnsUp, r.Conns, r.ConnErrors, r.ConnectSecs)
+		if r.FirstError != "" {
+			row("first connection error", "%s", r.FirstError)
+		}
+	}
+	row("channels", "%d", r.Channels)
+	row("published", "%d in %.1fs: %.0f msg/s, %.0f req/s (%d errors)", r.Published, r.Seconds, r.PublishPerS, r.RequestsPerS, r.PublishErrors)
+	row("request latency", "p50 %.2fms  p99 %.2fms", r.ReqP50MS, r.ReqP99MS)
+	if r.Conns > 0 {
+		row("delivered", "%d of %d: %.0f/s", r.Delivered, r.Expected, r.DeliveredPerS)
+		row("losses", "%d lost (gaps), %d missing, %d duplicates, %d closed by server", r.Lost, r.Missing, r.Duplicates, r.Closed)
+		row("latency (publish->read)", "p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
+		row("client RSS", "%.1f MB connected, %.1f KB per connection", r.ClientRSSIdleMB, r.ClientRSSPerConn)
+	}
+	if r.ServerRSSBaseMB > 0 {
+		row("server RSS", "%.1f MB before, %.1f MB connected, %.1f MB at end", r.ServerRSSBaseMB, r.ServerRSSIdleMB, r.ServerRSSEndMB)
+		if r.Conns > 0 {
+			row("server RSS per connection", "%.1f KB", r.RSSPerConnKB)
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// histogram counts durations in microseconds, log-linear: exact below
+// 1,024µs, then 512 buckets per power of two (0.2% resolution). Adds are
+// atomic, so every connection records into one.
+type histogram struct {
+	counts [40 * 512]atomic.Uint64
+	max    atomic.Int64
+}
+
+func histIndex(us uint64) int {
+	if us < 1024 {
+		return int(us)
+	}
+	shift := bits.Len64(us) - 10
+	return min(shift*512+int(us>>shift), len(histogram{}.counts)-1)
+}
+
+func histValue(i int) uint64 {
+	if i < 1024 {
+		return uint64(i)
+	}
+	shift := i/512 - 1
+	return uint64(i-shift*512) << shift
+}
+
+func (h *histogram) record(d time.Duration) {
+	us := max(d.Microseconds(), 0)
+	h.counts[histIndex(uint64(us))].Add(1)
+	for {
+		m := h.max.Load()
+		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+// quantiles returns the durations at qs (ascending, 0-1) in ms.
+func (h *histogram) quantiles(qs ...float64) []float64 {
+	var total uint64
+	for i := range h.counts {
+		total += h.counts[i].Load()
+	}
+	out := make([]float64, len(qs))
+	if total == 0 {
+		return out
+	}
+	var seen uint64
+	j := 0
+	for i := range h.counts {
+		seen += h.counts[i].Load()
+		for j < len(qs) && float64(seen) >= qs[j]*float64(total) {
+			out[j] = float64(histValue(i)) / 1000
+			j++
+		}
+	}
+	return out
+}
+
+// loadConn is one subscribing connection. Its fields are written by its
+// read goroutine only.
+type loadConn struct {
+	gws.BuiltinEventHandler
+	run     *loadRun
+	conn    *gws.Conn
+	ready   chan error // the subscribe reply, or why it did not come
+	next    uint64     // next expected offset
+	started bool
+	closed  atomic.Bool
+}
+
+// loadRun is shared by a run's connections.
+type loadRun struct {
+	delivered atomic.Uint64
+	lost      atomic.Uint64
+	dups      atomic.Uint64
+	closed    atomic.Int64
+	latency   histogram
+}
+
+var loadPong = []byte(`{"type":"pong"}`)
+
+func (c *loadConn) OnClose(_ *gws.Conn, err error) {
+	if !c.closed.Swap(true) {
+		c.run.closed.Add(1)
+	}
+	select {
+	case c.ready <- fmt.Errorf("closed before subscribed: %v", err):
+	default:
+	}
+}
+
+func (c *loadConn) OnMessage(conn *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	now := time.Now().UnixNano()
+	rest := m.Bytes()
+	for len(rest) > 0 {
+		// A batch=1 frame holds several frames, '\n'-separated.
+		frame := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			frame, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		c.frame(conn, frame, now)
+	}
+}
+
+func (c *loadConn) frame(conn *gws.Conn, frame []byte, now int64) {
+	_, _, offset, ok := push.MessageHead(frame)
+	if !ok {
+		switch push.FrameType(frame) {
+		case "subscribed":
+			const key = `"offset":`
+			if i := bytes.Index(frame, []byte(key)); i >= 0 {
+				c.next = parseUint(frame[i+len(key):]) + 1
+			}
+			c.started = true
+			select {
+			case c.ready <- nil:
+			default:
+			}
+		case "ping":
+			_ = conn.WriteMessage(gws.OpcodeText, loadPong)
+		case "error", "unsubscribed":
+			select {
+			case c.ready <- fmt.Errorf("server said: %s", frame):
+			default:
+			}
+		}
+		return
+	}
+	c.run.delivered.Add(1)
+	switch {
+	case !c.started:
+	case offset > c.next:
+		c.run.lost.Add(offset - c.next)
+		c.next = offset + 1
+	case offset < c.next:
+		c.run.dups.Add(1)
+	default:
+		c.next++
+	}
+	const key = `"data":{"t":`
+	if i := bytes.Index(frame, []byte(key)); i >= 0 {
+		if sent := int64(parseUint(frame[i+len(key):])); sent > 0 {
+			c.run.latency.record(time.Duration(now - sent))
+		}
+	}
+}
+
+func parseUint(b []byte) uint64 {
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
+}
+
+// readRSS returns a process's resident set size in bytes from
+// /proc/<pid>/status ("self" for this process).
+func readRSS(pid string) (uint64, error) {
+	f, err := os.Open("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/" + pid + "/status")
+}
+
+const mb = 1 << 20
+
+// runLoad connects, publishes for the configured duration, waits for the
+// deliveries to settle and reports.
+func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
+	base, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("bench: --url %q: want http://host:port", cfg.URL)
+	}
+	if cfg.Channels < 1 || cfg.Conns < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
+		return nil, errors.New("bench: need --channels >= 1, --conns >= 0, --rate >= 0, --duration > 0")
+	}
+	cfg.Batch = max(cfg.Batch, 1)
+	cfg.Publishers = max(cfg.Publishers, 1)
+	if cfg.PublishOnly {
+		cfg.Conns = 0
+	}
+	var tag [4]byte
+	_, _ = rand.Read(tag[:])
+	chans := make([]string, cfg.Channels)
+	for i := range chans {
+		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
+	}
+	rep := &loadReport{Conns: cfg.Conns, Channels: cfg.Channels}
+	serverRSS := func() float64 {
+		if cfg.PID == 0 {
+			return 0
+		}
+		n, err := readRSS(strconv.Itoa(cfg.PID))
+		if err != nil {
+			return 0
+		}
+		return float64(n) / mb
+	}
+	rep.ServerRSSBaseMB = serverRSS()
+	clientBase, _ := readRSS("self")
+
+	run := &loadRun{}
+	wsBase := "ws" + strings.TrimPrefix(base.String(), "http") + "/ws"
+	conns, err := connectAll(ctx, cfg, run, wsBase, chans, rep)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.closed.Store(true)
+				_ = c.conn.NetConn().Close()
+			}
+		}
+	}()
+	if err != nil {
+		return rep, err
+	}
+	rep.ServerRSSIdleMB = serverRSS()
+	if rep.ConnsUp > 0 {
+		if rep.ServerRSSBaseMB > 0 {
+			rep.RSSPerConnKB = (rep.ServerRSSIdleMB - rep.ServerRSSBaseMB) * 1024 / float64(rep.ConnsUp)
+		}
+		if self, err := readRSS("self"); err == nil {
+			rep.ClientRSSIdleMB = float64(self) / mb
+			rep.ClientRSSPerConn = (float64(self) - float64(clientBase)) / 1024 / float64(rep.ConnsUp)
+		}
+	}
+	subsPer := make([]uint64, cfg.Channels) // connections up per channel
+	for i, c := range conns {
+		if c != nil {
+			subsPer[i%cfg.Channels]++
+		}
+	}
+	pub := publish(ctx, cfg, base.String(), chans, run, rep)
+	for i := range chans {
+		rep.Expected += pub.perChannel[i].Load() * subsPer[i]
+	}
+	// Let the deliveries in flight arrive: wait until all are in or the
+	// count stops moving for a second.
+	last, still := run.delivered.Load(), time.Now()
+	for run.delivered.Load() < rep.Expected && time.Since(still) < time.Second && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		if n := run.delivered.Load(); n != last {
+			last, still = n, time.Now()
+		}
+	}
+	rep.ServerRSSEndMB = serverRSS()
+	rep.Delivered = run.delivered.Load()
+	rep.DeliveredPerS = float64(rep.Delivered) / rep.Seconds
+	rep.Lost, rep.Duplicates, rep.Closed = run.lost.Load(), run.dups.Load(), int(run.closed.Load())
+	if rep.Expected > rep.Delivered-rep.Duplicates {
+		rep.Missing = rep.Expected - (rep.Delivered - rep.Duplicates)
+	}
+	q := run.latency.quantiles(0.5, 0.9, 0.99)
+	rep.P50MS, rep.P90MS, rep.P99MS = q[0], q[1], q[2]
+	rep.MaxMS = float64(run.latency.max.Load()) / 1e6
+	return rep, ctx.Err()
+}
+
+// connectAll dials cfg.Conns connections, 64 at a time, each subscribed
+// to its channel by the URL query, and waits for their subscribe replies.
+// conns[i] is nil for a connection that failed.
+func connectAll(ctx context.Context, cfg loadConfig, run *loadRun, wsBase string, chans []string, rep *loadReport) ([]*loadConn, error) {
+	start := time.Now()
+	conns := make([]*loadConn, cfg.Conns)
+	var up, failed atomic.Int64
+	var firstErr atomic.Value
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(64, cfg.Conns) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				u := wsBase + "?channel=" + chans[i%len(chans)]
+				if cfg.WSBatch {
+					u += "&batch=1"
+				}
+				c, err := dialLoad(ctx, cfg, run, u, i)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				conns[i] = c
+				up.Add(1)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range cfg.Conns {
+			select {
+			case work <- i:
+			case <-ctx.Done():
+				close(work)
+				return
+			}
+		}
+		close(work)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-tick.C:
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "connecting: %d up, %d failed of %d\n", up.Load(), failed.Load(), cfg.Conns)
+			}
+		}
+	}
+	wg.Wait()
+	rep.ConnsUp, rep.ConnErrors = int(up.Load()), int(failed.Load())
+	if e, ok := firstErr.Load().(string); ok {
+		rep.FirstError = e
+	}
+	rep.ConnectSecs = time.Since(start).Seconds()
+	if cfg.Progress != nil && cfg.Conns > 0 {
+		fmt.Fprintf(cfg.Progress, "connected: %d up, %d failed in %.1fs\n", rep.ConnsUp, rep.ConnErrors, rep.ConnectSecs)
+	}
+	return conns, ctx.Err()
+}
+
+func dialLoad(ctx context.Context, cfg loadConfig, run *loadRun, wsURL string, i int) (*loadConn, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if len(cfg.Sources) > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: cfg.Sources[i%len(cfg.Sources)]}
+	}
+	nc, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	c := &loadConn{run: run, ready: make(chan error, 1)}
+	conn, _, err := gws.NewClientFromConn(c, &gws.ClientOption{
+		Addr:             wsURL,
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+	}, nc)
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	select {
+	case err = <-c.ready:
+	case <-time.After(10 * time.Second):
+		err = errors.New("no subscribe reply in 10s")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+type pubResult struct {
+	perChannel []atomic.Uint64 // messages accepted per channel
+}
+
+// publish sends messages for cfg.Duration at cfg.Rate from cfg.Publishers
+// workers, printing a progress line each second.
+func publish(ctx context.Context, cfg loadConfig, base string, chans []string, run *loadRun, rep *loadReport) *pubResult {
+	res := &pubResult{perChannel: make([]atomic.Uint64, len(chans))}
+	client := &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Publishers, MaxConnsPerHost: cfg.Publishers},
+	}
+	defer client.CloseIdleConnections()
+	endpoint := base + "/api/publish"
+	if cfg.Batch > 1 {
+		endpoint = base + "/api/batch"
+	}
+	var reqs, errs, published atomic.Uint64
+	var reqLatency histogram
+	var seq atomic.Uint64
+	// tokens carries one request's worth of messages each; nil when Rate
+	// is 0 (the workers go flat out).
+	var tokens chan struct{}
+	if cfg.Rate > 0 {
+		tokens = make(chan struct{}, cfg.Publishers*4)
+	}
+	pctx, stop := context.WithTimeout(ctx, cfg.Duration)
+	defer stop()
+	var wg sync.WaitGroup
+	for range cfg.Publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body bytes.Buffer
+			idx := make([]int, cfg.Batch)
+			for {
+				if tokens != nil {
+					select {
+					case <-tokens:
+					case <-pctx.Done():
+						return
+					}
+				} else if pctx.Err() != nil {
+					return
+				}
+				body.Reset()
+				now := time.Now().UnixNano()
+				if cfg.Batch > 1 {
+					body.WriteString(`{"messages":[`)
+				}
+				for k := range cfg.Batch {
+					n := seq.Add(1)
+					idx[k] = int(n % uint64(len(chans)))
+					if k > 0 {
+						body.WriteByte(',')
+					}
+					fmt.Fprintf(&body, `{"channel":%q,"data":{"t":%d,"n":%d}}`, chans[idx[k]], now, n)
+				}
+				if cfg.Batch > 1 {
+					body.WriteString(`]}`)
+				}
+				req, err := http.NewRequestWithContext(ctx, "POST", endpoint, bytes.NewReader(body.Bytes()))
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				req.Header.Set("Content-Type", "application/json")
+				if cfg.Key != "" {
+					req.Header.Set("Authorization", "Bearer "+cfg.Key)
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				reqs.Add(1)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				reqLatency.record(time.Since(t0))
+				if resp.StatusCode != http.StatusOK {
+					errs.Add(1)
+					continue
+				}
+				for _, i := range idx {
+					res.perChannel[i].Add(1)
+				}
+				published.Add(uint64(cfg.Batch))
+			}
+		}()
+	}
+	start := time.Now()
+	if tokens != nil {
+		// Pace requests: every 5ms, release what the rate allows so far.
+		go func() {
+			t := time.NewTicker(5 * time.Millisecond)
+			defer t.Stop()
+			sent := 0
+			for {
+				select {
+				case <-pctx.Done():
+					return
+				case now := <-t.C:
+					due := int(now.Sub(start).Seconds()*float64(cfg.Rate)) / cfg.Batch
+					for ; sent < due; sent++ {
+						select {
+						case tokens <- struct{}{}:
+						case <-pctx.Done():
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var lastPub, lastDel uint64
+	lastT := start
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case now := <-progress.C:
+			if cfg.Progress == nil {
+				continue
+			}
+			p, d := published.Load(), run.delivered.Load()
+			secs := now.Sub(lastT).Seconds()
+			q := run.latency.quantiles(0.99)
+			fmt.Fprintf(cfg.Progress, "%3.0fs  published %7.0f/s  delivered %9.0f/s  p99 %7.2fms  lost %d  errors %d\n",
+				now.Sub(start).Seconds(), float64(p-lastPub)/secs, float64(d-lastDel)/secs, q[0], run.lost.Load(), errs.Load())
+			lastPub, lastDel, lastT = p, d, now
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	rep.Published, rep.PublishErrors, rep.Requests = published.Load(), errs.Load(), reqs.Load()
+	rep.PublishPerS = float64(rep.Published) / rep.Seconds
+	rep.RequestsPerS = float64(rep.Requests) / rep.Seconds
+	q := reqLatency.quantiles(0.5, 0.99)
+	rep.ReqP50MS, rep.ReqP99MS = q[0], q[1]
+	return res
+}

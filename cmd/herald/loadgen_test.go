@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestBenchLoad runs a small load (200 connections, 5 channels, 2s) against
+// an in-process node and checks that the report is sane: every message
+// delivered to every subscriber of its channel, no losses, percentiles in
+// order, RSS read.
+func TestBenchLoad(t *testing.T) {
+	n := startTestNode(t, testConfig())
+	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
+		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1")
+}
+
+// TestBenchLoadWSBatch is the same with batch=1 connections, at a rate
+// that makes the server pack several messages into a frame.
+func TestBenchLoadWSBatch(t *testing.T) {
+	n := startTestNode(t, testConfig())
+	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
+		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--ws-batch")
+}
+
+func testBenchLoad(t *testing.T, args ...string) {
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := cmdBench(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var r loadReport
+	decodeJSON(t, stdout.Bytes(), &r)
+	t.Logf("report: %s\nprogress:\n%s", stdout.String(), stderr.String())
+	if r.ConnsUp != 200 || r.ConnErrors != 0 {
+		t.Errorf("%d connections up, %d errors (%s), want 200 and 0", r.ConnsUp, r.ConnErrors, r.FirstError)
+	}
+	if r.Published == 0 || r.PublishErrors != 0 {
+		t.Errorf("published %d with %d errors", r.Published, r.PublishErrors)
+	}
+	if r.Delivered == 0 || r.Delivered != r.Expected {
+		t.Errorf("delivered %d, expected %d", r.Delivered, r.Expected)
+	}
+	if r.Lost != 0 || r.Missing != 0 || r.Duplicates != 0 || r.Closed != 0 {
+		t.Errorf("lost %d, missing %d, duplicates %d, closed %d: want none", r.Lost, r.Missing, r.Duplicates, r.Closed)
+	}
+	if !(0 < r.P50MS && r.P50MS <= r.P90MS && r.P90MS <= r.P99MS && r.P99MS <= r.MaxMS+0.001) {
+		t.Errorf("latency percentiles out of order: p50 %v p90 %v p99 %v max %v", r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
+	}
+	if r.ServerRSSIdleMB <= 0 || r.DeliveredPerS <= 0 {
+		t.Errorf("RSS %v MB, %v deliveries/s: want both > 0", r.ServerRSSIdleMB, r.DeliveredPerS)
+	}
+	if !bytes.Contains(stderr.Bytes(), []byte("published")) {
+		t.Errorf("no progress line on stderr:\n%s", stderr.String())
+	}
+}
+
+// TestBenchPublishOnly checks --publish-only: HTTP publishes, no
+// connections, a table on stdout.
+func TestBenchPublishOnly(t *testing.T) {
+	n := startTestNode(t, testConfig())
+	var stdout, stderr bytes.Buffer
+	err := cmdBench(context.Background(), []string{"--url", n.base, "--publish-only", "--rate", "0",
+		"--duration", "500ms", "--batch", "10", "--publishers", "4"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	if !bytes.Contains(stdout.Bytes(), []byte("published")) || bytes.Contains(stdout.Bytes(), []byte("connections up")) {
+		t.Errorf("report:\n%s", stdout.String())
+	}
+	t.Logf("%s", stdout.String())
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * 10 * time.Microsecond) // 10µs .. 10ms
+	}
+	q := h.quantiles(0.5, 0.99)
+	if q[0] < 4.9 || q[0] > 5.1 || q[1] < 9.8 || q[1] > 10 {
+		t.Errorf("p50 %vms p99 %vms, want about 5 and 9.9", q[0], q[1])
+	}
+	for _, us := range []uint64{0, 1, 1023, 1024, 5000, 1 << 30} {
+		if v := histValue(histIndex(us)); v > us || float64(us-v) > float64(us)*0.002 {
+			t.Errorf("histogram bucket of %dµs reads %dµs", us, v)
+		}
+	}
+}
