@@ -12,11 +12,7 @@ import (
 
 // presence handles GET /api/channels/:channel/presence.
 func (s *Server) presence(c echo.Context) error {
-	channel, err := url.PathUnescape(c.Param("channel"))
-	if err != nil {
-		return newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
-	}
-	ns, err := s.hub.Namespaces().Lookup(channel)
+	channel, ns, err := s.pathChannel(c)
 	if err != nil {
 		return err
 	}
@@ -108,4 +104,15 @@ func (s *Server) disconnect(c echo.Context) error {
 		out["banned_until"] = time.Now().Add(ban).UTC().Format(time.RFC3339)
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// pathChannel reads the :channel path parameter (a percent-encoded ':' is
+// accepted) and its namespace's rules.
+func (s *Server) pathChannel(c echo.Context) (string, *push.Namespace, error) {
+	channel, err := url.PathUnescape(c.Param("channel"))
+	if err != nil {
+		return "", nil, newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
+	}
+	ns, err := s.hub.Namespaces().Lookup(channel)
+	return channel, ns, err
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -191,11 +190,7 @@ func (s *Server) batch(c echo.Context) error {
 
 // history handles GET /api/channels/:channel/history?since=epoch:offset&limit=N.
 func (s *Server) history(c echo.Context) error {
-	channel, err := url.PathUnescape(c.Param("channel"))
-	if err != nil {
-		return newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
-	}
-	ns, err := s.hub.Namespaces().Lookup(channel)
+	channel, ns, err := s.pathChannel(c)
 	if err != nil {
 		return err
 	}
