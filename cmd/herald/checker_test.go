@@ -61,20 +61,19 @@ func TestCheckerOfflineFiveSeconds(t *testing.T) {
 		t.Skip("takes over 5 s; runs without -short (as CI does)")
 	}
 	n := startTestNode(t, checkConfig())
-	// The victim connects only through this proxy, which can refuse it.
-	gate := newGate(t, n.addr)
+	// The subscribers connect only through this proxy: the outage cuts
+	// their connections and refuses new ones for 5 s, the node stays up.
+	proxy := newCutProxy(t, n.addr)
 	runCheck(t, checker.Config{
-		WSURLs: []string{"ws://" + gate.addr() + "/ws"}, HTTPURLs: []string{n.base},
+		WSURLs: []string{"ws://" + proxy.addr() + "/ws"}, HTTPURLs: []string{n.base},
 		Namespace: "check", Channels: 2, Subscribers: 3, Messages: 400, Rate: 60,
 		MaxBackoff: 200 * time.Millisecond,
 		During: func(ctx context.Context, subs []*heraldclient.Client) {
 			time.Sleep(500 * time.Millisecond) // let some messages through first
-			gate.close()
-			for _, c := range subs {
-				c.DropConnection()
-			}
+			proxy.hold(true)
+			proxy.cut()
 			time.Sleep(5 * time.Second) // the outage being tested
-			gate.open()
+			proxy.hold(false)
 		},
 	})
 }
