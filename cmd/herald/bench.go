@@ -94,14 +94,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintln(stdout, r)
+	if err := printReport(stdout, r, *asJSON); err != nil {
+		return err
 	}
 	if !r.OK() {
 		return fmt.Errorf("bench --check: %d missing, %d duplicated, %d reordered", r.Missing, r.Duplicated, r.Reordered)
@@ -115,14 +109,8 @@ func printLoad(ctx context.Context, cfg loadConfig, asJSON bool, stdout io.Write
 	if r == nil {
 		return err
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintln(stdout, r)
+	if perr := printReport(stdout, r, asJSON); perr != nil {
+		return perr
 	}
 	if err != nil {
 		return err
@@ -131,4 +119,15 @@ func printLoad(ctx context.Context, cfg loadConfig, asJSON bool, stdout io.Write
 		return fmt.Errorf("bench: no connection came up: %s", r.FirstError)
 	}
 	return nil
+}
+
+// printReport writes a report as indented JSON or as its String form.
+func printReport(w io.Writer, r fmt.Stringer, asJSON bool) error {
+	if !asJSON {
+		_, err := fmt.Fprintln(w, r)
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }
