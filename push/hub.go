@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,7 @@ type Hub struct {
 	done     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+	writers  *writers // run WebSocket flushes; started by Start
 }
 
 var _ broker.Handler = (*Hub)(nil)
@@ -211,6 +213,7 @@ func NewHub(opts Options) *Hub {
 // the heartbeat and stats loops.
 func (h *Hub) Start(ctx context.Context, b broker.Broker) {
 	h.broker = b
+	h.writers = startWriters(runtime.GOMAXPROCS(0))
 	h.wg.Add(1)
 	go h.heartbeat()
 	h.startSystem(ctx)
@@ -251,6 +254,10 @@ func (h *Hub) Close(ctx context.Context, code uint16, reason string) error {
 	h.stopOnce.Do(func() { close(h.done) })
 	h.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	h.wg.Wait()
+	// The writers send the close frames: stop them last.
+	if h.writers != nil {
+		defer h.writers.stop()
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for h.sessions.len() > 0 {

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -24,6 +26,8 @@ type Server struct {
 	anyOrig bool
 	trusted []netip.Prefix
 	ips     *ipLimiter
+	// compression: permessage-deflate for clients that offer it.
+	compression bool
 }
 
 // ServerOptions configure a Server.
@@ -46,7 +50,7 @@ type ServerOptions struct {
 // NewServer returns a WebSocket server for h.
 func NewServer(h *Hub, o ServerOptions) *Server {
 	srv := &Server{
-		hub: h, origins: make(map[string]bool), trusted: o.TrustedProxies,
+		hub: h, origins: make(map[string]bool), trusted: o.TrustedProxies, compression: o.Compression,
 		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
 	}
 	for _, o := range o.AllowedOrigins {
@@ -121,9 +125,10 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		srv.ips.release(ip)
 		return // gws has answered the client
 	}
-	t := &wsTransport{conn: conn, batch: q.Get("batch") == "1", timeout: srv.hub.opts.WriteTimeout,
-		initial: q["channel"], ip: ip, authErr: authErr}
-	t.pingFn = t.ping
+	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	t := newWSTransport(conn, srv.hub.writers.pick(), compressed)
+	t.batch, t.timeout = q.Get("batch") == "1", srv.hub.opts.WriteTimeout
+	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
 	s := srv.hub.NewSession(t, false)
 	s.setClaims(claims)
 	conn.Session().(*slot).s = s
@@ -137,55 +142,161 @@ func httpError(w http.ResponseWriter, status int, code, msg string) {
 	_, _ = w.Write(b)
 }
 
-// wsTransport writes a session's frames to a gws connection.
+// wsTransport writes a session's frames to a WebSocket. Its writes run
+// on the hub's writer goroutines and never wait for the client (see
+// wsframe.go); with permessage-deflate negotiated they go through gws
+// instead, on its per-connection write queue, one frame at a time.
 type wsTransport struct {
 	conn    *gws.Conn
-	batch   bool // pack pending messages into one frame, '\n'-separated
+	raw     syscall.RawConn // nil: write through gws
+	writer  *writer         // runs the flushes when raw
+	batch   bool            // pack pending messages into one frame, '\n'-separated
 	timeout time.Duration
-	buf     []byte   // batch frame, reused
-	initial []string // channels from the query string, until OnOpen
-	ip      string   // client address, for the per-address limit
-	authErr string   // why the handshake's token was refused
-	pingFn  func()   // t.ping, bound once
+	out     []byte      // what the socket has not taken yet (raw)
+	stop    atomic.Bool // the session is closing: a waiting write gives up soon
+	initial []string    // channels from the query string, until OnOpen
+	ip      string      // client address, for the per-address limit
+	authErr string      // why the handshake's token was refused
 }
 
-// Ping queues a WebSocket ping frame behind the pending writes.
-func (t *wsTransport) Ping() { t.conn.Async(t.pingFn) }
-
-func (t *wsTransport) ping() {
-	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
-	_ = t.conn.WritePing(nil)
+// newWSTransport picks the write path: raw unless the connection
+// compresses (gws keeps the compression state) or is not a socket.
+func newWSTransport(conn *gws.Conn, w *writer, compressed bool) *wsTransport {
+	t := &wsTransport{conn: conn, writer: w}
+	if sc, ok := conn.NetConn().(syscall.Conn); ok && !compressed {
+		if rc, err := sc.SyscallConn(); err == nil {
+			t.raw = rc
+		}
+	}
+	return t
 }
 
-// Schedule runs flush on the connection's gws write queue, which runs one
-// task at a time: writes never interleave.
-func (t *wsTransport) Schedule(flush func()) { t.conn.Async(flush) }
+func (t *wsTransport) Schedule(flush func()) {
+	if t.raw == nil {
+		t.conn.Async(flush)
+		return
+	}
+	t.writer.schedule(flush)
+}
 
 func (t *wsTransport) Write(frames [][]byte) error {
+	done, err := t.TryWrite(frames)
+	if err == nil && !done {
+		err = t.Drain()
+	}
+	return err
+}
+
+func (t *wsTransport) TryWrite(frames [][]byte) (bool, error) {
+	if t.raw == nil {
+		return true, t.writeGWS(frames)
+	}
+	w := getRawWrite()
+	defer putRawWrite(w)
+	w.buf = appendFrames(w.buf[:0], frames, t.batch)
+	if len(t.out) > 0 {
+		t.out = append(t.out, w.buf...)
+		return false, nil
+	}
+	rest, err := w.write(t.raw, w.buf, false)
+	if err != nil {
+		_ = t.conn.NetConn().Close() // the reader sees it and cleans up
+		return true, err
+	}
+	if len(rest) > 0 {
+		t.out = append(t.out, rest...)
+		return false, nil
+	}
+	return true, nil
+}
+
+func (t *wsTransport) Drain() error {
+	if len(t.out) == 0 {
+		return nil
+	}
+	timeout := t.timeout
+	if t.stop.Load() {
+		timeout = time.Second
+	}
+	_ = t.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if t.stop.Load() { // Interrupt ran between the check and the deadline
+		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	}
+	w := getRawWrite()
+	_, err := w.write(t.raw, t.out, true)
+	putRawWrite(w)
+	if err != nil {
+		_ = t.conn.NetConn().Close()
+		return err
+	}
+	// Later writes must not wait; and a slow spell's buffer is let go,
+	// idle connections stay small.
+	_ = t.conn.SetWriteDeadline(time.Time{})
+	t.out = nil
+	return nil
+}
+
+func (t *wsTransport) Interrupt() {
+	t.stop.Store(true)
+	_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
+}
+
+// writeGWS writes frames through gws (compressed connections).
+func (t *wsTransport) writeGWS(frames [][]byte) error {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
 	if t.batch && len(frames) > 1 {
-		b := t.buf[:0]
-		for i, f := range frames {
-			if i > 0 {
+		var b []byte
+		for _, f := range frames {
+			if isControl(f) {
+				continue
+			}
+			if len(b) > 0 {
 				b = append(b, '\n')
 			}
 			b = append(b, f...)
 		}
-		t.buf = b
-		return t.conn.WriteMessage(gws.OpcodeText, b)
+		if len(b) > 0 {
+			if err := t.conn.WriteMessage(gws.OpcodeText, b); err != nil {
+				return err
+			}
+		}
+		for _, f := range frames {
+			if isControl(f) {
+				if err := t.conn.WriteMessage(gws.Opcode(f[0]&0x0F), f[2:]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
 	for _, f := range frames {
-		if err := t.conn.WriteMessage(gws.OpcodeText, f); err != nil {
+		op, p := gws.OpcodeText, f
+		if isControl(f) {
+			op, p = gws.Opcode(f[0]&0x0F), f[2:]
+		}
+		if err := t.conn.WriteMessage(op, p); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// Close sends the close frame and closes the socket. The session's writer
+// calls it, so no frame is being written; but when the socket did not
+// take all of the last one, a close frame cannot follow it and the client
+// sees the connection drop instead.
 func (t *wsTransport) Close(code uint16, reason string) {
-	// A stuck writer holds the socket; a short deadline frees it.
-	_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = t.conn.WriteClose(code, []byte(reason))
+	if t.raw == nil {
+		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = t.conn.WriteClose(code, []byte(reason))
+		return
+	}
+	if len(t.out) == 0 {
+		w := getRawWrite()
+		_, _ = w.write(t.raw, wsCloseFrame(code, reason), false)
+		putRawWrite(w)
+	}
+	_ = t.conn.NetConn().Close()
 }
 
 // slot is the per-connection storage gws asks for; we keep one pointer
@@ -240,8 +351,9 @@ func (hd *handler) OnClose(c *gws.Conn, err error) {
 }
 
 func (hd *handler) OnPing(c *gws.Conn, payload []byte) {
-	sessionOf(c).touch()
-	_ = c.WritePong(payload)
+	s := sessionOf(c)
+	s.touch()
+	s.send(wsPongFrame(payload))
 }
 
 func (hd *handler) OnPong(c *gws.Conn, payload []byte) { sessionOf(c).touch() }

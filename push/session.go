@@ -9,23 +9,33 @@ import (
 )
 
 // Transport carries a session's frames to its client: a WebSocket (gws),
-// a Server-Sent Events stream or a long-poll response.
+// a Server-Sent Events stream or a long-poll response. The session runs
+// at most one flush at a time, so a transport's writes never interleave.
 type Transport interface {
-	// Schedule arranges for flush to run soon, serialised with every other
-	// write of this transport. It must not block.
+	// Schedule arranges for flush to run soon. It must not block.
 	Schedule(flush func())
 	// Write sends frames, in order. It runs inside flush only.
 	Write(frames [][]byte) error
 	// Close ends the connection, telling the client code and reason where
-	// the transport can. It may block up to a write timeout.
+	// the transport can. The session's writer calls it once, inside
+	// flush; it may block up to a second.
 	Close(code uint16, reason string)
 }
 
-// pinger is a transport with a protocol-level ping. Browsers answer
-// WebSocket ping frames by themselves, so a client that never sends a
-// frame of its own (the three-line snippet in the README) stays alive;
-// the JSON ping lets clients watch the server in turn.
-type pinger interface{ Ping() }
+// tryWriter is a transport that can write without waiting for a slow
+// peer: the WebSocket transport, whose flushes run on a few shared writer
+// goroutines. Blocking one of them on one full socket would stall every
+// connection behind it, so what the socket does not take at once is kept
+// and written by a goroutine of the session's own (Drain).
+type tryWriter interface {
+	// TryWrite writes frames as far as the socket takes them now and
+	// keeps the rest; done reports that nothing was kept.
+	TryWrite(frames [][]byte) (done bool, err error)
+	// Drain writes what TryWrite kept, waiting up to the write timeout.
+	Drain() error
+	// Interrupt cuts a waiting Drain short: the session is closing.
+	Interrupt()
+}
 
 // Session is one client connection on any transport. Its memory is kept
 // small: a hub with 10,000 idle connections pays for 10,000 of these.
@@ -49,8 +59,10 @@ type Session struct {
 	queue    [][]byte // frames waiting for the writer
 	spare    [][]byte // the writer's previous queue, reused
 	queued   int      // bytes waiting for the writer
-	flushing bool     // a flush is scheduled
-	closed   bool
+	flushing bool     // a flush is scheduled or running: the writer owns the transport
+	closed   bool     // nothing more is queued
+	closing  bool     // the writer must send the close (closeCode, reason)
+	reason   string
 	subs     map[string]*subscription
 	limiter  *bucket
 	claims   *Claims // nil: anonymous
@@ -58,7 +70,8 @@ type Session struct {
 	warned   bool    // told the client its token expired
 	errors   int     // rejected frames since the last heartbeat, for flood control
 
-	flushFn func() // s.flush, bound once so that scheduling it never allocates
+	flushFn func()    // s.flush, bound once so that scheduling it never allocates
+	tw      tryWriter // s.t when it can write without waiting, else nil
 }
 
 // NewSession returns a session on t. Sessions of two-way transports are
@@ -66,6 +79,7 @@ type Session struct {
 func (h *Hub) NewSession(t Transport, oneWay bool) *Session {
 	s := &Session{hub: h, t: t, id: h.nextID.Add(1), oneWay: oneWay}
 	s.flushFn = s.flush
+	s.tw, _ = t.(tryWriter)
 	now := time.Now().UnixNano()
 	s.opened = now
 	s.lastSeen.Store(now)
@@ -86,13 +100,12 @@ func (s *Session) send(frame []byte) {
 		return
 	}
 	if s.queued+len(frame) > s.hub.opts.MaxQueueBytes && s.queued > 0 {
-		s.closed = true
+		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
+		queued := s.queued
 		s.mu.Unlock()
 		s.hub.stats.SlowConsumers.Add(1)
 		s.hub.reject(ReasonSlowConsumer)
-		s.closeCode.CompareAndSwap(0, CloseSlowConsumer)
-		s.hub.log.Debug("slow consumer", "client", s.id, "queued", s.queued)
-		go s.t.Close(CloseSlowConsumer, "slow consumer: send queue full")
+		s.hub.log.Debug("slow consumer", "client", s.id, "queued", queued)
 		return
 	}
 	s.queue = append(s.queue, frame)
@@ -109,11 +122,33 @@ func (s *Session) send(frame []byte) {
 // returns: a client that keeps up must not look slow while a long run is
 // being written, and a stuck one still overflows with what piles up
 // behind the stuck write (memory stays under twice MaxQueueBytes).
-func (s *Session) flush() {
+func (s *Session) flush() { s.writeOut(false) }
+
+// writeOut is the session's writer: it runs until the queue is empty, the
+// connection fails or the close is sent. Scheduled flushes run it with
+// mayWait false; on a transport that writes without waiting it hands
+// itself to a goroutine of its own (mayWait true) once the socket is full.
+func (s *Session) writeOut(mayWait bool) {
 	for {
+		if mayWait {
+			if err := s.tw.Drain(); err != nil {
+				s.writeFailed()
+				return
+			}
+		}
 		s.mu.Lock()
 		q := s.queue
-		if len(q) == 0 || s.closed {
+		if s.closed {
+			// flushing stays set: nothing is written after the close.
+			closing := s.closing
+			s.closing = false
+			s.mu.Unlock()
+			if closing {
+				s.t.Close(uint16(s.closeCode.Load()), s.reason)
+			}
+			return
+		}
+		if len(q) == 0 {
 			s.flushing = false
 			s.mu.Unlock()
 			return
@@ -124,27 +159,61 @@ func (s *Session) flush() {
 		}
 		s.mu.Unlock()
 
-		err := s.t.Write(q)
+		done, err := true, error(nil)
+		if s.tw != nil {
+			done, err = s.tw.TryWrite(q)
+		} else {
+			err = s.t.Write(q)
+		}
 		clear(q)
 		s.mu.Lock()
 		s.spare = q[:0]
+		s.mu.Unlock()
 		if err != nil {
-			// The transport is broken; its reader side cleans up.
-			s.flushing = false
-			s.mu.Unlock()
+			s.writeFailed()
 			return
 		}
-		s.mu.Unlock()
+		if !done && !mayWait {
+			go s.writeOut(true)
+			return
+		}
 	}
 }
 
-// closeAsync closes the session's connection without waiting.
-func (s *Session) closeAsync(code uint16, reason string) {
-	s.closeCode.CompareAndSwap(0, uint32(code))
+// writeFailed gives up the writer after a failed write: the transport is
+// broken and its reader side cleans up.
+func (s *Session) writeFailed() {
 	s.mu.Lock()
 	s.closed = true
+	closing := s.closing
+	s.closing = false
 	s.mu.Unlock()
-	go s.t.Close(code, reason)
+	if closing {
+		s.t.Close(uint16(s.closeCode.Load()), s.reason)
+	}
+}
+
+// closeAsync has the session's writer send the close and end the
+// connection, after what it is writing now; it does not wait.
+func (s *Session) closeAsync(code uint16, reason string) {
+	s.mu.Lock()
+	s.closeLocked(code, reason)
+	s.mu.Unlock()
+}
+
+// closeLocked asks for the close; s.mu is held. The first close wins.
+func (s *Session) closeLocked(code uint16, reason string) {
+	if s.closed {
+		return
+	}
+	s.closed, s.closing, s.reason = true, true, reason
+	s.closeCode.CompareAndSwap(0, uint32(code))
+	if !s.flushing {
+		s.flushing = true
+		s.t.Schedule(s.flushFn)
+	} else if s.tw != nil {
+		s.tw.Interrupt()
+	}
 }
 
 // Open registers the session with the hub (for heartbeats, counts and
@@ -251,8 +320,12 @@ func (h *Hub) heartbeat() {
 				s.errors = 0 // the flood limit counts per heartbeat interval
 				s.mu.Unlock()
 				s.send(pingFrame)
-				if p, ok := s.t.(pinger); ok {
-					p.Ping()
+				if !s.oneWay {
+					// Browsers answer WebSocket pings by themselves, so a
+					// client that never sends a frame of its own (the
+					// three-line snippet in the README) stays alive; the
+					// JSON ping lets clients watch the server in turn.
+					s.send(wsPingFrame)
 				}
 			})
 			h.refreshPresence()

@@ -133,6 +133,8 @@ type dialOptions struct {
 	// (SO_RCVBUF): a client on a slow link, whose kernel buffers do not
 	// hide that it stopped reading.
 	ReadBuffer int
+	// Compression offers permessage-deflate.
+	Compression bool
 }
 
 // dial connects a client to the node's /ws with query (may be "").
@@ -180,9 +182,14 @@ func (n *testNode) tryDial(o dialOptions) (*wsClient, *http.Response, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
+	mode := websocket.CompressionDisabled
+	if o.Compression {
+		mode = websocket.CompressionContextTakeover
+	}
 	conn, resp, err := websocket.Dial(ctx, n.wsURL(o.Path, o.Query), &websocket.DialOptions{
-		HTTPClient: &http.Client{Transport: tr},
-		HTTPHeader: o.Header,
+		HTTPClient:      &http.Client{Transport: tr},
+		HTTPHeader:      o.Header,
+		CompressionMode: mode,
 	})
 	if err != nil {
 		return nil, resp, err
@@ -190,7 +197,7 @@ func (n *testNode) tryDial(o dialOptions) (*wsClient, *http.Response, error) {
 	// Herald's own cap on a message is 64 KiB by default but tests raise it;
 	// the client must not be the one to refuse a frame.
 	conn.SetReadLimit(64 << 20)
-	c := &wsClient{t: n.t, conn: conn, timeout: readTimeout}
+	c := &wsClient{t: n.t, conn: conn, resp: resp, timeout: readTimeout}
 	n.t.Cleanup(func() { _ = conn.CloseNow() })
 	return c, resp, nil
 }
@@ -227,6 +234,7 @@ func (f frame) String() string { return string(f.Raw) }
 type wsClient struct {
 	t       testing.TB
 	conn    *websocket.Conn
+	resp    *http.Response // the handshake's
 	timeout time.Duration
 	nextID  int
 }
@@ -278,6 +286,25 @@ func (c *wsClient) readRaw() (websocket.MessageType, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	return c.conn.Read(ctx)
+}
+
+// pingRoundTrip sends a WebSocket ping and waits for its pong. The client
+// library reads the pong inside a Read, so one runs meanwhile; it may take
+// a frame, and ending it ends the connection: call this last.
+func (c *wsClient) pingRoundTrip() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := c.conn.Read(ctx) // returns when the test ends the context
+		read <- err
+	}()
+	if err := c.conn.Ping(ctx); err != nil {
+		c.t.Fatalf("ping: %v", err)
+	}
+	cancel()
+	<-read
 }
 
 // read reads and decodes one JSON text frame.
