@@ -52,6 +52,8 @@ type Config struct {
 
 	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
 
+	DebugListen string `yaml:"debug_listen" help:"address serving Go's /debug/pprof profiles (empty: off); keep it private"`
+
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
 

@@ -131,15 +131,17 @@ func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
 
 // node is one running Herald server: the parts wired together.
 type node struct {
-	cfg    Config
-	log    *slog.Logger
-	hub    *push.Hub
-	broker broker.Broker
-	api    *api.Server
-	http   *http.Server
-	ln     net.Listener
-	addr   string
-	served chan error
+	cfg       Config
+	log       *slog.Logger
+	hub       *push.Hub
+	broker    broker.Broker
+	api       *api.Server
+	http      *http.Server
+	ln        net.Listener
+	addr      string
+	served    chan error
+	debug     *http.Server // nil unless debug_listen is set
+	debugAddr net.Addr
 }
 
 // startNode wires the parts from cfg and starts serving.
@@ -224,6 +226,13 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},
 	}
+	if cfg.DebugListen != "" {
+		if n.debug, n.debugAddr, err = startDebug(cfg.DebugListen, logger); err != nil {
+			_ = ln.Close()
+			_ = b.Close(context.Background())
+			return nil, fmt.Errorf("debug_listen: %w", err)
+		}
+	}
 	go func() {
 		err := n.http.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -254,6 +263,9 @@ func (n *node) shutdown(ctx context.Context) error {
 	go func() { httpDone <- n.http.Shutdown(ctx) }()
 	herr := n.hub.Close(ctx, push.CloseGoingAway, "server shutting down")
 	err := <-httpDone
+	if n.debug != nil {
+		_ = n.debug.Close()
+	}
 	if cerr := n.broker.Close(ctx); err == nil {
 		err = cerr
 	}
