@@ -1,15 +1,17 @@
-// Command rawbase is the baseline for herald bench: the same gws server
-// options and the same wire format as Herald, without Herald. A WebSocket
-// to /ws?channel=X is answered "subscribed" and joins X; POST /api/publish
-// {"channel","data"} writes the message frame to every connection of the
-// channel in the handler, each write straight to the socket (gws
-// WriteMessage, no queue, no hub, no broker, no history). Compare its
-// figures with a Herald server's, from the same herald bench command.
+// Command rawbase is the baseline for herald bench: a raw TCP write loop
+// behind the same handshake and wire format as Herald. A WebSocket to
+// /ws?channel=X (gws, Herald's server options) is answered "subscribed" and
+// joins X; POST /api/publish {"channel","data"} builds the message's
+// WebSocket frame once and writes it to every connection of the channel in
+// the handler, in a loop, straight to the socket (net.Conn.Write: no queue,
+// no hub, no broker, no history). Compare its figures with a Herald
+// server's, from the same herald bench command.
 //
 //	go run ./cmd/herald/internal/rawbase -listen 127.0.0.1:8091
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"log"
@@ -79,14 +81,29 @@ func (s *server) publish(w http.ResponseWriter, r *http.Request) {
 	ch.mu.Lock()
 	ch.offset++
 	off := ch.offset
-	frame := []byte(`{"type":"message","channel":"` + req.Channel + `","offset":` + strconv.FormatUint(off, 10) + `,"epoch":"raw","data":`)
-	frame = append(append(frame, req.Data...), '}')
+	msg := []byte(`{"type":"message","channel":"` + req.Channel + `","offset":` + strconv.FormatUint(off, 10) + `,"epoch":"raw","data":`)
+	msg = append(append(msg, req.Data...), '}')
+	frame := textFrame(msg)
 	for _, c := range ch.conns {
-		_ = c.WriteMessage(gws.OpcodeText, frame)
+		_, _ = c.NetConn().Write(frame)
 	}
 	ch.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte(`{"channel":"` + req.Channel + `","epoch":"raw","offset":` + strconv.FormatUint(off, 10) + `}`))
+}
+
+// textFrame is msg as an unmasked, final WebSocket text frame.
+func textFrame(msg []byte) []byte {
+	var f []byte
+	switch n := len(msg); {
+	case n < 126:
+		f = []byte{0x81, byte(n)}
+	case n <= 0xFFFF:
+		f = binary.BigEndian.AppendUint16([]byte{0x81, 126}, uint16(n))
+	default:
+		f = binary.BigEndian.AppendUint64([]byte{0x81, 127}, uint64(n))
+	}
+	return append(f, msg...)
 }
 
 func main() {
