@@ -1,9 +1,13 @@
 package push
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -14,6 +18,10 @@ import (
 
 	"github.com/lxzan/gws"
 )
+
+// readBufferSize is each connection's read buffer. Frames from clients are
+// small JSON commands; a small buffer keeps idle connections cheap.
+const readBufferSize = 1024
 
 // Server accepts WebSocket connections for a Hub. It is an http.Handler
 // for GET /ws.
@@ -63,15 +71,13 @@ func NewServer(h *Hub, o ServerOptions) *Server {
 	}
 	srv.upgrader = gws.NewUpgrader(&handler{hub: h, ips: srv.ips}, &gws.ServerOption{
 		ReadMaxPayloadSize: h.opts.MaxFrameBytes,
-		// Frames are small JSON commands; a small read buffer keeps idle
-		// connections cheap.
-		ReadBufferSize:    1024,
-		ParallelEnabled:   false,
-		CheckUtf8Enabled:  true,
-		HandshakeTimeout:  o.HandshakeTimeout,
-		PermessageDeflate: gws.PermessageDeflate{Enabled: o.Compression},
-		NewSession:        func() gws.SessionStorage { return new(slot) },
-		Logger:            gwsLogger{h},
+		ReadBufferSize:     readBufferSize,
+		ParallelEnabled:    false,
+		CheckUtf8Enabled:   true,
+		HandshakeTimeout:   o.HandshakeTimeout,
+		PermessageDeflate:  gws.PermessageDeflate{Enabled: o.Compression},
+		NewSession:         func() gws.SessionStorage { return new(slot) },
+		Logger:             gwsLogger{h},
 	})
 	return srv
 }
@@ -120,14 +126,23 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		claims = c
 	}
-	conn, err := srv.upgrader.Upgrade(w, r)
+	nc, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		srv.ips.release(ip)
-		return // gws has answered the client
+		httpError(w, http.StatusInternalServerError, CodeInternal, "cannot take over the connection: "+err.Error())
+		return
 	}
+	// gws answers the client itself when the handshake is wrong. Clients
+	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
-	t := newWSTransport(conn, srv.hub.writers.pick(), compressed)
-	t.batch, t.timeout = q.Get("batch") == "1", srv.hub.opts.WriteTimeout
+	t := newWSTransport(nc, srv.hub.writers.pick(), compressed, srv.hub.opts.WriteTimeout)
+	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(t.gwsConn, readBufferSize), r)
+	if err != nil {
+		srv.ips.release(ip)
+		return
+	}
+	t.conn = conn
+	t.batch = q.Get("batch") == "1"
 	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
 	s := srv.hub.NewSession(t, false)
 	s.setClaims(claims)
@@ -148,27 +163,73 @@ func httpError(w http.ResponseWriter, status int, code, msg string) {
 // instead, on its per-connection write queue, one frame at a time.
 type wsTransport struct {
 	conn    *gws.Conn
+	gwsConn *gwsConn        // what gws reads and writes through
 	raw     syscall.RawConn // nil: write through gws
 	writer  *writer         // runs the flushes when raw
 	batch   bool            // pack pending messages into one frame, '\n'-separated
 	timeout time.Duration
-	out     []byte      // what the socket has not taken yet (raw)
-	stop    atomic.Bool // the session is closing: a waiting write gives up soon
-	initial []string    // channels from the query string, until OnOpen
-	ip      string      // client address, for the per-address limit
-	authErr string      // why the handshake's token was refused
+	out     []byte   // what the socket has not taken yet (raw)
+	initial []string // channels from the query string, until OnOpen
+	ip      string   // client address, for the per-address limit
+	authErr string   // why the handshake's token was refused
 }
 
-// newWSTransport picks the write path: raw unless the connection
-// compresses (gws keeps the compression state) or is not a socket.
-func newWSTransport(conn *gws.Conn, w *writer, compressed bool) *wsTransport {
-	t := &wsTransport{conn: conn, writer: w}
-	if sc, ok := conn.NetConn().(syscall.Conn); ok && !compressed {
+// newWSTransport picks the write path for the socket nc: raw unless the
+// connection compresses (gws keeps the compression state) or nc is not a
+// socket.
+func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Duration) *wsTransport {
+	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}}
+	if sc, ok := nc.(syscall.Conn); ok && !compressed {
 		if rc, err := sc.SyscallConn(); err == nil {
-			t.raw = rc
+			t.raw, t.gwsConn.raw = rc, rc
 		}
 	}
 	return t
+}
+
+// gwsConn is the socket as gws sees it. On raw connections gws writes
+// only its handshake answer and the close frames it sends by itself (the
+// answer to a client's close, or to a protocol error), and then closes the
+// socket. Those writes must not wait on a client that does not read: the
+// writer goroutines share the socket's write lock. So they go out like the
+// messages, without waiting, and not at all while a message is half
+// written (the close would land inside it, and the session's own Drain
+// holds the write lock while it waits): closing the socket is what
+// matters then. Writes through gws (compressed connections) are bounded by
+// the write timeout instead.
+type gwsConn struct {
+	net.Conn
+	raw     syscall.RawConn
+	timeout time.Duration
+	partial atomic.Bool // the socket took part of a frame; the rest waits
+	stop    atomic.Bool // the session is closing: a waiting write gives up soon
+}
+
+// writeTimeout is how long a write may wait for the client.
+func (c *gwsConn) writeTimeout() time.Duration {
+	if c.stop.Load() {
+		return time.Second
+	}
+	return c.timeout
+}
+
+var errPartialFrame = errors.New("push: a frame is half written, no close frame can follow it")
+
+func (c *gwsConn) Write(p []byte) (int, error) {
+	if c.raw == nil {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
+		return c.Conn.Write(p)
+	}
+	if c.partial.Load() {
+		return 0, errPartialFrame
+	}
+	w := getRawWrite()
+	rest, err := w.write(c.raw, p, false)
+	putRawWrite(w)
+	if err == nil && len(rest) > 0 {
+		err = io.ErrShortWrite
+	}
+	return len(p) - len(rest), err
 }
 
 func (t *wsTransport) Schedule(flush func()) {
@@ -200,11 +261,12 @@ func (t *wsTransport) TryWrite(frames [][]byte) (bool, error) {
 	}
 	rest, err := w.write(t.raw, w.buf, false)
 	if err != nil {
-		_ = t.conn.NetConn().Close() // the reader sees it and cleans up
+		_ = t.gwsConn.Close() // the reader sees it and cleans up
 		return true, err
 	}
 	if len(rest) > 0 {
 		t.out = append(t.out, rest...)
+		t.gwsConn.partial.Store(true)
 		return false, nil
 	}
 	return true, nil
@@ -214,69 +276,68 @@ func (t *wsTransport) Drain() error {
 	if len(t.out) == 0 {
 		return nil
 	}
-	timeout := t.timeout
-	if t.stop.Load() {
-		timeout = time.Second
-	}
-	_ = t.conn.SetWriteDeadline(time.Now().Add(timeout))
-	if t.stop.Load() { // Interrupt ran between the check and the deadline
+	_ = t.conn.SetWriteDeadline(time.Now().Add(t.gwsConn.writeTimeout()))
+	if t.gwsConn.stop.Load() { // Interrupt may have run before the deadline was set
 		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	w := getRawWrite()
 	_, err := w.write(t.raw, t.out, true)
 	putRawWrite(w)
 	if err != nil {
-		_ = t.conn.NetConn().Close()
+		_ = t.gwsConn.Close()
 		return err
 	}
 	// Later writes must not wait; and a slow spell's buffer is let go,
 	// idle connections stay small.
 	_ = t.conn.SetWriteDeadline(time.Time{})
 	t.out = nil
+	t.gwsConn.partial.Store(false)
 	return nil
 }
 
 func (t *wsTransport) Interrupt() {
-	t.stop.Store(true)
+	t.gwsConn.stop.Store(true)
 	_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 }
 
-// writeGWS writes frames through gws (compressed connections).
+// writeGWS writes frames through gws (compressed connections); gwsConn
+// bounds each write.
 func (t *wsTransport) writeGWS(frames [][]byte) error {
-	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
-	if t.batch && len(frames) > 1 {
-		var b []byte
-		for _, f := range frames {
-			if isControl(f) {
-				continue
-			}
-			if len(b) > 0 {
-				b = append(b, '\n')
-			}
-			b = append(b, f...)
-		}
-		if len(b) > 0 {
-			if err := t.conn.WriteMessage(gws.OpcodeText, b); err != nil {
+	w := getRawWrite()
+	defer putRawWrite(w)
+	for i := 0; i < len(frames); {
+		f := frames[i]
+		if isControl(f) {
+			if err := t.conn.WriteMessage(gws.Opcode(f[0]&0x0F), f[2:]); err != nil {
 				return err
 			}
+			i++
+			continue
 		}
-		for _, f := range frames {
-			if isControl(f) {
-				if err := t.conn.WriteMessage(gws.Opcode(f[0]&0x0F), f[2:]); err != nil {
-					return err
-				}
+		// A run of messages: one frame each, or one in all on batch.
+		j := i + 1
+		for t.batch && j < len(frames) && !isControl(frames[j]) {
+			j++
+		}
+		if j == i+1 {
+			if err := t.conn.WriteMessage(gws.OpcodeText, f); err != nil {
+				return err
 			}
+			i = j
+			continue
 		}
-		return nil
-	}
-	for _, f := range frames {
-		op, p := gws.OpcodeText, f
-		if isControl(f) {
-			op, p = gws.Opcode(f[0]&0x0F), f[2:]
+		b := w.buf[:0]
+		for k := i; k < j; k++ {
+			if k > i {
+				b = append(b, '\n')
+			}
+			b = append(b, frames[k]...)
 		}
-		if err := t.conn.WriteMessage(op, p); err != nil {
+		w.buf = b
+		if err := t.conn.WriteMessage(gws.OpcodeText, b); err != nil {
 			return err
 		}
+		i = j
 	}
 	return nil
 }
@@ -287,7 +348,7 @@ func (t *wsTransport) writeGWS(frames [][]byte) error {
 // sees the connection drop instead.
 func (t *wsTransport) Close(code uint16, reason string) {
 	if t.raw == nil {
-		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		t.gwsConn.stop.Store(true)
 		_ = t.conn.WriteClose(code, []byte(reason))
 		return
 	}
@@ -296,7 +357,7 @@ func (t *wsTransport) Close(code uint16, reason string) {
 		_, _ = w.write(t.raw, wsCloseFrame(code, reason), false)
 		putRawWrite(w)
 	}
-	_ = t.conn.NetConn().Close()
+	_ = t.gwsConn.Close()
 }
 
 // slot is the per-connection storage gws asks for; we keep one pointer

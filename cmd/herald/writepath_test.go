@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -57,11 +61,16 @@ func (r *lineReader) expect(t *testing.T, typ string) frame {
 // while a fast client on the same channel keeps receiving meanwhile.
 func TestFullSocketLosesNothing(t *testing.T) {
 	const (
-		msgs     = 400
-		padBytes = 30 << 10 // 400 x 30 KiB = 12 MiB: far past a small socket buffer
+		// 200 x 32 KiB = 6.4 MiB: past the largest send buffer Linux
+		// grows to (tcp_wmem 4 MiB) plus the client's small one.
+		msgs     = 200
+		padBytes = 32 << 10
 	)
 	cfg := e2eConfig()
-	cfg.MaxQueueBytes = 64 << 20 // this test is about a full socket, not a full queue
+	// This test is about a full socket, not a full queue or a write that
+	// times out (publishing takes a while under -race).
+	cfg.MaxQueueBytes = 64 << 20
+	cfg.WriteTimeout = time.Minute
 	n := startTestNode(t, cfg)
 
 	stalled := map[string]*lineReader{}
@@ -83,9 +92,8 @@ func TestFullSocketLosesNothing(t *testing.T) {
 	for i := range msgs {
 		n.publish("stocks:FULL", map[string]any{"seq": i, "pad": pad})
 		// The fast client reads as it goes: the stalled ones hold no one up.
-		var d struct{ Seq int }
-		if f := fast.expect("message"); json.Unmarshal(f.Data, &d) != nil || d.Seq != i {
-			t.Fatalf("fast client: message %d is %.80s", i, f.Data)
+		if _, b, err := fast.readRaw(); err != nil || !strings.Contains(string(b), fmt.Sprintf(`"seq":%d}`, i)) {
+			t.Fatalf("fast client, message %d: %.80q %v", i, b, err)
 		}
 	}
 	n.publish("stocks:FULL", map[string]any{"seq": msgs, "end": true})
@@ -143,4 +151,67 @@ func TestInvalidUTF8Refused(t *testing.T) {
 	n := startTestNode(t, e2eConfig())
 	r := n.request("POST", "/api/publish", []byte("{\"channel\":\"news\",\"data\":\"\xff\xfe\"}"), http.Header{"Content-Type": {"application/json"}})
 	expectAPIError(t, r, http.StatusBadRequest, "bad_request")
+}
+
+// A client whose socket is full and that then sends a close frame: gws
+// answers the close by itself and then closes the socket. The answer must
+// not wait on the full socket (the session's Drain holds its write lock
+// while waiting, for up to write_timeout): the client goes at once, and
+// the clients sharing its writer goroutine never wait.
+func TestCloseFromStalledClientStallsNoOne(t *testing.T) {
+	cfg := e2eConfig()
+	cfg.MaxQueueBytes = 64 << 20
+	cfg.WriteTimeout = time.Minute // only the lock could hold the writers up
+	n := startTestNode(t, cfg)
+
+	// The stalled client: a bare socket with a small receive buffer that
+	// reads only the handshake answer.
+	nc, err := net.Dial("tcp", strings.TrimPrefix(n.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.(*net.TCPConn).SetReadBuffer(4 << 10); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(nc, "GET /ws?channel=stocks:STALL HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(nc)
+	if status, err := br.ReadString('\n'); err != nil || !strings.Contains(status, " 101 ") {
+		t.Fatalf("handshake: %q %v", status, err)
+	}
+
+	// Enough fast clients that some share the stalled one's writer (they
+	// are dealt out in turn, one per CPU).
+	var fast []*wsClient
+	for range 4 {
+		c := n.dial(query("channel", "stocks:STALL"))
+		c.welcome()
+		c.expect("subscribed")
+		fast = append(fast, c)
+	}
+	waitFor(t, readTimeout, "all 5 subscribed", func() bool { _, _, subs := n.hub.Counts(); return subs == 5 })
+
+	// 6 MB: past the largest send buffer Linux grows to (tcp_wmem 4 MB).
+	pad := strings.Repeat("z", 60<<10)
+	for i := range 100 {
+		n.publish("stocks:STALL", map[string]any{"seq": i, "pad": pad})
+		for _, c := range fast {
+			if _, b, err := c.readRaw(); err != nil || !strings.HasPrefix(string(b), `{"type":"message"`) {
+				t.Fatalf("fast client, message %d: %.80q %v", i, b, err)
+			}
+		}
+	}
+	// A masked close frame, code 1000.
+	mask := [4]byte{1, 2, 3, 4}
+	if _, err := nc.Write([]byte{0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xE8 ^ mask[1]}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, readTimeout, "the stalled client to be gone", func() bool { _, _, subs := n.hub.Counts(); return subs == 4 })
+	for i := range 20 {
+		n.publish("stocks:STALL", map[string]any{"after": i})
+		for _, c := range fast {
+			c.expectMessage("stocks:STALL", map[string]any{"after": i})
+		}
+	}
 }
