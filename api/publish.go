@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,9 +13,6 @@ import (
 	"github.com/heraldpush/herald/push"
 	"github.com/labstack/echo/v4"
 )
-
-// startKey holds a publish request's start time in its echo.Context.
-const startKey = "herald.start"
 
 // maxBatch caps the publishes in one /api/batch request.
 const maxBatch = 1000
@@ -33,31 +29,37 @@ type publishResult struct {
 	Offset  uint64 `json:"offset"`
 }
 
+// appendJSON appends r as c.JSON writes it, newline included.
+func (r publishResult) appendJSON(b []byte) []byte {
+	b = append(b, `{"channel":`...)
+	b = appendJSONString(b, r.Channel)
+	b = append(b, `,"epoch":`...)
+	b = appendJSONString(b, r.Epoch)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, r.Offset, 10)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s quoted. Channel names and epochs never need
+// escaping; anything that would goes through encoding/json, escaping as
+// c.JSON does.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // publication is one validated (channel, data) pair ready for the broker.
 type publication struct {
 	channel string
 	data    json.RawMessage
 	ret     broker.Retention
-}
-
-// readJSON decodes the body into v, answering 413 past the size cap and
-// 400 for anything that is not one JSON object.
-func (s *Server) readJSON(c echo.Context, v any) error {
-	body, err := io.ReadAll(io.LimitReader(c.Request().Body, s.opts.MaxRequestBytes+1))
-	if err != nil {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "reading body: "+err.Error())
-	}
-	if int64(len(body)) > s.opts.MaxRequestBytes {
-		return newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes))
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(v); err != nil {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: "+err.Error())
-	}
-	if dec.More() {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: more than one value")
-	}
-	return nil
 }
 
 // validate checks one channel and its data against the namespace rules.
@@ -72,9 +74,14 @@ func (s *Server) validate(channel string, data json.RawMessage) (publication, er
 	if len(data) == 0 {
 		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "data"`)
 	}
-	data, err = push.CompactData(data)
-	if err != nil {
-		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not JSON: "+err.Error())
+	// Decoded data is one valid JSON value in a buffer of its own (the
+	// decoders copy it), so it only needs compacting, which copies it
+	// again, when it holds whitespace.
+	if bytes.ContainsAny(data, " \t\r\n") {
+		data, err = push.CompactData(data)
+		if err != nil {
+			return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not JSON: "+err.Error())
+		}
 	}
 	if len(data) > ns.MessageLimit() {
 		return publication{}, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge,
@@ -117,9 +124,9 @@ func (s *Server) run(ctx context.Context, pubs []publication) ([]publishResult, 
 	return out, nil
 }
 
-func (s *Server) answer(c echo.Context, single bool, results []publishResult, err error) error {
+func (s *Server) answer(c echo.Context, start time.Time, single bool, results []publishResult, err error) error {
 	if m := s.opts.Metrics; m != nil {
-		m.Publish.Observe(time.Since(c.Get(startKey).(time.Time)).Seconds())
+		m.Publish.Observe(time.Since(start).Seconds())
 		code := "2xx"
 		if err != nil {
 			code = strconv.Itoa(classify(err).Status/100) + "xx"
@@ -139,16 +146,29 @@ func (s *Server) answer(c echo.Context, single bool, results []publishResult, er
 		return c.JSON(ae.Status, body)
 	}
 	if single {
-		return c.JSON(http.StatusOK, results[0])
+		// c.JSON indents for ?pretty (an Echo feature): requests with a
+		// query string keep it, the others skip its reflection.
+		if c.Request().URL.RawQuery != "" {
+			return c.JSON(http.StatusOK, results[0])
+		}
+		return c.JSONBlob(http.StatusOK, results[0].appendJSON(make([]byte, 0, 96)))
 	}
 	return c.JSON(http.StatusOK, map[string]any{"results": results})
 }
 
 // publish handles POST /api/publish.
 func (s *Server) publish(c echo.Context) error {
-	c.Set(startKey, time.Now())
+	start := time.Now()
+	b, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
 	var req publishRequest
-	if err := s.readJSON(c, &req); err != nil {
+	if !parsePublish(b.buf.Bytes(), &req) {
+		err = decodeJSON(b.buf.Bytes(), &req)
+	}
+	b.free()
+	if err != nil {
 		return err
 	}
 	pubs, err := s.expand(req)
@@ -156,12 +176,12 @@ func (s *Server) publish(c echo.Context) error {
 		return err
 	}
 	results, err := s.run(c.Request().Context(), pubs)
-	return s.answer(c, req.Channel != "", results, err)
+	return s.answer(c, start, req.Channel != "", results, err)
 }
 
 // batch handles POST /api/batch: {"messages": [{"channel"|"channels", "data"}, ...]}.
 func (s *Server) batch(c echo.Context) error {
-	c.Set(startKey, time.Now())
+	start := time.Now()
 	var req struct {
 		Messages []publishRequest `json:"messages"`
 	}
@@ -185,7 +205,7 @@ func (s *Server) batch(c echo.Context) error {
 		pubs = append(pubs, p...)
 	}
 	results, err := s.run(c.Request().Context(), pubs)
-	return s.answer(c, false, results, err)
+	return s.answer(c, start, false, results, err)
 }
 
 // history handles GET /api/channels/:channel/history?since=epoch:offset&limit=N.

@@ -164,12 +164,12 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 		ch.history = nil
 	}
 	pos := Position{Epoch: ch.epoch, Offset: ch.offset}
-	var out *Message
-	if ch.subscribed {
-		out = &msg
-	}
 	// Enqueue under the channel lock so that queue order is offset order.
-	if out != nil {
+	// The queued copy is made here, so that a publish nobody listens to
+	// allocates no Message.
+	if ch.subscribed {
+		out := new(Message)
+		*out = msg
 		select {
 		case m.queue(channel) <- out:
 		case <-ctx.Done():
