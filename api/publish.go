@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
@@ -73,6 +74,11 @@ func (s *Server) validate(channel string, data json.RawMessage) (publication, er
 	}
 	if len(data) == 0 {
 		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "data"`)
+	}
+	// encoding/json lets invalid UTF-8 through, but a text frame carrying
+	// it makes browsers drop the connection.
+	if !utf8.Valid(data) {
+		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not valid UTF-8")
 	}
 	// Decoded data is one valid JSON value in a buffer of its own (the
 	// decoders copy it), so it only needs compacting, which copies it

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
 )
@@ -59,11 +58,6 @@ func (ns *Namespace) Retention() broker.Retention {
 // a newline (batch frames separate messages with '\n') and its size is
 // what the size limits count.
 func CompactData(data []byte) ([]byte, error) {
-	// encoding/json lets invalid UTF-8 through, but a text frame carrying
-	// it makes browsers drop the connection: refuse it once, here.
-	if !utf8.Valid(data) {
-		return nil, errors.New("invalid UTF-8")
-	}
 	var buf bytes.Buffer
 	buf.Grow(len(data))
 	if err := json.Compact(&buf, data); err != nil {
