@@ -15,7 +15,7 @@ import (
 // order, RSS read.
 func TestBenchLoad(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
+	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1")
 }
 
@@ -23,11 +23,13 @@ func TestBenchLoad(t *testing.T) {
 // that makes the server pack several messages into a frame.
 func TestBenchLoadWSBatch(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
+	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--ws-batch")
 }
 
-func testBenchLoad(t *testing.T, args ...string) {
+// testBenchLoad runs bench with args, expecting conns connections up and
+// every delivery made.
+func testBenchLoad(t *testing.T, conns int, args ...string) {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -37,8 +39,8 @@ func testBenchLoad(t *testing.T, args ...string) {
 	var r loadReport
 	decodeJSON(t, stdout.Bytes(), &r)
 	t.Logf("report: %s\nprogress:\n%s", stdout.String(), stderr.String())
-	if r.ConnsUp != 200 || r.ConnErrors != 0 {
-		t.Errorf("%d connections up, %d errors (%s), want 200 and 0", r.ConnsUp, r.ConnErrors, r.FirstError)
+	if r.ConnsUp != conns || r.ConnErrors != 0 {
+		t.Errorf("%d connections up, %d errors (%s), want %d and 0", r.ConnsUp, r.ConnErrors, r.FirstError, conns)
 	}
 	if r.Published == 0 || r.PublishErrors != 0 {
 		t.Errorf("published %d with %d errors", r.Published, r.PublishErrors)
