@@ -30,7 +30,7 @@ import (
 
 // loadConfig is one load run.
 type loadConfig struct {
-	URL         string        // server base URL, http://host:port
+	URLs        []string      // server base URLs, http://host:port: connection i goes to URLs[i mod n], publishes to URLs[0]
 	Key         string        // publisher API key
 	Conns       int           // subscribing connections
 	Channels    int           // channels; connection i subscribes to channel i mod Channels
@@ -39,7 +39,7 @@ type loadConfig struct {
 	Publishers  int           // concurrent HTTP publishers
 	Duration    time.Duration // publishing time
 	Sources     []net.IP      // local addresses to dial from, in turn; nil: the kernel's choice
-	PID         int           // server pid for RSS; 0: not read
+	PIDs        []int         // server pids, their RSS summed; none: not read
 	PublishOnly bool          // no subscribers
 	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
 	Progress    io.Writer     // live progress lines; nil: none
@@ -199,9 +199,16 @@ const mb = 1 << 20
 // runLoad connects, publishes for the configured duration, waits for the
 // deliveries to settle and reports.
 func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
-	base, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("bench: --url %q: want http://host:port", cfg.URL)
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("bench: no --url")
+	}
+	var wsBases []string
+	for _, u := range cfg.URLs {
+		base, err := url.Parse(strings.TrimRight(u, "/"))
+		if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+			return nil, fmt.Errorf("bench: --url %q: want http://host:port", u)
+		}
+		wsBases = append(wsBases, "ws"+strings.TrimPrefix(base.String(), "http")+"/ws")
 	}
 	if cfg.Channels < 1 || cfg.Conns < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
 		return nil, errors.New("bench: need --channels >= 1, --conns >= 0, --rate >= 0, --duration > 0")
@@ -218,15 +225,16 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
 	}
 	rep := &loadReport{Conns: cfg.Conns, Channels: cfg.Channels}
-	serverRSS := func() float64 {
-		if cfg.PID == 0 {
-			return 0
+	serverRSS := func() float64 { // 0, not reported, if any cannot be read
+		var sum uint64
+		for _, pid := range cfg.PIDs {
+			n, err := readRSS(strconv.Itoa(pid))
+			if err != nil {
+				return 0
+			}
+			sum += n
 		}
-		n, err := readRSS(strconv.Itoa(cfg.PID))
-		if err != nil {
-			return 0
-		}
-		return float64(n) / mb
+		return float64(sum) / mb
 	}
 	rep.ServerRSSBaseMB = serverRSS()
 	clientBase, _ := readRSS("self")
@@ -237,8 +245,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 		return nil, err
 	}
 	defer p.close()
-	wsBase := "ws" + strings.TrimPrefix(base.String(), "http") + "/ws"
-	conns, err := connectAll(ctx, cfg, p, run, wsBase, chans, rep)
+	conns, err := connectAll(ctx, cfg, p, run, wsBases, chans, rep)
 	if err != nil {
 		return rep, err
 	}
@@ -258,7 +265,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 			subsPer[i%cfg.Channels]++
 		}
 	}
-	pub := publish(ctx, cfg, base.String(), chans, run, rep)
+	pub := publish(ctx, cfg, strings.TrimRight(cfg.URLs[0], "/"), chans, run, rep)
 	for i := range chans {
 		rep.Expected += pub.perChannel[i].Load() * subsPer[i]
 	}
@@ -284,10 +291,11 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 	return rep, ctx.Err()
 }
 
-// connectAll dials cfg.Conns connections, 64 at a time, each subscribed
-// to its channel by the URL query, and waits for their subscribe replies.
+// connectAll dials cfg.Conns connections, 64 at a time, connection i to
+// wsBases[i mod n], each subscribed to its channel by the URL query, and
+// waits for their subscribe replies.
 // conns[i] is nil for a connection that failed.
-func connectAll(ctx context.Context, cfg loadConfig, p *poller, run *loadRun, wsBase string, chans []string, rep *loadReport) ([]*loadConn, error) {
+func connectAll(ctx context.Context, cfg loadConfig, p *poller, run *loadRun, wsBases []string, chans []string, rep *loadReport) ([]*loadConn, error) {
 	start := time.Now()
 	conns := make([]*loadConn, cfg.Conns)
 	var up, failed atomic.Int64
@@ -299,7 +307,7 @@ func connectAll(ctx context.Context, cfg loadConfig, p *poller, run *loadRun, ws
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				u := wsBase + "?channel=" + chans[i%len(chans)]
+				u := wsBases[i%len(wsBases)] + "?channel=" + chans[i%len(chans)]
 				if cfg.WSBatch {
 					u += "&batch=1"
 				}

@@ -5,8 +5,11 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/broker/brokertest"
 )
 
 // TestBenchLoad runs a small load (200 connections, 5 channels, 2s) against
@@ -29,7 +32,7 @@ func TestBenchLoadWSBatch(t *testing.T) {
 
 // testBenchLoad runs bench with args, expecting conns connections up and
 // every delivery made.
-func testBenchLoad(t *testing.T, conns int, args ...string) {
+func testBenchLoad(t *testing.T, conns int, args ...string) loadReport {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -60,6 +63,7 @@ func testBenchLoad(t *testing.T, conns int, args ...string) {
 	if !bytes.Contains(stderr.Bytes(), []byte("published")) {
 		t.Errorf("no progress line on stderr:\n%s", stderr.String())
 	}
+	return r
 }
 
 // TestBenchPublishOnly checks --publish-only: HTTP publishes, no
@@ -91,5 +95,28 @@ func TestHistogramQuantiles(t *testing.T) {
 		if v := histValue(histIndex(us)); v > us || float64(us-v) > float64(us)*0.002 {
 			t.Errorf("histogram bucket of %dµs reads %dµs", us, v)
 		}
+	}
+}
+
+// TestBenchLoadCluster spreads the subscribers over three nodes sharing a
+// Redis and publishes through the first: every node delivers, and every
+// delivery arrives with none lost.
+func TestBenchLoadCluster(t *testing.T) {
+	srv := brokertest.StartRedis(t)
+	nodes := startCluster(t, srv.URL(), 3)
+	_, hs := urls(nodes)
+	pid := strconv.Itoa(os.Getpid())
+	r := testBenchLoad(t, 300, "--url", strings.Join(hs, ","), "--key", "cluster-key", "--conns", "300",
+		"--channels", "5", "--rate", "300", "--duration", "2s", "--json", "--pid", pid+","+pid)
+	var sum uint64
+	for _, n := range nodes {
+		d := n.hub.Snapshot().Delivered
+		if d == 0 {
+			t.Errorf("node %s delivered nothing", n.addr)
+		}
+		sum += d
+	}
+	if sum != r.Delivered {
+		t.Errorf("the nodes delivered %d, the subscribers read %d", sum, r.Delivered)
 	}
 }
