@@ -120,3 +120,30 @@ func TestBenchLoadCluster(t *testing.T) {
 		t.Errorf("the nodes delivered %d, the subscribers read %d", sum, r.Delivered)
 	}
 }
+
+// TestBenchLoadSources dials from 127.0.0.2 and 127.0.0.3 (Linux routes
+// all of 127/8 to lo) to a node that takes 50 connections per address:
+// all 100 come up only if both addresses are used. From one address
+// alone, the control, half of them are refused.
+func TestBenchLoadSources(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerIP = 50
+	n := startTestNode(t, cfg)
+	testBenchLoad(t, 100, "--url", n.base, "--conns", "100", "--channels", "2", "--rate", "200",
+		"--duration", "1s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.2, 127.0.0.3")
+	if got := n.hub.Rejections()["ip_limit"]; got != 0 {
+		t.Errorf("%d connections refused by the per-address limit, want 0", got)
+	}
+
+	var stdout, stderr bytes.Buffer
+	err := cmdBench(context.Background(), []string{"--url", n.base, "--conns", "100", "--channels", "2",
+		"--rate", "10", "--duration", "200ms", "--json", "--sources", "127.0.0.4"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var r loadReport
+	decodeJSON(t, stdout.Bytes(), &r)
+	if r.ConnsUp != 50 || r.ConnErrors != 50 || !strings.Contains(r.FirstError, "429") {
+		t.Errorf("from one address: %d up, %d errors (%s), want 50, 50 and HTTP 429", r.ConnsUp, r.ConnErrors, r.FirstError)
+	}
+}
