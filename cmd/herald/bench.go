@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +20,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	check := fs.Bool("check", false, "verify delivery: every subscriber gets every message once, in order")
-	urls := fs.String("url", "http://localhost:8080", "server base URL(s), comma-separated: publishes and connections rotate through them")
+	urls := fs.String("url", "http://localhost:8080", "server base URL(s), comma-separated. --check: publishes and connections rotate through them; load: connection i goes to URL i mod n, publishes to the first")
 	key := fs.String("key", "", "publisher API key (env HERALD_API_KEY)")
 	ns := fs.String("namespace", "", "namespace of the test channels (it should keep history for recovery)")
 	channels := fs.Int("channels", 4, "channels")
@@ -33,11 +34,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	batch := fs.Int("batch", 1, "load: messages per publish request (1: POST /api/publish, more: POST /api/batch)")
 	publishers := fs.Int("publishers", 16, "load: concurrent HTTP publish requests")
 	sources := fs.String("sources", "", "load: local addresses to dial from, comma-separated (127.0.0.1,127.0.0.2,...): each has its own ephemeral port range")
-	pid := fs.Int("pid", 0, "load: pid of a local server, to report its RSS (VmRSS in /proc/<pid>/status)")
+	pids := fs.String("pid", "", "load: pid(s) of local servers, comma-separated, to report their RSS summed (VmRSS in /proc/<pid>/status)")
 	wsBatch := fs.Bool("ws-batch", false, "load: connect with batch=1 (the server packs a connection's queued messages into one frame)")
 	publishOnly := fs.Bool("publish-only", false, "load: no subscribers, measure HTTP publish throughput")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: herald bench [--check] [flags]\n\nLoad and delivery checks against a running Herald. Without --check it is a\nload generator: --conns subscribers over --channels, --rate messages/s\npublished over HTTP for --duration; it reports deliveries/s, end-to-end\nlatency, losses and (with --pid) the server's RSS. Progress goes to stderr.\n\n")
+		fmt.Fprint(stderr, "Usage: herald bench [--check] [flags]\n\nLoad and delivery checks against a running Herald. Without --check it is a\nload generator: --conns subscribers over --channels (and over the --url\nnodes), --rate messages/s published over HTTP for --duration; it reports\ndeliveries/s, end-to-end latency, losses and (with --pid) the servers' RSS.\nProgress goes to stderr.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -46,11 +47,30 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *key == "" {
 		*key = envOr("HERALD_API_KEY", "")
 	}
+	var wsURLs, httpURLs []string
+	for _, u := range strings.Split(*urls, ",") {
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		if u == "" {
+			continue
+		}
+		httpURLs = append(httpURLs, u)
+		wsURLs = append(wsURLs, "ws"+strings.TrimPrefix(u, "http")+"/ws")
+	}
 	if !*check {
 		cfg := loadConfig{
-			URL: strings.Split(*urls, ",")[0], Key: *key, Conns: *conns, Channels: *channels,
+			URLs: httpURLs, Key: *key, Conns: *conns, Channels: *channels,
 			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
-			PID: *pid, PublishOnly: *publishOnly, WSBatch: *wsBatch, Progress: stderr,
+			PublishOnly: *publishOnly, WSBatch: *wsBatch, Progress: stderr,
+		}
+		for _, s := range strings.Split(*pids, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			pid, err := strconv.Atoi(s)
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("bench: --pid: %q is not a pid", s)
+			}
+			cfg.PIDs = append(cfg.PIDs, pid)
 		}
 		for _, s := range strings.Split(*sources, ",") {
 			if s = strings.TrimSpace(s); s == "" {
@@ -63,15 +83,6 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg.Sources = append(cfg.Sources, ip)
 		}
 		return printLoad(ctx, cfg, *asJSON, stdout)
-	}
-	var wsURLs, httpURLs []string
-	for _, u := range strings.Split(*urls, ",") {
-		u = strings.TrimRight(strings.TrimSpace(u), "/")
-		if u == "" {
-			continue
-		}
-		httpURLs = append(httpURLs, u)
-		wsURLs = append(wsURLs, "ws"+strings.TrimPrefix(u, "http")+"/ws")
 	}
 	cfg := checker.Config{
 		WSURLs: wsURLs, HTTPURLs: httpURLs, APIKey: *key, Namespace: *ns,

@@ -1,11 +1,11 @@
 package main
 
 // The load generator behind "herald bench" (without --check): lean
-// subscribing connections (gws, one read goroutine each, no client
-// library) and HTTP publishers. Each message carries the nanosecond time
-// it was sent, so latency is publish request to frame read, end to end.
-// Both ends must share a clock: run it on the server's machine or one
-// synchronised with it.
+// subscribing connections (raw WebSocket, read by epoll loops: see
+// loadconn_linux.go) and HTTP publishers. Each message carries the
+// nanosecond time it was sent, so latency is publish request to frame
+// read, end to end. Both ends must share a clock: run it on the server's
+// machine or one synchronised with it.
 
 import (
 	"bufio"
@@ -26,15 +26,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/lxzan/gws"
-
-	"github.com/heraldpush/herald/push"
 )
 
 // loadConfig is one load run.
 type loadConfig struct {
-	URL         string        // server base URL, http://host:port
+	URLs        []string      // server base URLs, http://host:port: connection i goes to URLs[i mod n], publishes to URLs[0]
 	Key         string        // publisher API key
 	Conns       int           // subscribing connections
 	Channels    int           // channels; connection i subscribes to channel i mod Channels
@@ -43,7 +39,7 @@ type loadConfig struct {
 	Publishers  int           // concurrent HTTP publishers
 	Duration    time.Duration // publishing time
 	Sources     []net.IP      // local addresses to dial from, in turn; nil: the kernel's choice
-	PID         int           // server pid for RSS; 0: not read
+	PIDs        []int         // server pids, their RSS summed; none: not read
 	PublishOnly bool          // no subscribers
 	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
 	Progress    io.Writer     // live progress lines; nil: none
@@ -171,18 +167,6 @@ func (h *histogram) quantiles(qs ...float64) []float64 {
 	return out
 }
 
-// loadConn is one subscribing connection. Its fields are written by its
-// read goroutine only.
-type loadConn struct {
-	gws.BuiltinEventHandler
-	run     *loadRun
-	conn    *gws.Conn
-	ready   chan error // the subscribe reply, or why it did not come
-	next    uint64     // next expected offset
-	started bool
-	closed  atomic.Bool
-}
-
 // loadRun is shared by a run's connections.
 type loadRun struct {
 	delivered atomic.Uint64
@@ -190,88 +174,6 @@ type loadRun struct {
 	dups      atomic.Uint64
 	closed    atomic.Int64
 	latency   histogram
-}
-
-var loadPong = []byte(`{"type":"pong"}`)
-
-func (c *loadConn) OnClose(_ *gws.Conn, err error) {
-	if !c.closed.Swap(true) {
-		c.run.closed.Add(1)
-	}
-	select {
-	case c.ready <- fmt.Errorf("closed before subscribed: %v", err):
-	default:
-	}
-}
-
-func (c *loadConn) OnMessage(conn *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	now := time.Now().UnixNano()
-	rest := m.Bytes()
-	for len(rest) > 0 {
-		// A batch=1 frame holds several frames, '\n'-separated.
-		frame := rest
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			frame, rest = rest[:i], rest[i+1:]
-		} else {
-			rest = nil
-		}
-		c.frame(conn, frame, now)
-	}
-}
-
-func (c *loadConn) frame(conn *gws.Conn, frame []byte, now int64) {
-	_, _, offset, ok := push.MessageHead(frame)
-	if !ok {
-		switch push.FrameType(frame) {
-		case "subscribed":
-			const key = `"offset":`
-			if i := bytes.Index(frame, []byte(key)); i >= 0 {
-				c.next = parseUint(frame[i+len(key):]) + 1
-			}
-			c.started = true
-			select {
-			case c.ready <- nil:
-			default:
-			}
-		case "ping":
-			_ = conn.WriteMessage(gws.OpcodeText, loadPong)
-		case "error", "unsubscribed":
-			select {
-			case c.ready <- fmt.Errorf("server said: %s", frame):
-			default:
-			}
-		}
-		return
-	}
-	c.run.delivered.Add(1)
-	switch {
-	case !c.started:
-	case offset > c.next:
-		c.run.lost.Add(offset - c.next)
-		c.next = offset + 1
-	case offset < c.next:
-		c.run.dups.Add(1)
-	default:
-		c.next++
-	}
-	const key = `"data":{"t":`
-	if i := bytes.Index(frame, []byte(key)); i >= 0 {
-		if sent := int64(parseUint(frame[i+len(key):])); sent > 0 {
-			c.run.latency.record(time.Duration(now - sent))
-		}
-	}
-}
-
-func parseUint(b []byte) uint64 {
-	var n uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	return n
 }
 
 // readRSS returns a process's resident set size in bytes from
@@ -297,9 +199,16 @@ const mb = 1 << 20
 // runLoad connects, publishes for the configured duration, waits for the
 // deliveries to settle and reports.
 func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
-	base, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("bench: --url %q: want http://host:port", cfg.URL)
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("bench: no --url")
+	}
+	var wsBases []string
+	for _, u := range cfg.URLs {
+		base, err := url.Parse(strings.TrimRight(u, "/"))
+		if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+			return nil, fmt.Errorf("bench: --url %q: want http://host:port", u)
+		}
+		wsBases = append(wsBases, "ws"+strings.TrimPrefix(base.String(), "http")+"/ws")
 	}
 	if cfg.Channels < 1 || cfg.Conns < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
 		return nil, errors.New("bench: need --channels >= 1, --conns >= 0, --rate >= 0, --duration > 0")
@@ -316,30 +225,27 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
 	}
 	rep := &loadReport{Conns: cfg.Conns, Channels: cfg.Channels}
-	serverRSS := func() float64 {
-		if cfg.PID == 0 {
-			return 0
+	serverRSS := func() float64 { // 0, not reported, if any cannot be read
+		var sum uint64
+		for _, pid := range cfg.PIDs {
+			n, err := readRSS(strconv.Itoa(pid))
+			if err != nil {
+				return 0
+			}
+			sum += n
 		}
-		n, err := readRSS(strconv.Itoa(cfg.PID))
-		if err != nil {
-			return 0
-		}
-		return float64(n) / mb
+		return float64(sum) / mb
 	}
 	rep.ServerRSSBaseMB = serverRSS()
 	clientBase, _ := readRSS("self")
 
 	run := &loadRun{}
-	wsBase := "ws" + strings.TrimPrefix(base.String(), "http") + "/ws"
-	conns, err := connectAll(ctx, cfg, run, wsBase, chans, rep)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.closed.Store(true)
-				_ = c.conn.NetConn().Close()
-			}
-		}
-	}()
+	p, err := newPoller(cfg.Conns)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	conns, err := connectAll(ctx, cfg, p, run, wsBases, chans, rep)
 	if err != nil {
 		return rep, err
 	}
@@ -359,7 +265,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 			subsPer[i%cfg.Channels]++
 		}
 	}
-	pub := publish(ctx, cfg, base.String(), chans, run, rep)
+	pub := publish(ctx, cfg, strings.TrimRight(cfg.URLs[0], "/"), chans, run, rep)
 	for i := range chans {
 		rep.Expected += pub.perChannel[i].Load() * subsPer[i]
 	}
@@ -385,10 +291,11 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 	return rep, ctx.Err()
 }
 
-// connectAll dials cfg.Conns connections, 64 at a time, each subscribed
-// to its channel by the URL query, and waits for their subscribe replies.
+// connectAll dials cfg.Conns connections, 64 at a time, connection i to
+// wsBases[i mod n], each subscribed to its channel by the URL query, and
+// waits for their subscribe replies.
 // conns[i] is nil for a connection that failed.
-func connectAll(ctx context.Context, cfg loadConfig, run *loadRun, wsBase string, chans []string, rep *loadReport) ([]*loadConn, error) {
+func connectAll(ctx context.Context, cfg loadConfig, p *poller, run *loadRun, wsBases []string, chans []string, rep *loadReport) ([]*loadConn, error) {
 	start := time.Now()
 	conns := make([]*loadConn, cfg.Conns)
 	var up, failed atomic.Int64
@@ -400,11 +307,11 @@ func connectAll(ctx context.Context, cfg loadConfig, run *loadRun, wsBase string
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				u := wsBase + "?channel=" + chans[i%len(chans)]
+				u := wsBases[i%len(wsBases)] + "?channel=" + chans[i%len(chans)]
 				if cfg.WSBatch {
 					u += "&batch=1"
 				}
-				c, err := dialLoad(ctx, cfg, run, u, i)
+				c, err := dialLoad(ctx, cfg, p, run, u, i)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -451,45 +358,6 @@ wait:
 		fmt.Fprintf(cfg.Progress, "connected: %d up, %d failed in %.1fs\n", rep.ConnsUp, rep.ConnErrors, rep.ConnectSecs)
 	}
 	return conns, ctx.Err()
-}
-
-func dialLoad(ctx context.Context, cfg loadConfig, run *loadRun, wsURL string, i int) (*loadConn, error) {
-	u, err := url.Parse(wsURL)
-	if err != nil {
-		return nil, err
-	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if len(cfg.Sources) > 0 {
-		d.LocalAddr = &net.TCPAddr{IP: cfg.Sources[i%len(cfg.Sources)]}
-	}
-	nc, err := d.DialContext(ctx, "tcp", u.Host)
-	if err != nil {
-		return nil, err
-	}
-	c := &loadConn{run: run, ready: make(chan error, 1)}
-	conn, _, err := gws.NewClientFromConn(c, &gws.ClientOption{
-		Addr:             wsURL,
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   1024,
-	}, nc)
-	if err != nil {
-		_ = nc.Close()
-		return nil, err
-	}
-	c.conn = conn
-	go conn.ReadLoop()
-	select {
-	case err = <-c.ready:
-	case <-time.After(10 * time.Second):
-		err = errors.New("no subscribe reply in 10s")
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
-		_ = nc.Close()
-		return nil, err
-	}
-	return c, nil
 }
 
 type pubResult struct {

@@ -5,8 +5,11 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/broker/brokertest"
 )
 
 // TestBenchLoad runs a small load (200 connections, 5 channels, 2s) against
@@ -15,7 +18,7 @@ import (
 // order, RSS read.
 func TestBenchLoad(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
+	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1")
 }
 
@@ -23,11 +26,13 @@ func TestBenchLoad(t *testing.T) {
 // that makes the server pack several messages into a frame.
 func TestBenchLoadWSBatch(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
+	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--ws-batch")
 }
 
-func testBenchLoad(t *testing.T, args ...string) {
+// testBenchLoad runs bench with args, expecting conns connections up and
+// every delivery made.
+func testBenchLoad(t *testing.T, conns int, args ...string) loadReport {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -37,8 +42,8 @@ func testBenchLoad(t *testing.T, args ...string) {
 	var r loadReport
 	decodeJSON(t, stdout.Bytes(), &r)
 	t.Logf("report: %s\nprogress:\n%s", stdout.String(), stderr.String())
-	if r.ConnsUp != 200 || r.ConnErrors != 0 {
-		t.Errorf("%d connections up, %d errors (%s), want 200 and 0", r.ConnsUp, r.ConnErrors, r.FirstError)
+	if r.ConnsUp != conns || r.ConnErrors != 0 {
+		t.Errorf("%d connections up, %d errors (%s), want %d and 0", r.ConnsUp, r.ConnErrors, r.FirstError, conns)
 	}
 	if r.Published == 0 || r.PublishErrors != 0 {
 		t.Errorf("published %d with %d errors", r.Published, r.PublishErrors)
@@ -58,6 +63,7 @@ func testBenchLoad(t *testing.T, args ...string) {
 	if !bytes.Contains(stderr.Bytes(), []byte("published")) {
 		t.Errorf("no progress line on stderr:\n%s", stderr.String())
 	}
+	return r
 }
 
 // TestBenchPublishOnly checks --publish-only: HTTP publishes, no
@@ -89,5 +95,55 @@ func TestHistogramQuantiles(t *testing.T) {
 		if v := histValue(histIndex(us)); v > us || float64(us-v) > float64(us)*0.002 {
 			t.Errorf("histogram bucket of %dµs reads %dµs", us, v)
 		}
+	}
+}
+
+// TestBenchLoadCluster spreads the subscribers over three nodes sharing a
+// Redis and publishes through the first: every node delivers, and every
+// delivery arrives with none lost.
+func TestBenchLoadCluster(t *testing.T) {
+	srv := brokertest.StartRedis(t)
+	nodes := startCluster(t, srv.URL(), 3)
+	_, hs := urls(nodes)
+	pid := strconv.Itoa(os.Getpid())
+	r := testBenchLoad(t, 300, "--url", strings.Join(hs, ","), "--key", "cluster-key", "--conns", "300",
+		"--channels", "5", "--rate", "300", "--duration", "2s", "--json", "--pid", pid+","+pid)
+	var sum uint64
+	for _, n := range nodes {
+		d := n.hub.Snapshot().Delivered
+		if d == 0 {
+			t.Errorf("node %s delivered nothing", n.addr)
+		}
+		sum += d
+	}
+	if sum != r.Delivered {
+		t.Errorf("the nodes delivered %d, the subscribers read %d", sum, r.Delivered)
+	}
+}
+
+// TestBenchLoadSources dials from 127.0.0.2 and 127.0.0.3 (Linux routes
+// all of 127/8 to lo) to a node that takes 50 connections per address:
+// all 100 come up only if both addresses are used. From one address
+// alone, the control, half of them are refused.
+func TestBenchLoadSources(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerIP = 50
+	n := startTestNode(t, cfg)
+	testBenchLoad(t, 100, "--url", n.base, "--conns", "100", "--channels", "2", "--rate", "200",
+		"--duration", "1s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.2, 127.0.0.3")
+	if got := n.hub.Rejections()["ip_limit"]; got != 0 {
+		t.Errorf("%d connections refused by the per-address limit, want 0", got)
+	}
+
+	var stdout, stderr bytes.Buffer
+	err := cmdBench(context.Background(), []string{"--url", n.base, "--conns", "100", "--channels", "2",
+		"--rate", "10", "--duration", "200ms", "--json", "--sources", "127.0.0.4"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var r loadReport
+	decodeJSON(t, stdout.Bytes(), &r)
+	if r.ConnsUp != 50 || r.ConnErrors != 50 || !strings.Contains(r.FirstError, "429") {
+		t.Errorf("from one address: %d up, %d errors (%s), want 50, 50 and HTTP 429", r.ConnsUp, r.ConnErrors, r.FirstError)
 	}
 }
