@@ -43,8 +43,9 @@ func (s *Session) reject(id json.Number, code, msg, channel string) {
 	flood := s.errors > maxErrors
 	s.mu.Unlock()
 	if flood {
-		s.hub.reject(ReasonFlood)
-		s.closeAsync(CloseFlood, "flood: too many rejected frames")
+		if s.closeAsync(CloseFlood, "flood: too many rejected frames") {
+			s.hub.reject(ReasonFlood)
+		}
 		return
 	}
 	s.send(errFrame(id, code, msg, channel))

@@ -342,10 +342,21 @@ func (t *wsTransport) writeGWS(frames [][]byte) error {
 	return nil
 }
 
-// Close sends the close frame and closes the socket. The session's writer
-// calls it, so no frame is being written; but when the socket did not
-// take all of the last one, a close frame cannot follow it and the client
-// sees the connection drop instead.
+// closeLinger is how long a closed connection waits for the client's
+// close answer before its socket is closed anyway.
+const closeLinger = time.Second
+
+// Close sends the close frame and ends the connection. The session's
+// writer calls it, so no frame is being written; but when the socket did
+// not take all of the last one, a close frame cannot follow it and the
+// client sees the connection drop instead.
+//
+// After the close frame the socket only stops sending (FIN), and is closed
+// when the client answers (gws's reader sees the close or the end of the
+// stream) or after closeLinger. Closing it at once would make the kernel
+// answer any frame the client sent meanwhile, still unread, with a reset,
+// and a browser that gets the reset before it reads the close frame
+// reports 1006 instead of the code sent.
 func (t *wsTransport) Close(code uint16, reason string) {
 	if t.raw == nil {
 		t.gwsConn.stop.Store(true)
@@ -354,8 +365,13 @@ func (t *wsTransport) Close(code uint16, reason string) {
 	}
 	if len(t.out) == 0 {
 		w := getRawWrite()
-		_, _ = w.write(t.raw, wsCloseFrame(code, reason), false)
+		rest, err := w.write(t.raw, wsCloseFrame(code, reason), false)
 		putRawWrite(w)
+		tc, ok := t.gwsConn.Conn.(*net.TCPConn)
+		if err == nil && len(rest) == 0 && ok && tc.CloseWrite() == nil {
+			time.AfterFunc(closeLinger, func() { _ = t.gwsConn.Close() })
+			return
+		}
 	}
 	_ = t.gwsConn.Close()
 }
@@ -423,6 +439,9 @@ func (hd *handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	s := sessionOf(c)
 	s.touch()
+	if s.isClosed() {
+		return
+	}
 	if m.Opcode != gws.OpcodeText {
 		s.reject("", CodeBadRequest, "binary frames are not part of the protocol: send JSON text frames", "")
 		return

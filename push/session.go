@@ -194,17 +194,27 @@ func (s *Session) writeFailed() {
 }
 
 // closeAsync has the session's writer send the close and end the
-// connection, after what it is writing now; it does not wait.
-func (s *Session) closeAsync(code uint16, reason string) {
+// connection, after what it is writing now; it does not wait. It reports
+// whether this call closed the session (the first close wins), so that a
+// close is counted once however often its cause shows up again.
+func (s *Session) closeAsync(code uint16, reason string) bool {
 	s.mu.Lock()
-	s.closeLocked(code, reason)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	return s.closeLocked(code, reason)
 }
 
-// closeLocked asks for the close; s.mu is held. The first close wins.
-func (s *Session) closeLocked(code uint16, reason string) {
+// isClosed reports whether the session is closed or closing: frames from
+// its client are ignored (the close is on its way), none are sent.
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// closeLocked asks for the close; s.mu is held.
+func (s *Session) closeLocked(code uint16, reason string) bool {
 	if s.closed {
-		return
+		return false
 	}
 	s.closed, s.closing, s.reason = true, true, reason
 	s.closeCode.CompareAndSwap(0, uint32(code))
@@ -214,6 +224,7 @@ func (s *Session) closeLocked(code uint16, reason string) {
 	} else if s.tw != nil {
 		s.tw.Interrupt()
 	}
+	return true
 }
 
 // Open registers the session with the hub (for heartbeats, counts and
@@ -308,9 +319,13 @@ func (h *Hub) heartbeat() {
 		case now := <-t.C:
 			deadline := now.Add(-h.opts.HeartbeatTimeout).UnixNano()
 			h.sessions.each(func(s *Session) {
+				if s.isClosed() {
+					return // waiting for its client's close answer
+				}
 				if !s.oneWay && s.lastSeen.Load() < deadline {
-					h.reject(ReasonNoPong)
-					s.closeAsync(CloseNoPong, "heartbeat timeout: no pong")
+					if s.closeAsync(CloseNoPong, "heartbeat timeout: no pong") {
+						h.reject(ReasonNoPong)
+					}
 					return
 				}
 				if !s.checkToken(now) {

@@ -84,8 +84,9 @@ func (s *Session) checkToken(now time.Time) bool {
 	}
 	grace := s.hub.opts.TokenGrace
 	if now.UnixNano() >= exp+grace.Nanoseconds() {
-		s.hub.reject(ReasonTokenExpired)
-		s.closeAsync(CloseTokenExpired, "token expired")
+		if s.closeAsync(CloseTokenExpired, "token expired") {
+			s.hub.reject(ReasonTokenExpired)
+		}
 		return false
 	}
 	s.mu.Lock()

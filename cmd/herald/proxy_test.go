@@ -25,6 +25,7 @@ type cutProxy struct {
 type proxyConn struct {
 	client, server net.Conn
 	frozen         atomic.Bool
+	ended          atomic.Int32 // directions that have ended
 }
 
 func newCutProxy(t testing.TB, target string) *cutProxy {
@@ -107,8 +108,10 @@ func (p *cutProxy) serve() {
 	}
 }
 
-// pipe copies src to dst. When src ends, dst is closed too, unless the
-// connection is frozen: a dead path carries no close either.
+// pipe copies src to dst. When src ends, dst's sending side ends too (a
+// server's close handshake goes FIN first, then waits for the client's
+// answer) and once both directions have ended both sockets are closed;
+// unless the connection is frozen: a dead path carries no close either.
 func (p *cutProxy) pipe(pc *proxyConn, dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
@@ -124,6 +127,9 @@ func (p *cutProxy) pipe(pc *proxyConn, dst, src net.Conn) {
 	}
 	if pc.frozen.Load() {
 		return // cut or cleanup closes it
+	}
+	if tc, ok := dst.(*net.TCPConn); ok && pc.ended.Add(1) == 1 && tc.CloseWrite() == nil {
+		return // the other direction closes both when it ends
 	}
 	p.mu.Lock()
 	delete(p.conns, pc)
