@@ -132,20 +132,15 @@ func (s *Session) writeOut(mayWait bool) {
 	for {
 		if mayWait {
 			if err := s.tw.Drain(); err != nil {
-				s.writeFailed()
+				s.finish()
 				return
 			}
 		}
 		s.mu.Lock()
 		q := s.queue
 		if s.closed {
-			// flushing stays set: nothing is written after the close.
-			closing := s.closing
-			s.closing = false
 			s.mu.Unlock()
-			if closing {
-				s.t.Close(uint16(s.closeCode.Load()), s.reason)
-			}
+			s.finish()
 			return
 		}
 		if len(q) == 0 {
@@ -170,7 +165,7 @@ func (s *Session) writeOut(mayWait bool) {
 		s.spare = q[:0]
 		s.mu.Unlock()
 		if err != nil {
-			s.writeFailed()
+			s.finish() // the transport is broken; its reader side cleans up
 			return
 		}
 		if !done && !mayWait {
@@ -180,16 +175,17 @@ func (s *Session) writeOut(mayWait bool) {
 	}
 }
 
-// writeFailed gives up the writer after a failed write: the transport is
-// broken and its reader side cleans up.
-func (s *Session) writeFailed() {
+// finish ends the writer for good (flushing stays set: nothing is written
+// after it): the session is closed, and the transport sends the close when
+// one was asked for.
+func (s *Session) finish() {
 	s.mu.Lock()
 	s.closed = true
-	closing := s.closing
+	closing, reason := s.closing, s.reason
 	s.closing = false
 	s.mu.Unlock()
 	if closing {
-		s.t.Close(uint16(s.closeCode.Load()), s.reason)
+		s.t.Close(uint16(s.closeCode.Load()), reason)
 	}
 }
 
