@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Demo {
 		added = cfg.addDemoNamespaces()
 	}
+	setGCPercent(os.Getenv)
 	n, err := startNode(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -58,6 +60,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return n.shutdown(sctx)
+}
+
+// defaultGCPercent is the GOGC Herald runs with unless GOGC is set. Its
+// heap is mostly connection state, and it allocates about once per
+// message, not per delivery: with less headroom than Go's default 100 the
+// collector runs a little more often for no measurable CPU, and each idle
+// connection costs about 0.8 KB less (docs/performance.md).
+const defaultGCPercent = 50
+
+func setGCPercent(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
 
 // serveConfig builds the configuration: defaults, file, environment, flags.
