@@ -56,8 +56,9 @@ type Options struct {
 	// HeartbeatTimeout closes a session that sent nothing for this long;
 	// default three heartbeats.
 	HeartbeatTimeout time.Duration
-	// MaxQueueBytes bounds each session's send queue. A session past it is
-	// closed with CloseSlowConsumer.
+	// MaxQueueBytes bounds each session's send queue. A session past it
+	// whose client stopped reading is closed with CloseSlowConsumer (see
+	// Session.send for bursts).
 	MaxQueueBytes int
 	// MaxFrameBytes caps an incoming frame; larger ones close with 1009.
 	MaxFrameBytes int

@@ -62,6 +62,7 @@ type Session struct {
 	flushing bool     // a flush is scheduled or running: the writer owns the transport
 	closed   bool     // nothing more is queued
 	closing  bool     // the writer must send the close (closeCode, reason)
+	stalled  bool     // the writer waits for the client's socket to take more
 	reason   string
 	subs     map[string]*subscription
 	limiter  *bucket
@@ -89,9 +90,21 @@ func (h *Hub) NewSession(t Transport, oneWay bool) *Session {
 // ID is the session's client id, unique on this node.
 func (s *Session) ID() uint64 { return s.id }
 
-// send queues frame for the client without blocking. A session whose
-// queue is past the hub's MaxQueueBytes is closed as a slow consumer:
-// everyone else goes on. frame is shared and must not be modified.
+// burstQueueFactor: a session whose client keeps reading is closed only
+// past this many times MaxQueueBytes.
+const burstQueueFactor = 8
+
+// send queues frame for the client without blocking. frame is shared and
+// must not be modified.
+//
+// A session past the hub's MaxQueueBytes is closed as a slow consumer, so
+// that everyone else goes on, once its client has stopped taking data:
+// its socket is full (stalled) and the bytes keep coming. A burst that
+// outruns the writers, not the client (a batch of a thousand messages to a
+// channel of ten thousand), may queue up to burstQueueFactor times the
+// limit first: the queued frames are shared by every subscriber, what
+// each queue holds of its own is a slice header per frame. Transports that
+// cannot tell a full socket (SSE, long-poll) are closed at the limit.
 func (s *Session) send(frame []byte) {
 	s.mu.Lock()
 	if s.closed {
@@ -99,7 +112,8 @@ func (s *Session) send(frame []byte) {
 		s.hub.stats.Dropped.Add(1)
 		return
 	}
-	if s.queued+len(frame) > s.hub.opts.MaxQueueBytes && s.queued > 0 {
+	if limit := s.hub.opts.MaxQueueBytes; s.queued+len(frame) > limit && s.queued > 0 &&
+		(s.stalled || s.tw == nil || s.queued+len(frame) > burstQueueFactor*limit) {
 		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
 		queued := s.queued
 		s.mu.Unlock()
@@ -121,7 +135,7 @@ func (s *Session) send(frame []byte) {
 // the queue's byte count when the writer takes them, not when the write
 // returns: a client that keeps up must not look slow while a long run is
 // being written, and a stuck one still overflows with what piles up
-// behind the stuck write (memory stays under twice MaxQueueBytes).
+// behind the stuck write.
 func (s *Session) flush() { s.writeOut(false) }
 
 // writeOut is the session's writer: it runs until the queue is empty, the
@@ -144,7 +158,7 @@ func (s *Session) writeOut(mayWait bool) {
 			return
 		}
 		if len(q) == 0 {
-			s.flushing = false
+			s.flushing, s.stalled = false, false
 			s.mu.Unlock()
 			return
 		}
@@ -169,6 +183,9 @@ func (s *Session) writeOut(mayWait bool) {
 			return
 		}
 		if !done && !mayWait {
+			s.mu.Lock()
+			s.stalled = true
+			s.mu.Unlock()
 			go s.writeOut(true)
 			return
 		}

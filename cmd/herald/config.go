@@ -30,7 +30,7 @@ type Config struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout" help:"limit for the WebSocket handshake"`
 	WriteTimeout     time.Duration `yaml:"write_timeout" help:"limit for one write to a client"`
 	MaxFrameBytes    int           `yaml:"max_frame_bytes" help:"largest frame a client may send (1009 past it)"`
-	MaxQueueBytes    int           `yaml:"max_queue_bytes" help:"per-connection send queue; a client past it is closed (4001)"`
+	MaxQueueBytes    int           `yaml:"max_queue_bytes" help:"per-connection send queue; a client past it that stopped reading is closed (4001); bursts may reach 8x"`
 	MaxChannels      int           `yaml:"max_channels_per_connection" help:"channels one connection may subscribe to"`
 	MaxRequestBytes  int64         `yaml:"max_request_bytes" help:"largest HTTP request body"`
 	Compression      bool          `yaml:"compression" help:"permessage-deflate for clients that offer it"`

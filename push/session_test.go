@@ -1,0 +1,81 @@
+package push
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+// stallTransport stands for a socket: Schedule only records the flush,
+// TryWrite takes everything until full is set, and then Drain waits until
+// Interrupt. Only the session under test runs it, so it needs no locks
+// beyond the channels.
+type stallTransport struct {
+	pending     func()
+	full        bool
+	interrupted chan struct{}
+	closed      chan uint16
+}
+
+func newStallTransport() *stallTransport {
+	return &stallTransport{interrupted: make(chan struct{}), closed: make(chan uint16, 1)}
+}
+
+func (t *stallTransport) Schedule(flush func()) { t.pending = flush }
+func (t *stallTransport) Write([][]byte) error  { return nil }
+func (t *stallTransport) Close(code uint16, _ string) {
+	t.closed <- code
+}
+func (t *stallTransport) TryWrite([][]byte) (bool, error) { return !t.full, nil }
+func (t *stallTransport) Drain() error {
+	<-t.interrupted
+	return errors.New("interrupted")
+}
+func (t *stallTransport) Interrupt() { close(t.interrupted) }
+
+// A queue past MaxQueueBytes closes the session only once its client
+// stopped taking data (the socket is full): a burst the writers have not
+// reached yet is no sign of a slow client, up to burstQueueFactor times the
+// limit.
+func TestSlowConsumerIsTheStalledOne(t *testing.T) {
+	const limit = 1000
+	h := NewHub(Options{Node: "t", MaxQueueBytes: limit})
+	frame := bytes.Repeat([]byte("x"), 300)
+
+	burst := newStallTransport()
+	s := h.NewSession(burst, false)
+	for range 3 * limit / len(frame) { // 3x the limit, nothing written yet
+		s.send(frame)
+	}
+	if s.isClosed() {
+		t.Fatal("a burst of 3x the limit closed a client that was never seen to stall")
+	}
+	for s.queued+len(frame) <= burstQueueFactor*limit {
+		s.send(frame)
+	}
+	s.send(frame)
+	if !s.isClosed() {
+		t.Fatalf("still open with %d bytes queued, past %dx the limit", s.queued, burstQueueFactor)
+	}
+
+	stalled := newStallTransport()
+	s = h.NewSession(stalled, false)
+	s.send(frame)
+	stalled.full = true
+	stalled.pending() // the socket takes nothing: the session waits on it
+	for i := 0; i <= limit/len(frame); i++ {
+		s.send(frame)
+	}
+	select {
+	case code := <-stalled.closed:
+		if code != CloseSlowConsumer {
+			t.Fatalf("closed with %d, want %d", code, CloseSlowConsumer)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stalled client past the limit was not closed")
+	}
+	if got := h.Rejections()["slow_consumer"]; got != 2 {
+		t.Errorf("%d slow consumers counted, want 2", got)
+	}
+}
