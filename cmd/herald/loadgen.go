@@ -481,21 +481,29 @@ func publish(ctx context.Context, cfg loadConfig, base string, chans []string, r
 	go func() { wg.Wait(); close(done) }()
 	var lastPub, lastDel uint64
 	lastT := start
+	// line prints the figures since the previous line.
+	line := func(now time.Time) {
+		p, d := published.Load(), run.delivered.Load()
+		secs := now.Sub(lastT).Seconds()
+		q := run.latency.quantiles(0.99)
+		fmt.Fprintf(cfg.Progress, "%3.0fs  published %7.0f/s  delivered %9.0f/s  p99 %7.2fms  lost %d  errors %d\n",
+			now.Sub(start).Seconds(), float64(p-lastPub)/secs, float64(d-lastDel)/secs, q[0], run.lost.Load(), errs.Load())
+		lastPub, lastDel, lastT = p, d, now
+	}
 loop:
 	for {
 		select {
 		case <-done:
+			// The last, partial second gets its line too: a run shorter
+			// than a second still shows one.
+			if now := time.Now(); cfg.Progress != nil && now.Sub(lastT) >= 10*time.Millisecond {
+				line(now)
+			}
 			break loop
 		case now := <-progress.C:
-			if cfg.Progress == nil {
-				continue
+			if cfg.Progress != nil {
+				line(now)
 			}
-			p, d := published.Load(), run.delivered.Load()
-			secs := now.Sub(lastT).Seconds()
-			q := run.latency.quantiles(0.99)
-			fmt.Fprintf(cfg.Progress, "%3.0fs  published %7.0f/s  delivered %9.0f/s  p99 %7.2fms  lost %d  errors %d\n",
-				now.Sub(start).Seconds(), float64(p-lastPub)/secs, float64(d-lastDel)/secs, q[0], run.lost.Load(), errs.Load())
-			lastPub, lastDel, lastT = p, d, now
 		}
 	}
 	rep.Seconds = time.Since(start).Seconds()
