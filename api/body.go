@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"sync"
 
 	"github.com/heraldpush/herald/push"
@@ -43,11 +42,11 @@ func (s *Server) readBody(c echo.Context) (*body, error) {
 	b.lr.R = nil
 	if err != nil {
 		b.free()
-		return nil, newError(http.StatusBadRequest, push.CodeBadRequest, "reading body: "+err.Error())
+		return nil, newError(push.CodeBadRequest, "reading body: "+err.Error())
 	}
 	if int64(b.buf.Len()) > s.opts.MaxRequestBytes {
 		b.free()
-		return nil, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes))
+		return nil, newError(push.CodeTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes))
 	}
 	return b, nil
 }
@@ -73,10 +72,10 @@ func decodeJSON(data []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: "+err.Error())
+		return newError(push.CodeBadRequest, "malformed JSON body: "+err.Error())
 	}
 	if dec.More() {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: more than one value")
+		return newError(push.CodeBadRequest, "malformed JSON body: more than one value")
 	}
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // Reason names why a connection, frame or command was refused or a
-// connection closed by a limit. Each is counted (Hub.Rejections) so that
+// connection closed by a limit. Each is counted (Node.Rejections) so that
 // operators see limits being hit.
 type Reason int
 
@@ -37,13 +37,13 @@ var reasonNames = [numReasons]string{
 func (r Reason) String() string { return reasonNames[r] }
 
 // reject counts r.
-func (h *Hub) reject(r Reason) { h.rejected[r].Add(1) }
+func (n *Node) reject(r Reason) { n.rejected[r].Add(1) }
 
 // Rejections returns the count of each reason.
-func (h *Hub) Rejections() map[string]uint64 {
+func (n *Node) Rejections() map[string]uint64 {
 	out := make(map[string]uint64, numReasons)
-	for i := range h.rejected {
-		out[reasonNames[i]] = h.rejected[i].Load()
+	for i := range n.rejected {
+		out[reasonNames[i]] = n.rejected[i].Load()
 	}
 	return out
 }

@@ -23,10 +23,10 @@ import (
 // small JSON commands; a small buffer keeps idle connections cheap.
 const readBufferSize = 1024
 
-// Server accepts WebSocket connections for a Hub. It is an http.Handler
+// Server accepts WebSocket connections for a Node. It is an http.Handler
 // for GET /ws.
 type Server struct {
-	hub      *Hub
+	node     *Node
 	upgrader *gws.Upgrader
 	// Origins allowed to connect from a browser, besides the server's own
 	// host. "*" allows any.
@@ -55,10 +55,10 @@ type ServerOptions struct {
 	TrustedProxies []netip.Prefix
 }
 
-// NewServer returns a WebSocket server for h.
-func NewServer(h *Hub, o ServerOptions) *Server {
+// NewServer returns a WebSocket server for n.
+func NewServer(n *Node, o ServerOptions) *Server {
 	srv := &Server{
-		hub: h, origins: make(map[string]bool), trusted: o.TrustedProxies, compression: o.Compression,
+		node: n, origins: make(map[string]bool), trusted: o.TrustedProxies, compression: o.Compression,
 		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
 	}
 	for _, o := range o.AllowedOrigins {
@@ -69,15 +69,15 @@ func NewServer(h *Hub, o ServerOptions) *Server {
 			srv.origins[strings.ToLower(o)] = true
 		}
 	}
-	srv.upgrader = gws.NewUpgrader(&handler{hub: h, ips: srv.ips}, &gws.ServerOption{
-		ReadMaxPayloadSize: h.opts.MaxFrameBytes,
+	srv.upgrader = gws.NewUpgrader(&handler{node: n, ips: srv.ips}, &gws.ServerOption{
+		ReadMaxPayloadSize: n.opts.MaxFrameBytes,
 		ReadBufferSize:     readBufferSize,
 		ParallelEnabled:    false,
 		CheckUtf8Enabled:   true,
 		HandshakeTimeout:   o.HandshakeTimeout,
 		PermessageDeflate:  gws.PermessageDeflate{Enabled: o.Compression},
 		NewSession:         func() gws.SessionStorage { return new(slot) },
-		Logger:             gwsLogger{h},
+		Logger:             gwsLogger{n},
 	})
 	return srv
 }
@@ -101,30 +101,24 @@ func (srv *Server) CheckOrigin(origin, host string) bool {
 // token authenticates.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !srv.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		srv.hub.reject(ReasonOrigin)
+		srv.node.reject(ReasonOrigin)
 		httpError(w, http.StatusForbidden, CodeForbidden, "origin not allowed: add it to allowed_origins")
 		return
 	}
 	ip := ClientIP(r, srv.trusted)
 	if !srv.ips.acquire(ip) {
-		srv.hub.reject(ReasonIPLimit)
+		srv.node.reject(ReasonIPLimit)
 		httpError(w, http.StatusTooManyRequests, CodeLimit, "too many connections from your address")
 		return
 	}
 	q := r.URL.Query()
 	var claims *Claims
-	authErr := ""
+	var authErr *Error
 	if tok := q.Get("token"); tok != "" {
-		c, err := srv.hub.opts.Verifier.Verify(tok)
-		switch {
-		case err != nil:
-			// Upgrade anyway and close with 1008: a browser cannot read an
-			// HTTP error from a failed handshake, but it can read a reason.
-			authErr = err.Error()
-		case srv.hub.banned(c.Subject):
-			authErr = "this user is banned"
-		}
-		claims = c
+		// Upgrade anyway and close with 1008: a browser cannot read an
+		// HTTP error from a failed handshake, but it can read a reason.
+		c, err := srv.node.Authenticate(tok)
+		authErr, claims = AsError(err), c
 	}
 	nc, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -135,7 +129,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
-	t := newWSTransport(nc, srv.hub.writers.pick(), compressed, srv.hub.opts.WriteTimeout)
+	t := newWSTransport(nc, srv.node.writers.pick(), compressed, srv.node.opts.WriteTimeout)
 	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(t.gwsConn, readBufferSize), r)
 	if err != nil {
 		srv.ips.release(ip)
@@ -144,7 +138,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.conn = conn
 	t.batch = q.Get("batch") == "1"
 	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
-	s := srv.hub.NewSession(t, false)
+	s := srv.node.NewSession(t, false)
 	s.setClaims(claims)
 	conn.Session().(*slot).s = s
 	go conn.ReadLoop()
@@ -158,7 +152,7 @@ func httpError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // wsTransport writes a session's frames to a WebSocket. Its writes run
-// on the hub's writer goroutines and never wait for the client (see
+// on the node's writer goroutines and never wait for the client (see
 // wsframe.go); with permessage-deflate negotiated they go through gws
 // instead, on its per-connection write queue, one frame at a time.
 type wsTransport struct {
@@ -171,7 +165,7 @@ type wsTransport struct {
 	out     []byte   // what the socket has not taken yet (raw)
 	initial []string // channels from the query string, until OnOpen
 	ip      string   // client address, for the per-address limit
-	authErr string   // why the handshake's token was refused
+	authErr *Error   // why the handshake's token was refused
 }
 
 // newWSTransport picks the write path for the socket nc: raw unless the
@@ -386,14 +380,14 @@ func (sl *slot) Delete(string)                  {}
 func (sl *slot) Store(string, any)              {}
 func (sl *slot) Range(f func(string, any) bool) { f("session", sl.s) }
 
-type gwsLogger struct{ h *Hub }
+type gwsLogger struct{ n *Node }
 
-func (l gwsLogger) Error(v ...any) { l.h.log.Error("gws", "err", v) }
+func (l gwsLogger) Error(v ...any) { l.n.log.Error("gws", "err", v) }
 
 // handler adapts gws events to sessions.
 type handler struct {
-	hub *Hub
-	ips *ipLimiter
+	node *Node
+	ips  *ipLimiter
 }
 
 func sessionOf(c *gws.Conn) *Session { return c.Session().(*slot).s }
@@ -403,10 +397,9 @@ func (hd *handler) OnOpen(c *gws.Conn) {
 	t := s.t.(*wsTransport)
 	initial := t.initial
 	t.initial = nil
-	hd.hub.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
-	if t.authErr != "" {
-		hd.hub.reject(ReasonToken)
-		s.closeAsync(ClosePolicy, t.authErr)
+	hd.node.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
+	if t.authErr != nil {
+		s.closeAsync(CloseCode(t.authErr.Code), t.authErr.Message)
 		return
 	}
 	s.send(s.welcome(t.batch))
@@ -416,13 +409,13 @@ func (hd *handler) OnOpen(c *gws.Conn) {
 func (hd *handler) OnClose(c *gws.Conn, err error) {
 	s := sessionOf(c)
 	s.Close()
-	hd.hub.countClose(s, err)
+	hd.node.countClose(s, err)
 	hd.ips.release(s.t.(*wsTransport).ip)
 	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == CloseTooBig {
-		hd.hub.reject(ReasonFrameTooBig)
+		hd.node.reject(ReasonFrameTooBig)
 	}
-	if hd.hub.log.Enabled(context.Background(), slog.LevelDebug) {
-		hd.hub.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
+	if hd.node.log.Enabled(context.Background(), slog.LevelDebug) {
+		hd.node.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
 			"duration", time.Since(time.Unix(0, s.opened)).Round(time.Millisecond))
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -52,11 +53,11 @@ func (c *Config) addDemoNamespaces() []string {
 	return added
 }
 
-// demoFeeds publishes the fake feeds in-process, straight to the broker
-// (no HTTP, no API key), until ctx ends. step is the feeds' time unit:
+// demoFeeds publishes the fake feeds in-process through the node (no
+// HTTP, no API key), until ctx ends. step is the feeds' time unit:
 // one second for people, less in tests.
 type demoFeeds struct {
-	hub  *push.Hub
+	node *push.Node
 	log  *slog.Logger
 	step time.Duration
 }
@@ -78,13 +79,13 @@ func (d *demoFeeds) run(ctx context.Context) {
 
 // publish sends v to channel with the channel's namespace retention.
 func (d *demoFeeds) publish(ctx context.Context, channel string, v any) {
-	ns, err := d.hub.Namespaces().Lookup(channel)
-	if err != nil {
-		d.log.Error("demo: channel not publishable", "channel", channel, "err", err)
-		return
-	}
 	data, _ := json.Marshal(v)
-	if _, err := d.hub.Broker().Publish(ctx, channel, data, ns.Retention()); err != nil && ctx.Err() == nil {
+	_, err := d.node.Publish(ctx, push.Publication{Channel: channel, Data: data})
+	var pe *push.Error
+	switch {
+	case errors.As(err, &pe) && pe.Code != push.CodeUnavailable && pe.Code != push.CodeUncertain:
+		d.log.Error("demo: channel not publishable", "channel", channel, "err", err)
+	case err != nil && ctx.Err() == nil:
 		d.log.Warn("demo: publish failed", "channel", channel, "err", err)
 	}
 }

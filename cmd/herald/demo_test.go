@@ -22,7 +22,7 @@ func startDemoFeeds(t testing.TB, n *testNode, step time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&demoFeeds{hub: n.hub, log: testLogger(t), step: step}).run(ctx)
+		(&demoFeeds{node: n.hub, log: testLogger(t), step: step}).run(ctx)
 	}()
 	// Registered after startTestNode's cleanup, so it runs first: the
 	// feeds stop before the node does.

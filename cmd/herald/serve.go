@@ -40,10 +40,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger.Info("herald serving", "addr", n.addr, "node", n.hub.Node(), "broker", brokerName(cfg))
+	logger.Info("herald serving", "addr", n.addr, "node", n.hub.Name(), "broker", brokerName(cfg))
 	if cfg.Demo {
 		logger.Info("demo feeds on: open the pages at /", "url", browseURL(n.addr), "namespaces_added", added)
-		feeds := &demoFeeds{hub: n.hub, log: logger, step: time.Second}
+		feeds := &demoFeeds{node: n.hub, log: logger, step: time.Second}
 		demoCtx, stopDemo := context.WithCancel(ctx)
 		defer stopDemo()
 		go feeds.run(demoCtx)
@@ -148,7 +148,7 @@ func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
 type node struct {
 	cfg       Config
 	log       *slog.Logger
-	hub       *push.Hub
+	hub       *push.Node
 	broker    broker.Broker
 	api       *api.Server
 	http      *http.Server
@@ -178,7 +178,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		name, _ = os.Hostname()
 	}
 	var metrics *api.Metrics
-	hub := push.NewHub(push.Options{
+	hub := push.NewNode(push.Options{
 		ObserveBroker: func(op string, d time.Duration, err error) {
 			if metrics != nil {
 				metrics.ObserveBroker(op, d, err)
@@ -193,7 +193,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		WriteTimeout:     cfg.WriteTimeout,
 		MaxChannels:      cfg.MaxChannels,
 		Verifier:         verifier,
-		AdminKeys:        cfg.keys(),
+		APIKeys:          cfg.keys(),
 		StatsInterval:    cfg.StatsInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
@@ -212,10 +212,9 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		TrustedProxies:   trusted,
 	})
 	a := api.New(api.Options{
-		Hub:             hub,
+		Node:            hub,
 		WS:              ws,
 		Echo:            push.NewEcho(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
-		APIKeys:         cfg.keys(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
