@@ -77,6 +77,7 @@ func New(o Options) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
+	e.Use(s.recoverPanics) // recover.go
 	s.echo = e
 
 	e.GET("/healthz", s.healthz)
