@@ -18,7 +18,7 @@ func TestBrowserKeylessClosedToPages(t *testing.T) {
 	cfg := testConfig()
 	cfg.TokenHMACSecret = secret
 	n := startTestNode(t, cfg)
-	if len(cfg.keys()) != 0 {
+	if len(cfg.Keys()) != 0 {
 		t.Fatal("the test needs a node without api_key")
 	}
 	sub := n.dial(query("channel", "news", "token", userToken(t, "alice", "")))
