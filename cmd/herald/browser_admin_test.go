@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -103,7 +102,7 @@ func TestBrowserEventSourceResumesAcrossRestart(t *testing.T) {
 	b := startTestNode(t, clusterConfig(srv.URL(), "node-b"))
 	// through returns a's current process with the harness's helpers.
 	through := func() *testNode {
-		return &testNode{node: a.n, t: t, base: a.base(), client: &http.Client{Timeout: httpTimeout}}
+		return wrapNode(t, a.n)
 	}
 	publish := func(via *testNode, from, to int) {
 		for i := from; i <= to; i++ {

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/internal/server"
 )
 
 // e2eDir holds the browser test scripts, relative to this package.
@@ -167,11 +169,11 @@ func TestWSPackageClient(t *testing.T) {
 // same address, as a process restart would.
 type restartableNode struct {
 	t   *testing.T
-	cfg Config
-	n   *node
+	cfg server.Config
+	n   *server.Node
 }
 
-func startRestartableNode(t *testing.T, cfg Config) *restartableNode {
+func startRestartableNode(t *testing.T, cfg server.Config) *restartableNode {
 	t.Helper()
 	r := &restartableNode{t: t, cfg: cfg}
 	r.start()
@@ -181,12 +183,12 @@ func startRestartableNode(t *testing.T, cfg Config) *restartableNode {
 
 func (r *restartableNode) start() {
 	r.t.Helper()
-	n, err := startNode(context.Background(), r.cfg, testLogger(r.t))
+	n, err := server.Start(context.Background(), r.cfg, testLogger(r.t))
 	if err != nil {
 		r.t.Fatalf("startNode: %v", err)
 	}
 	r.n = n
-	r.cfg.Listen = n.addr // the next start takes the same port
+	r.cfg.Listen = n.Addr() // the next start takes the same port
 }
 
 // stop shuts the node down gracefully: clients get 1001.
@@ -196,10 +198,10 @@ func (r *restartableNode) stop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	if err := r.n.shutdown(ctx); err != nil {
+	if err := r.n.Shutdown(ctx); err != nil {
 		r.t.Errorf("shutdown: %v", err)
 	}
-	if err := <-r.n.served; err != nil {
+	if err := <-r.n.Served(); err != nil {
 		r.t.Errorf("serve: %v", err)
 	}
 	r.n = nil

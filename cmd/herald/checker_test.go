@@ -7,12 +7,13 @@ import (
 	"time"
 
 	heraldclient "github.com/heraldpush/herald/clients/go"
+	"github.com/heraldpush/herald/internal/checker"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
-	"github.com/heraldpush/herald/push/checker"
 )
 
 // checkConfig has a "check" namespace whose history covers a whole check.
-func checkConfig() Config {
+func checkConfig() server.Config {
 	cfg := testConfig()
 	cfg.Namespaces = map[string]*push.Namespace{"check": {HistorySize: 10000, HistoryTTL: 10 * time.Minute}}
 	return cfg

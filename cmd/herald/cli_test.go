@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -40,7 +41,7 @@ func (s *syncBuffer) lines() []string {
 	return nil
 }
 
-func cliConfig() Config {
+func cliConfig() server.Config {
 	cfg := testConfig()
 	cfg.Namespaces = map[string]*push.Namespace{
 		"cli":    {HistorySize: 50, HistoryTTL: time.Minute},

@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
-func presenceConfig() Config {
+func presenceConfig() server.Config {
 	cfg := securityConfig()
 	cfg.APIKey = "admin-key"
 	cfg.StatsInterval = 50 * time.Millisecond

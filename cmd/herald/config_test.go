@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -62,7 +63,7 @@ func TestConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := defaultConfig()
+	want := server.DefaultConfig()
 	want.Listen = "127.0.0.1:9100"
 	want.APIKey = "file-key"
 	want.APIKeys = []string{"k1", "k2"}
@@ -90,7 +91,7 @@ func TestConfigFile(t *testing.T) {
 	}
 	// The rules the hub gets: an empty namespace entry is a namespace
 	// with default rules, and names outside it stay unknown.
-	nss, err := cfg.namespaces()
+	nss, err := cfg.NamespaceRules()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestConfigFile(t *testing.T) {
 	if _, err := nss.Lookup("other:x"); err == nil {
 		t.Errorf("other:x: namespace not configured, but accepted")
 	}
-	if got := cfg.keys(); !reflect.DeepEqual(got, []string{"k1", "k2", "file-key"}) {
+	if got := cfg.Keys(); !reflect.DeepEqual(got, []string{"k1", "k2", "file-key"}) {
 		t.Errorf("keys %v, want k1 k2 file-key", got)
 	}
 }
@@ -180,8 +181,8 @@ func TestConfigPrecedence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(cfg, defaultConfig()) {
-			t.Errorf("got %+v, want the defaults %+v", cfg, defaultConfig())
+		if !reflect.DeepEqual(cfg, server.DefaultConfig()) {
+			t.Errorf("got %+v, want the defaults %+v", cfg, server.DefaultConfig())
 		}
 	})
 }
@@ -243,7 +244,7 @@ func TestConfigRejects(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", file, err)
 		}
-		if _, err := cfg.namespaces(); err == nil {
+		if _, err := cfg.NamespaceRules(); err == nil {
 			t.Errorf("%q: namespaces accepted", file)
 		}
 	}

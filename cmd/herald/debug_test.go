@@ -3,7 +3,6 @@ package main
 import (
 	"io"
 	"net/http"
-	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -29,19 +28,5 @@ func TestDebugListen(t *testing.T) {
 	}
 	if status, _ := get(n.base + "/debug/pprof/heap?debug=1"); status != http.StatusNotFound {
 		t.Fatalf("public listener serves profiles: HTTP %d, want 404", status)
-	}
-}
-
-// Herald runs with GOGC=50 unless the operator set GOGC.
-func TestGCPercent(t *testing.T) {
-	prev := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(prev)
-	setGCPercent(func(string) string { return "" })
-	if got := debug.SetGCPercent(100); got != defaultGCPercent {
-		t.Errorf("GOGC unset: GC percent %d, want %d", got, defaultGCPercent)
-	}
-	setGCPercent(func(k string) string { return map[string]string{"GOGC": "200"}[k] })
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Errorf("GOGC set: GC percent changed to %d", got)
 	}
 }

@@ -5,13 +5,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/demo"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
 // demoConfig is a test config with the demo namespaces.
-func demoConfig() Config {
+func demoConfig() server.Config {
 	cfg := testConfig()
-	cfg.addDemoNamespaces()
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = map[string]*push.Namespace{}
+	}
+	demo.AddNamespaces(cfg.Namespaces)
 	return cfg
 }
 
@@ -22,26 +27,11 @@ func startDemoFeeds(t testing.TB, n *testNode, step time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&demoFeeds{hub: n.hub, log: testLogger(t), step: step}).run(ctx)
+		(&demo.Feeds{Hub: n.hub, Log: testLogger(t), Step: step}).Run(ctx)
 	}()
 	// Registered after startTestNode's cleanup, so it runs first: the
 	// feeds stop before the node does.
 	t.Cleanup(func() { cancel(); <-done })
-}
-
-func TestAddDemoNamespacesKeepsTheUsers(t *testing.T) {
-	cfg := testConfig()
-	mine := &push.Namespace{HistorySize: 7}
-	cfg.Namespaces = map[string]*push.Namespace{"stocks": mine}
-	added := cfg.addDemoNamespaces()
-	if len(added) != 3 || cfg.Namespaces["stocks"] != mine {
-		t.Fatalf("added %v, stocks %+v: want the other 3 added and stocks kept", added, cfg.Namespaces["stocks"])
-	}
-	for _, name := range []string{"sports", "danmaku", "chat"} {
-		if cfg.Namespaces[name] == nil {
-			t.Errorf("namespace %q missing", name)
-		}
-	}
 }
 
 // TestDemoFeedsPublish checks that every demo channel gets messages, and

@@ -27,6 +27,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/heraldpush/herald/api"
+	"github.com/heraldpush/herald/internal/server"
+	"github.com/heraldpush/herald/push"
 )
 
 // Harness timeouts: generous, since they only matter when a test fails,
@@ -39,8 +43,8 @@ const (
 
 // testConfig is the default configuration with a random loopback port
 // and a fixed node name. Tests change what they need before startTestNode.
-func testConfig() Config {
-	cfg := defaultConfig()
+func testConfig() server.Config {
+	cfg := server.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Node = "test-node"
 	cfg.ShutdownTimeout = stopTimeout
@@ -65,7 +69,14 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // testNode is a running node with helpers to reach it.
 type testNode struct {
-	*node
+	*server.Node
+	// The node's parts the tests reach, as fields for brevity.
+	addr      string
+	hub       *push.Hub
+	api       *api.Server
+	served    <-chan error
+	debugAddr net.Addr
+
 	t      testing.TB
 	base   string // http://host:port
 	client *http.Client
@@ -73,35 +84,40 @@ type testNode struct {
 
 // startTestNode starts a node from cfg and shuts it down when the test
 // ends (after the test's clients, which are cleaned up first).
-func startTestNode(t testing.TB, cfg Config) *testNode {
+func startTestNode(t testing.TB, cfg server.Config) *testNode {
 	t.Helper()
-	n, err := startNode(context.Background(), cfg, testLogger(t))
+	n, err := server.Start(context.Background(), cfg, testLogger(t))
 	if err != nil {
 		t.Fatalf("startNode: %v", err)
 	}
-	tn := &testNode{
-		node:   n,
-		t:      t,
-		base:   "http://" + n.addr,
-		client: &http.Client{Timeout: httpTimeout},
-	}
+	tn := wrapNode(t, n)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		defer cancel()
-		if err := n.shutdown(ctx); err != nil {
-			t.Errorf("node %s shutdown: %v", n.addr, err)
+		if err := n.Shutdown(ctx); err != nil {
+			t.Errorf("node %s shutdown: %v", tn.addr, err)
 		}
 		select {
-		case err := <-n.served:
+		case err := <-tn.served:
 			if err != nil {
-				t.Errorf("node %s serve: %v", n.addr, err)
+				t.Errorf("node %s serve: %v", tn.addr, err)
 			}
 		case <-ctx.Done():
-			t.Errorf("node %s: Serve did not return after shutdown", n.addr)
+			t.Errorf("node %s: Serve did not return after shutdown", tn.addr)
 		}
 		tn.client.CloseIdleConnections()
 	})
 	return tn
+}
+
+// wrapNode gives a running node the harness's helpers.
+func wrapNode(t testing.TB, n *server.Node) *testNode {
+	return &testNode{
+		Node: n, addr: n.Addr(), hub: n.Hub(), api: n.API(), served: n.Served(), debugAddr: n.DebugAddr(),
+		t:      t,
+		base:   "http://" + n.Addr(),
+		client: &http.Client{Timeout: httpTimeout},
+	}
 }
 
 // in returns n with its helpers failing t: a subtest must not fail its
@@ -450,8 +466,8 @@ func (n *testNode) request(method, path string, body any, header http.Header) ht
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if header == nil {
-		if keys := n.cfg.keys(); len(keys) > 0 {
-			req.Header.Set("Authorization", "Bearer "+keys[0])
+		if cfg := n.Config(); len(cfg.Keys()) > 0 {
+			req.Header.Set("Authorization", "Bearer "+cfg.Keys()[0])
 		}
 	}
 	for k, v := range header {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/broker/brokertest"
+	"github.com/heraldpush/herald/internal/bench"
 )
 
 // TestBenchLoad runs a small load (200 connections, 5 channels, 2s) against
@@ -32,14 +35,14 @@ func TestBenchLoadWSBatch(t *testing.T) {
 
 // testBenchLoad runs bench with args, expecting conns connections up and
 // every delivery made.
-func testBenchLoad(t *testing.T, conns int, args ...string) loadReport {
+func testBenchLoad(t *testing.T, conns int, args ...string) bench.Report {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := cmdBench(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
 	}
-	var r loadReport
+	var r bench.Report
 	decodeJSON(t, stdout.Bytes(), &r)
 	t.Logf("report: %s\nprogress:\n%s", stdout.String(), stderr.String())
 	if r.ConnsUp != conns || r.ConnErrors != 0 {
@@ -80,22 +83,6 @@ func TestBenchPublishOnly(t *testing.T) {
 		t.Errorf("report:\n%s", stdout.String())
 	}
 	t.Logf("%s", stdout.String())
-}
-
-func TestHistogramQuantiles(t *testing.T) {
-	var h histogram
-	for i := 1; i <= 1000; i++ {
-		h.record(time.Duration(i) * 10 * time.Microsecond) // 10µs .. 10ms
-	}
-	q := h.quantiles(0.5, 0.99)
-	if q[0] < 4.9 || q[0] > 5.1 || q[1] < 9.8 || q[1] > 10 {
-		t.Errorf("p50 %vms p99 %vms, want about 5 and 9.9", q[0], q[1])
-	}
-	for _, us := range []uint64{0, 1, 1023, 1024, 5000, 1 << 30} {
-		if v := histValue(histIndex(us)); v > us || float64(us-v) > float64(us)*0.002 {
-			t.Errorf("histogram bucket of %dµs reads %dµs", us, v)
-		}
-	}
 }
 
 // TestBenchLoadCluster spreads the subscribers over three nodes sharing a
@@ -141,9 +128,64 @@ func TestBenchLoadSources(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
 	}
-	var r loadReport
+	var r bench.Report
 	decodeJSON(t, stdout.Bytes(), &r)
 	if r.ConnsUp != 50 || r.ConnErrors != 50 || !strings.Contains(r.FirstError, "429") {
 		t.Errorf("from one address: %d up, %d errors (%s), want 50, 50 and HTTP 429", r.ConnsUp, r.ConnErrors, r.FirstError)
 	}
+}
+
+// chopProxy forwards to target, writing what the server sends in pieces
+// of 1 to 97 bytes, so that the client's reads end inside frames and
+// frame headers.
+func chopProxy(t *testing.T, target string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for size := 1; ; size = size%97 + 1 {
+					n, err := up.Read(buf)
+					for b := buf[:n]; len(b) > 0; {
+						k := min(size, len(b))
+						if _, werr := c.Write(b[:k]); werr != nil {
+							return
+						}
+						b = b[k:]
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestBenchLoadSplitReads runs a load through a proxy that chops the
+// server's stream, with heartbeats fast enough that unanswered pings would
+// close connections: every message arrives once, none is lost.
+func TestBenchLoadSplitReads(t *testing.T) {
+	cfg := testConfig()
+	cfg.Heartbeat = 100 * time.Millisecond
+	cfg.HeartbeatTimeout = time.Second
+	n := startTestNode(t, cfg)
+	testBenchLoad(t, 40, "--url", chopProxy(t, n.addr), "--conns", "40", "--channels", "2", "--rate", "400",
+		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()))
 }

@@ -16,12 +16,13 @@ import (
 
 	"github.com/heraldpush/herald/broker/brokertest"
 	heraldclient "github.com/heraldpush/herald/clients/go"
+	"github.com/heraldpush/herald/internal/checker"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
-	"github.com/heraldpush/herald/push/checker"
 )
 
 // clusterConfig is a node of a cluster on the Redis at url.
-func clusterConfig(url, name string) Config {
+func clusterConfig(url, name string) server.Config {
 	cfg := checkConfig()
 	cfg.RedisURL = url
 	cfg.Node = name
@@ -171,7 +172,7 @@ func TestClusterDrain(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if err := nodes[0].shutdown(sctx); err != nil {
+			if err := nodes[0].Shutdown(sctx); err != nil {
 				t.Errorf("drain: %v", err)
 			}
 		},

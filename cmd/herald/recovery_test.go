@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
 // historyConfig is a test config with namespaces that keep history:
 // "hist" (20 messages) and "ticker" (snapshot).
-func historyConfig() Config {
+func historyConfig() server.Config {
 	cfg := testConfig()
 	cfg.Namespaces = map[string]*push.Namespace{
 		"hist":   {HistorySize: 20, HistoryTTL: time.Minute},

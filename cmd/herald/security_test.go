@@ -17,12 +17,13 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
 const secret = "test-secret-test-secret-test-secret!"
 
-func securityConfig() Config {
+func securityConfig() server.Config {
 	cfg := testConfig()
 	cfg.TokenHMACSecret = secret
 	cfg.TokenAudience = "herald"

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
 // e2eConfig is testConfig with the namespaces most tests use: chat lets
 // clients publish (small messages), stocks does not.
-func e2eConfig() Config {
+func e2eConfig() server.Config {
 	cfg := testConfig()
 	cfg.Namespaces = map[string]*push.Namespace{
 		"chat":   {ClientPublish: true, MaxMessageBytes: 256},
@@ -414,7 +415,7 @@ func TestShutdown(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	if err := n.shutdown(ctx); err != nil {
+	if err := n.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 	c.expectClose(websocket.StatusGoingAway)

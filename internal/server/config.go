@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"fmt"
@@ -61,7 +61,9 @@ type Config struct {
 	Namespaces       map[string]*push.Namespace `yaml:"namespaces" help:"rules per namespace (YAML in env)"`
 }
 
-func defaultConfig() Config {
+// DefaultConfig is the configuration before the file, the environment
+// and flags apply.
+func DefaultConfig() Config {
 	return Config{
 		Listen:           ":8080",
 		Heartbeat:        push.DefaultHeartbeat,
@@ -81,9 +83,9 @@ func defaultConfig() Config {
 	}
 }
 
-// loadFile merges the YAML file at path into c. Unknown keys are errors:
+// LoadFile merges the YAML file at path into c. Unknown keys are errors:
 // a typo should not silently run with defaults.
-func (c *Config) loadFile(path string) error {
+func (c *Config) LoadFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -97,21 +99,21 @@ func (c *Config) loadFile(path string) error {
 	return nil
 }
 
-// envName is the environment variable overriding a YAML key.
-func envName(key string) string { return "HERALD_" + strings.ToUpper(key) }
+// EnvName is the environment variable overriding a YAML key.
+func EnvName(key string) string { return "HERALD_" + strings.ToUpper(key) }
 
-// loadEnv applies HERALD_<KEY> for every key of Config.
-func (c *Config) loadEnv(getenv func(string) string) error {
+// LoadEnv applies HERALD_<KEY> for every key of Config.
+func (c *Config) LoadEnv(getenv func(string) string) error {
 	v := reflect.ValueOf(c).Elem()
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		key := t.Field(i).Tag.Get("yaml")
-		val := getenv(envName(key))
+		val := getenv(EnvName(key))
 		if val == "" {
 			continue
 		}
 		if err := setField(v.Field(i), val); err != nil {
-			return fmt.Errorf("config: %s=%q: %w", envName(key), val, err)
+			return fmt.Errorf("config: %s=%q: %w", EnvName(key), val, err)
 		}
 	}
 	return nil
@@ -162,8 +164,8 @@ func setField(f reflect.Value, val string) error {
 	return nil
 }
 
-// keys returns every API key configured.
-func (c *Config) keys() []string {
+// Keys returns every API key configured.
+func (c *Config) Keys() []string {
 	out := append([]string(nil), c.APIKeys...)
 	if c.APIKey != "" {
 		out = append(out, c.APIKey)
@@ -171,8 +173,8 @@ func (c *Config) keys() []string {
 	return out
 }
 
-// namespaces builds the hub's namespace rules.
-func (c *Config) namespaces() (*push.Namespaces, error) {
+// NamespaceRules builds the hub's namespace rules.
+func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 	ns := &push.Namespaces{Default: c.DefaultNamespace, Named: map[string]*push.Namespace{}}
 	for name, rules := range c.Namespaces {
 		if name == push.SystemNamespace {
@@ -194,9 +196,9 @@ func (c *Config) namespaces() (*push.Namespaces, error) {
 	return ns, nil
 }
 
-// printKeys writes the table of every key, its env name and default.
-func printKeys(w io.Writer) {
-	def := defaultConfig()
+// PrintKeys writes the table of every key, its env name and default.
+func PrintKeys(w io.Writer) {
+	def := DefaultConfig()
 	v := reflect.ValueOf(def)
 	t := v.Type()
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -210,7 +212,7 @@ func printKeys(w io.Writer) {
 		case f.Type.Kind() == reflect.Struct:
 			d = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Tag.Get("yaml"), envName(f.Tag.Get("yaml")), d, f.Tag.Get("help"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Tag.Get("yaml"), EnvName(f.Tag.Get("yaml")), d, f.Tag.Get("help"))
 	}
 	tw.Flush()
 }

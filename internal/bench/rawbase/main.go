@@ -7,7 +7,7 @@
 // no hub, no broker, no history). Compare its figures with a Herald
 // server's, from the same herald bench command.
 //
-//	go run ./cmd/herald/internal/rawbase -listen 127.0.0.1:8091
+//	go run ./internal/bench/rawbase -listen 127.0.0.1:8091
 package main
 
 import (

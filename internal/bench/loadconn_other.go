@@ -1,6 +1,6 @@
 //go:build !linux
 
-package main
+package bench
 
 // Subscribing connections are read by epoll loops (loadconn_linux.go);
 // elsewhere the load generator can only publish.
@@ -23,6 +23,6 @@ func newPoller(n int) (*poller, error) {
 
 func (*poller) close() {}
 
-func dialLoad(context.Context, loadConfig, *poller, *loadRun, string, int) (*loadConn, error) {
+func dialLoad(context.Context, Config, *poller, *loadRun, string, int) (*loadConn, error) {
 	return nil, errors.ErrUnsupported
 }

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -21,7 +21,7 @@ type stock struct {
 }
 
 // stocks random-walks eight tickers, a few of them every quarter step.
-func (d *demoFeeds) stocks(ctx context.Context) {
+func (d *Feeds) stocks(ctx context.Context) {
 	board := []*stock{
 		{Symbol: "AAPL", Name: "Apple", Price: 189.50}, {Symbol: "MSFT", Name: "Microsoft", Price: 415.20},
 		{Symbol: "GOOG", Name: "Alphabet", Price: 172.30}, {Symbol: "AMZN", Name: "Amazon", Price: 181.60},
@@ -71,7 +71,7 @@ var (
 
 // sports plays matches: one match minute per step, a break at half time
 // and a new match a while after the final whistle.
-func (d *demoFeeds) sports(ctx context.Context) {
+func (d *Feeds) sports(ctx context.Context) {
 	const channel = "sports:cup-final"
 	for ctx.Err() == nil {
 		i := rand.IntN(len(clubs))
@@ -108,7 +108,7 @@ func (d *demoFeeds) sports(ctx context.Context) {
 	}
 }
 
-func (d *demoFeeds) club(m *matchEvent, team string) string {
+func (d *Feeds) club(m *matchEvent, team string) string {
 	if team == "home" {
 		return m.Home
 	}
@@ -117,7 +117,7 @@ func (d *demoFeeds) club(m *matchEvent, team string) string {
 
 // playMinute draws what happens in one minute: about 2.7 goals, 4 cards
 // and 10 corners a match, like real football.
-func (d *demoFeeds) playMinute(m *matchEvent, emit func(kind, team, text string)) {
+func (d *Feeds) playMinute(m *matchEvent, emit func(kind, team, text string)) {
 	team := "home"
 	if rand.IntN(2) == 0 {
 		team = "away"
@@ -158,7 +158,7 @@ var (
 )
 
 // danmaku lets bots fire a bullet comment every second or two.
-func (d *demoFeeds) danmaku(ctx context.Context) {
+func (d *Feeds) danmaku(ctx context.Context) {
 	for d.wait(ctx, 0.6+1.6*rand.Float64()) {
 		d.publish(ctx, "danmaku:demo", map[string]any{
 			"text":  danmakuLines[rand.IntN(len(danmakuLines))],
@@ -169,7 +169,7 @@ func (d *demoFeeds) danmaku(ctx context.Context) {
 }
 
 // chat has a few bots chatting in the lobby now and then.
-func (d *demoFeeds) chat(ctx context.Context) {
+func (d *Feeds) chat(ctx context.Context) {
 	say := func(text string) {
 		d.publish(ctx, "chat:lobby", map[string]any{"name": chatBots[rand.IntN(len(chatBots))], "text": text, "bot": true})
 	}

@@ -1,12 +1,9 @@
-package main
+package bench
 
 import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -171,59 +168,4 @@ func TestNextFrameRefuses(t *testing.T) {
 			t.Errorf("% x: n %d, no error", b, n)
 		}
 	}
-}
-
-// chopProxy forwards to target, writing what the server sends in pieces
-// of 1 to 97 bytes, so that the client's reads end inside frames and
-// frame headers.
-func chopProxy(t *testing.T, target string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for size := 1; ; size = size%97 + 1 {
-					n, err := up.Read(buf)
-					for b := buf[:n]; len(b) > 0; {
-						k := min(size, len(b))
-						if _, werr := c.Write(b[:k]); werr != nil {
-							return
-						}
-						b = b[k:]
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
-}
-
-// TestBenchLoadSplitReads runs a load through a proxy that chops the
-// server's stream, with heartbeats fast enough that unanswered pings would
-// close connections: every message arrives once, none is lost.
-func TestBenchLoadSplitReads(t *testing.T) {
-	cfg := testConfig()
-	cfg.Heartbeat = 100 * time.Millisecond
-	cfg.HeartbeatTimeout = time.Second
-	n := startTestNode(t, cfg)
-	testBenchLoad(t, 40, "--url", chopProxy(t, n.addr), "--conns", "40", "--channels", "2", "--rate", "400",
-		"--duration", "2s", "--json", "--pid", strconv.Itoa(unix.Getpid()))
 }

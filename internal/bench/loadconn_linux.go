@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The load generator's subscribing connections, kept lean: a goroutine
 // per connection, woken and making a read syscall for every frame, cost
@@ -382,7 +382,7 @@ func (c *loadConn) end(why error) {
 // dialLoad connects subscriber i (from source address i mod the sources),
 // upgrades the connection, hands it to p and waits for the subscribe
 // reply.
-func dialLoad(ctx context.Context, cfg loadConfig, p *poller, run *loadRun, wsURL string, i int) (*loadConn, error) {
+func dialLoad(ctx context.Context, cfg Config, p *poller, run *loadRun, wsURL string, i int) (*loadConn, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		return nil, err

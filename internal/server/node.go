@@ -1,9 +1,11 @@
-package main
+// Package server assembles a Herald node from its configuration: the
+// hub, the broker engine, the WebSocket server and the HTTP API on one
+// listener, plus the optional debug listener, and drains it on shutdown.
+package server
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/api"
@@ -22,46 +23,6 @@ import (
 	"github.com/heraldpush/herald/push"
 )
 
-func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := serveConfig(args, stderr, os.Getenv)
-	if err != nil {
-		return err
-	}
-	logger, err := newLogger(cfg, stderr)
-	if err != nil {
-		return err
-	}
-	var added []string
-	if cfg.Demo {
-		added = cfg.addDemoNamespaces()
-	}
-	setGCPercent(os.Getenv)
-	n, err := startNode(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	logger.Info("herald serving", "addr", n.addr, "node", n.hub.Node(), "broker", brokerName(cfg))
-	if cfg.Demo {
-		logger.Info("demo feeds on: open the pages at /", "url", browseURL(n.addr), "namespaces_added", added)
-		feeds := &demoFeeds{hub: n.hub, log: logger, step: time.Second}
-		demoCtx, stopDemo := context.WithCancel(ctx)
-		defer stopDemo()
-		go feeds.run(demoCtx)
-	}
-	if len(cfg.keys()) == 0 {
-		logger.Warn("no api_key configured: the publisher API accepts loopback clients only")
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-n.served:
-		return err
-	}
-	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	return n.shutdown(sctx)
-}
-
 // defaultGCPercent is the GOGC Herald runs with unless GOGC is set. Its
 // heap is mostly connection state, and it allocates about once per
 // message, not per delivery: with less headroom than Go's default 100 the
@@ -69,67 +30,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // connection costs about 0.8 KB less (docs/performance.md).
 const defaultGCPercent = 50
 
-func setGCPercent(getenv func(string) string) {
+// SetGCPercent applies defaultGCPercent unless GOGC is set.
+func SetGCPercent(getenv func(string) string) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 }
 
-// serveConfig builds the configuration: defaults, file, environment, flags.
-func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (Config, error) {
-	cfg := defaultConfig()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", getenv("HERALD_CONFIG"), "YAML config file (env HERALD_CONFIG)")
-	listen := fs.String("listen", cfg.Listen, "address to listen on (HERALD_LISTEN)")
-	key := fs.String("api-key", "", "publisher API key (HERALD_API_KEY)")
-	redis := fs.String("redis", "", "Redis URL, e.g. redis://localhost:6379/0 (HERALD_REDIS_URL); empty: memory broker")
-	origins := fs.String("allowed-origins", "", "comma-separated browser origins allowed besides the own host; * allows all (HERALD_ALLOWED_ORIGINS)")
-	node := fs.String("node", "", "node name (HERALD_NODE; default: host name)")
-	level := fs.String("log-level", cfg.LogLevel, "debug, info, warn, error (HERALD_LOG_LEVEL)")
-	demo := fs.Bool("demo", false, "publish live demo feeds for the pages at / (HERALD_DEMO); adds the namespaces they need when missing")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: herald serve [flags]\n\nFlags (they override the environment, which overrides the file):\n")
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, "\nEvery configuration key, its environment variable and default:\n")
-		printKeys(stderr)
-	}
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
-	}
-	if *path != "" {
-		if err := cfg.loadFile(*path); err != nil {
-			return cfg, err
-		}
-	}
-	if err := cfg.loadEnv(getenv); err != nil {
-		return cfg, err
-	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "listen":
-			cfg.Listen = *listen
-		case "api-key":
-			cfg.APIKey = *key
-		case "redis":
-			cfg.RedisURL = *redis
-		case "allowed-origins":
-			cfg.AllowedOrigins = strings.Split(*origins, ",")
-		case "node":
-			cfg.Node = *node
-		case "log-level":
-			cfg.LogLevel = *level
-		case "demo":
-			cfg.Demo = *demo
-		}
-	})
-	return cfg, nil
-}
-
-func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
+// NewLogger is the logger log_level and log_format ask for.
+func NewLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return nil, fmt.Errorf("config: log_level %q: want debug, info, warn or error", cfg.LogLevel)
@@ -144,8 +53,8 @@ func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("config: log_format %q: want text or json", cfg.LogFormat)
 }
 
-// node is one running Herald server: the parts wired together.
-type node struct {
+// Node is one running Herald server: the parts wired together.
+type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	hub       *push.Hub
@@ -159,9 +68,9 @@ type node struct {
 	debugAddr net.Addr
 }
 
-// startNode wires the parts from cfg and starts serving.
-func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, error) {
-	nss, err := cfg.namespaces()
+// Start wires the parts from cfg and starts serving.
+func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
+	nss, err := cfg.NamespaceRules()
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +102,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		WriteTimeout:     cfg.WriteTimeout,
 		MaxChannels:      cfg.MaxChannels,
 		Verifier:         verifier,
-		AdminKeys:        cfg.keys(),
+		AdminKeys:        cfg.Keys(),
 		StatsInterval:    cfg.StatsInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
@@ -215,7 +124,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		Hub:             hub,
 		WS:              ws,
 		Echo:            push.NewEcho(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
-		APIKeys:         cfg.keys(),
+		APIKeys:         cfg.Keys(),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
@@ -229,7 +138,7 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 		_ = b.Close(context.Background())
 		return nil, err
 	}
-	n := &node{
+	n := &Node{
 		cfg: cfg, log: logger, hub: hub, broker: b, api: a, ln: ln,
 		addr:   ln.Addr().String(),
 		served: make(chan error, 1),
@@ -258,12 +167,12 @@ func startNode(ctx context.Context, cfg Config, logger *slog.Logger) (*node, err
 	return n, nil
 }
 
-// shutdown drains the node: /readyz fails first (and drain_delay gives
+// Shutdown drains the node: /readyz fails first (and drain_delay gives
 // load balancers time to see it), the listener stops accepting, every
 // WebSocket gets 1001 so clients reconnect elsewhere and event streams and
 // long-polls end, in-flight requests (publishes) finish, then the broker
 // closes.
-func (n *node) shutdown(ctx context.Context) error {
+func (n *Node) Shutdown(ctx context.Context) error {
 	n.api.Drain()
 	if d := n.cfg.DrainDelay; d > 0 {
 		n.log.Info("draining: unready, waiting before closing connections", "delay", d)
@@ -290,9 +199,9 @@ func (n *node) shutdown(ctx context.Context) error {
 	return err
 }
 
-// browseURL is the address to open in a browser for a listen address:
+// BrowseURL is the address to open in a browser for a listen address:
 // an unspecified host (":8080", "[::]:8080") is reachable as localhost.
-func browseURL(addr string) string {
+func BrowseURL(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "http://" + addr + "/"
@@ -303,7 +212,8 @@ func browseURL(addr string) string {
 	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
-func brokerName(cfg Config) string {
+// BrokerName names the engine cfg selects, for logs.
+func BrokerName(cfg Config) string {
 	if cfg.RedisURL != "" {
 		return "redis"
 	}
@@ -317,3 +227,22 @@ func openBroker(ctx context.Context, cfg Config, h broker.Handler, logger *slog.
 	}
 	return broker.NewMemory(h), nil
 }
+
+// Addr is the address the node listens on.
+func (n *Node) Addr() string { return n.addr }
+
+// Hub is the node's hub.
+func (n *Node) Hub() *push.Hub { return n.hub }
+
+// API is the node's HTTP API.
+func (n *Node) API() *api.Server { return n.api }
+
+// Config is the configuration the node runs with.
+func (n *Node) Config() Config { return n.cfg }
+
+// Served yields Serve's result once the listener stops: nil after a
+// Shutdown, the error otherwise.
+func (n *Node) Served() <-chan error { return n.served }
+
+// DebugAddr is the debug_listen address, nil when it is off.
+func (n *Node) DebugAddr() net.Addr { return n.debugAddr }

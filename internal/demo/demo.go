@@ -1,9 +1,10 @@
-package main
+// Package demo runs the fake live feeds (stocks, sports, danmaku, chat)
+// that the demo pages at / show, published in-process.
+package demo
 
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -12,14 +13,9 @@ import (
 	"github.com/heraldpush/herald/push"
 )
 
-// cmdDemo is "herald serve --demo": the server with the demo feeds.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return cmdServe(ctx, append([]string{"--demo"}, args...), stdout, stderr)
-}
-
-// demoNamespaces are the namespaces the demo pages (clients/web) and
+// Namespaces are the namespaces the demo pages (clients/web) and
 // feeds use, with rules that show each feature off.
-func demoNamespaces() map[string]*push.Namespace {
+func Namespaces() map[string]*push.Namespace {
 	return map[string]*push.Namespace{
 		// The latest price shows at once (snapshot); a short history lets a
 		// reconnecting board catch up instead of resetting.
@@ -36,33 +32,31 @@ func demoNamespaces() map[string]*push.Namespace {
 	}
 }
 
-// addDemoNamespaces adds the demo namespaces the config lacks and returns
-// their names. Namespaces the user configured are kept as they are.
-func (c *Config) addDemoNamespaces() []string {
-	if c.Namespaces == nil {
-		c.Namespaces = map[string]*push.Namespace{}
-	}
+// AddNamespaces adds the demo namespaces that namespaces (a config's,
+// not nil) lacks and returns their names. Namespaces the user configured
+// are kept as they are.
+func AddNamespaces(namespaces map[string]*push.Namespace) []string {
 	var added []string
-	for _, name := range slices.Sorted(maps.Keys(demoNamespaces())) {
-		if _, ok := c.Namespaces[name]; !ok {
-			c.Namespaces[name] = demoNamespaces()[name]
+	for _, name := range slices.Sorted(maps.Keys(Namespaces())) {
+		if _, ok := namespaces[name]; !ok {
+			namespaces[name] = Namespaces()[name]
 			added = append(added, name)
 		}
 	}
 	return added
 }
 
-// demoFeeds publishes the fake feeds in-process, straight to the broker
+// Feeds publishes the fake feeds in-process, straight to the broker
 // (no HTTP, no API key), until ctx ends. step is the feeds' time unit:
 // one second for people, less in tests.
-type demoFeeds struct {
-	hub  *push.Hub
-	log  *slog.Logger
-	step time.Duration
+type Feeds struct {
+	Hub  *push.Hub
+	Log  *slog.Logger
+	Step time.Duration
 }
 
-// run starts every feed and returns when ctx ends.
-func (d *demoFeeds) run(ctx context.Context) {
+// Run starts every feed and returns when ctx ends.
+func (d *Feeds) Run(ctx context.Context) {
 	feeds := []func(context.Context){d.stocks, d.sports, d.danmaku, d.chat}
 	done := make(chan struct{}, len(feeds))
 	for _, f := range feeds {
@@ -77,21 +71,21 @@ func (d *demoFeeds) run(ctx context.Context) {
 }
 
 // publish sends v to channel with the channel's namespace retention.
-func (d *demoFeeds) publish(ctx context.Context, channel string, v any) {
-	ns, err := d.hub.Namespaces().Lookup(channel)
+func (d *Feeds) publish(ctx context.Context, channel string, v any) {
+	ns, err := d.Hub.Namespaces().Lookup(channel)
 	if err != nil {
-		d.log.Error("demo: channel not publishable", "channel", channel, "err", err)
+		d.Log.Error("demo: channel not publishable", "channel", channel, "err", err)
 		return
 	}
 	data, _ := json.Marshal(v)
-	if _, err := d.hub.Broker().Publish(ctx, channel, data, ns.Retention()); err != nil && ctx.Err() == nil {
-		d.log.Warn("demo: publish failed", "channel", channel, "err", err)
+	if _, err := d.Hub.Broker().Publish(ctx, channel, data, ns.Retention()); err != nil && ctx.Err() == nil {
+		d.Log.Warn("demo: publish failed", "channel", channel, "err", err)
 	}
 }
 
 // wait sleeps for steps of the feed's time unit; false when ctx ended.
-func (d *demoFeeds) wait(ctx context.Context, steps float64) bool {
-	t := time.NewTimer(time.Duration(steps * float64(d.step)))
+func (d *Feeds) wait(ctx context.Context, steps float64) bool {
+	t := time.NewTimer(time.Duration(steps * float64(d.Step)))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

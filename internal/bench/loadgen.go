@@ -1,4 +1,7 @@
-package main
+// Package bench is the load generator behind "herald bench": lean
+// subscribing WebSocket connections and HTTP publishers, reporting
+// deliveries per second, latency percentiles, losses and server RSS.
+package bench
 
 // The load generator behind "herald bench" (without --check): lean
 // subscribing connections (raw WebSocket, read by epoll loops: see
@@ -28,8 +31,8 @@ import (
 	"time"
 )
 
-// loadConfig is one load run.
-type loadConfig struct {
+// Config is one load run.
+type Config struct {
 	URLs        []string      // server base URLs, http://host:port: connection i goes to URLs[i mod n], publishes to URLs[0]
 	Key         string        // publisher API key
 	Conns       int           // subscribing connections
@@ -45,8 +48,8 @@ type loadConfig struct {
 	Progress    io.Writer     // live progress lines; nil: none
 }
 
-// loadReport is what a load run measured.
-type loadReport struct {
+// Report is what a load run measured.
+type Report struct {
 	Conns       int     `json:"connections"`
 	ConnsUp     int     `json:"connections_up"`
 	ConnErrors  int     `json:"connection_errors"`
@@ -83,7 +86,7 @@ type loadReport struct {
 	ClientRSSPerConn float64 `json:"client_rss_per_connection_kb"`
 }
 
-func (r *loadReport) String() string {
+func (r *Report) String() string {
 	var b strings.Builder
 	row := func(k, format string, v ...any) { fmt.Fprintf(&b, "%-26s "+format+"\n", append([]any{k}, v...)...) }
 	if r.Conns > 0 {
@@ -196,9 +199,9 @@ func readRSS(pid string) (uint64, error) {
 
 const mb = 1 << 20
 
-// runLoad connects, publishes for the configured duration, waits for the
+// Run connects, publishes for the configured duration, waits for the
 // deliveries to settle and reports.
-func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
+func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("bench: no --url")
 	}
@@ -224,7 +227,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 	for i := range chans {
 		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
 	}
-	rep := &loadReport{Conns: cfg.Conns, Channels: cfg.Channels}
+	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels}
 	serverRSS := func() float64 { // 0, not reported, if any cannot be read
 		var sum uint64
 		for _, pid := range cfg.PIDs {
@@ -295,7 +298,7 @@ func runLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 // wsBases[i mod n], each subscribed to its channel by the URL query, and
 // waits for their subscribe replies.
 // conns[i] is nil for a connection that failed.
-func connectAll(ctx context.Context, cfg loadConfig, p *poller, run *loadRun, wsBases []string, chans []string, rep *loadReport) ([]*loadConn, error) {
+func connectAll(ctx context.Context, cfg Config, p *poller, run *loadRun, wsBases []string, chans []string, rep *Report) ([]*loadConn, error) {
 	start := time.Now()
 	conns := make([]*loadConn, cfg.Conns)
 	var up, failed atomic.Int64
@@ -366,7 +369,7 @@ type pubResult struct {
 
 // publish sends messages for cfg.Duration at cfg.Rate from cfg.Publishers
 // workers, printing a progress line each second.
-func publish(ctx context.Context, cfg loadConfig, base string, chans []string, run *loadRun, rep *loadReport) *pubResult {
+func publish(ctx context.Context, cfg Config, base string, chans []string, run *loadRun, rep *Report) *pubResult {
 	res := &pubResult{perChannel: make([]atomic.Uint64, len(chans))}
 	client := &http.Client{
 		Timeout:   10 * time.Second,
