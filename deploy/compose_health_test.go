@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,8 +10,8 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
-	"gopkg.in/yaml.v3"
 )
 
 // selfProbe is the command that checks a node from inside its image (no
@@ -72,27 +71,24 @@ func TestDockerfileHealthcheck(t *testing.T) {
 	}
 }
 
-// channelRules is the part of Herald's configuration deploy/herald.yaml
-// holds: channel rules only, decoded with unknown keys refused as the
-// server does.
-type channelRules struct {
-	DefaultNamespace push.Namespace             `yaml:"default_namespace"`
-	Namespaces       map[string]*push.Namespace `yaml:"namespaces"`
-}
-
+// loadChannelRules loads a config file with the server's own loader
+// (unknown keys are errors) and returns its namespace rules.
 func loadChannelRules(t *testing.T, path string) *push.Namespaces {
 	t.Helper()
-	src, err := os.ReadFile(path)
-	if err != nil {
+	cfg := server.DefaultConfig()
+	if err := cfg.LoadFile(path); err != nil {
 		t.Fatal(err)
 	}
-	var c channelRules
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	// Per-deployment settings, secrets above all, come from the
+	// environment, not from a file every deployment shares.
+	if len(cfg.Keys()) > 0 || cfg.RedisURL != "" || cfg.TokenHMACSecret != "" {
+		t.Errorf("%s sets an API key, Redis URL or token secret; those belong in the environment", path)
+	}
+	ns, err := cfg.NamespaceRules()
+	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	return &push.Namespaces{Default: c.DefaultNamespace, Named: c.Namespaces}
+	return ns
 }
 
 // The channels the demo pages (clients/web/static) and README's examples
