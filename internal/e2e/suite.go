@@ -72,6 +72,8 @@ var tests = []struct {
 	{"BrowserChat", TestBrowserChat},
 	{"BrowserClientReconnects", TestBrowserClientReconnects},
 	{"WSPackageClient", TestWSPackageClient},
+	// browser_keyless.go
+	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	// browser_admin.go
 	{"BrowserAdminPage", TestBrowserAdminPage},
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
