@@ -65,6 +65,7 @@ func New(o Options) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
+	e.Use(s.recoverPanics) // recover.go
 	s.echo = e
 
 	e.GET("/healthz", s.healthz)
@@ -154,6 +155,9 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 		if !s.node.HasAPIKeys() {
 			// A proxied request is not local even when the proxy is.
 			if isLoopback(r.RemoteAddr) && r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
+				if err := keylessCheck(r); err != nil { // web pages on this machine: keyless.go
+					return err
+				}
 				return next(c)
 			}
 			return newError(push.CodeUnauthorized, "no api_key is configured: the publisher API only accepts loopback clients")

@@ -86,6 +86,7 @@ var (
 	descRejections    = desc("rejections_total", "Refusals and limit closes by reason.", "reason")
 	descCloses        = desc("connection_closes_total", "WebSocket connections ended, by close reason.", "reason")
 	descSlow          = desc("slow_consumer_closes_total", "Clients closed because their send queue overflowed.")
+	descPanics        = desc("panics_recovered_total", "Panics recovered on connection goroutines (each closed its connection with 1011 or its request with 500); should stay 0.")
 )
 
 // nodeCollector reads the node's figures at scrape time.
@@ -93,7 +94,7 @@ type nodeCollector struct{ node Snapshotter }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descReceived, descDelivered,
-		descDropped, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow} {
+		descDropped, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics} {
 		ch <- d
 	}
 }
@@ -118,6 +119,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGaps, s.Gaps)
 	counter(descReconnects, s.Reconnects)
 	counter(descSlow, s.Rejections[push.ReasonSlowConsumer.String()])
+	counter(descPanics, push.RecoveredPanics())
 	for reason, n := range s.Rejections {
 		counter(descRejections, n, reason)
 	}

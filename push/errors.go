@@ -39,6 +39,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotSupported     = "not_supported"
 	CodeDraining         = "draining"
+	CodeUnsupportedMedia = "unsupported_media_type"
 )
 
 // codeInfo is what a code means to each transport.
@@ -62,6 +63,7 @@ var codes = map[string]codeInfo{
 	CodeNotFound:         {http.StatusNotFound, 0},
 	CodeMethodNotAllowed: {http.StatusMethodNotAllowed, 0},
 	CodeTooLarge:         {http.StatusRequestEntityTooLarge, CloseTooBig},
+	CodeUnsupportedMedia: {http.StatusUnsupportedMediaType, 0},
 	CodeRateLimited:      {http.StatusTooManyRequests, CloseFlood},
 	CodeLimit:            {http.StatusTooManyRequests, ClosePolicy},
 	CodeInternal:         {http.StatusInternalServerError, CloseInternal},
