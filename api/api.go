@@ -25,9 +25,11 @@ const DefaultMaxRequestBytes = 4 << 20
 type Options struct {
 	// Node is Herald's core (a *push.Node).
 	Node Node
-	// WS serves GET /ws; Echo serves GET /echo.
-	WS   http.Handler
-	Echo http.Handler
+	// WS serves GET /ws; EchoSocket serves GET /echo (a WebSocket that echoes
+	// frames back, for checking a network path; nothing to do with Echo, the
+	// HTTP framework).
+	WS         http.Handler
+	EchoSocket http.Handler
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
 	// Pages are the web pages served at / (index.html at the root).
@@ -76,8 +78,8 @@ func New(o Options) *Server {
 	if o.WS != nil {
 		e.GET("/ws", echo.WrapHandler(o.WS))
 	}
-	if o.Echo != nil {
-		e.GET("/echo", echo.WrapHandler(o.Echo))
+	if o.EchoSocket != nil {
+		e.GET("/echo", echo.WrapHandler(o.EchoSocket))
 	}
 	// Subscriber endpoints: open like /ws (private namespaces need tokens).
 	e.GET("/sse", s.sse)

@@ -70,7 +70,7 @@ func (s *Server) poll(c echo.Context) error {
 	}
 	t := &pollTransport{notify: make(chan func(), 1), done: make(chan struct{})}
 	sess := s.node.NewSession(t, true)
-	defer sess.Close()
+	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.Open([]string{channel}, []*broker.Position{since})
 

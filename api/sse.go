@@ -72,7 +72,7 @@ func (s *Server) sse(c echo.Context) error {
 	_ = t.rc.Flush()
 
 	sess := s.node.NewSession(t, true)
-	defer sess.Close()
+	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.Open(channels, since)
 	for {

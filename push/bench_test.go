@@ -33,12 +33,12 @@ func (t *countingTransport) Write(frames [][]byte) error {
 
 // Close stands for the connection going away: the reader side closes
 // the session.
-func (t *countingTransport) Close(uint16, string) { t.s.Close() }
+func (t *countingTransport) Close(uint16, string) { t.s.Release() }
 
 // fanout is a node on the memory broker with n sessions subscribed to one
 // channel through counting transports.
 type fanout struct {
-	hub   *Node
+	node  *Node
 	ts    []*countingTransport
 	msg   broker.Message
 	chann *hubChannel
@@ -56,7 +56,7 @@ func newFanout(tb testing.TB, n int) *fanout {
 		_ = b.Close(ctx)
 	})
 	const channel = "bench"
-	f := &fanout{hub: h, ts: make([]*countingTransport, n)}
+	f := &fanout{node: h, ts: make([]*countingTransport, n)}
 	for i := range f.ts {
 		t := &countingTransport{}
 		f.ts[i] = t
@@ -97,7 +97,7 @@ func (f *fanout) drain() {
 // publish delivers the next message to every subscriber and writes it.
 func (f *fanout) publish() {
 	f.msg.Offset++
-	f.hub.HandleMessage(&f.msg)
+	f.node.HandleMessage(&f.msg)
 	f.drain()
 }
 

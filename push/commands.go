@@ -40,7 +40,7 @@ func (s *Session) reject(id json.Number, code, msg, channel string) {
 	s.mu.Unlock()
 	if flood {
 		if s.closeAsync(CloseFlood, "flood: too many rejected frames") {
-			s.node.reject(ReasonFlood)
+			s.node.countRejection(ReasonFlood)
 		}
 		return
 	}
@@ -92,7 +92,7 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 		if channel == StatsChannel && admin {
 			return systemNamespace
 		}
-		s.node.reject(ReasonForbidden)
+		s.node.countRejection(ReasonForbidden)
 		s.reject(id, CodeForbidden, `the "herald" namespace is reserved for the server`, channel)
 		return nil
 	}
@@ -130,7 +130,7 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 		return
 	}
 	if count >= n.opts.MaxChannels {
-		n.reject(ReasonChannelLimit)
+		n.countRejection(ReasonChannelLimit)
 		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", n.opts.MaxChannels), channel)
 		return
 	}
@@ -203,7 +203,7 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		return
 	}
 	if !ns.ClientPublish {
-		s.node.reject(ReasonForbidden)
+		s.node.countRejection(ReasonForbidden)
 		s.reject(id, CodeForbidden, "clients may not publish in this namespace (client_publish is off)", channel)
 		return
 	}
@@ -215,7 +215,7 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		ok := s.limiter.allow(ns.PublishRate, time.Now())
 		s.mu.Unlock()
 		if !ok {
-			s.node.reject(ReasonRateLimited)
+			s.node.countRejection(ReasonRateLimited)
 			s.reject(id, CodeRateLimited, "publish rate exceeded: "+ns.PublishRate.String(), channel)
 			return
 		}

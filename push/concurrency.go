@@ -36,7 +36,7 @@ package push
 //     Session.mu and must not block.
 //   - recovery.mu guards whether a resync runs or is wanted.
 //   - writer.mu guards a writer goroutine's run queue (writers.go).
-//   - ipLimiter.mu guards the per-address connection counts (limits.go).
+//   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
 //
 // Beneath push, the memory engine (broker/memory.go) takes Memory.mu ->
@@ -65,7 +65,7 @@ package push
 //	gws ReadLoop           Server.ServeHTTP, per connection the connection closing (OnClose ->
 //	                                                        Session.Close)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
-//	/echo ReadLoop         NewEcho's handler                the connection closing
+//	/echo ReadLoop         NewEchoSocket's handler              the connection closing
 //
 // SSE and long-poll run their session's flushes on the request's own
 // goroutine, which ends with the request. The engines' goroutines are

@@ -156,13 +156,12 @@ var _ broker.Handler = (*Node)(nil)
 
 // Stats are this node's running totals, read with Node.Snapshot.
 type Stats struct {
-	Published     atomic.Uint64 // messages received from the broker
-	Delivered     atomic.Uint64 // frames queued to sessions
-	Dropped       atomic.Uint64 // frames not queued: the session was closing
-	ClientPubs    atomic.Uint64 // client publishes accepted
-	SlowConsumers atomic.Uint64
-	Gaps          atomic.Uint64 // gaps found and filled or reported
-	Reconnects    atomic.Uint64 // broker reconnects
+	Received   atomic.Uint64 // messages received from the broker
+	Delivered  atomic.Uint64 // frames queued to sessions
+	Dropped    atomic.Uint64 // frames not queued: the session was closing
+	ClientPubs atomic.Uint64 // client publishes accepted
+	Gaps       atomic.Uint64 // gaps found and filled or reported
+	Reconnects atomic.Uint64 // broker reconnects
 }
 
 // NewNode returns a node. Call Start with its broker before serving.
@@ -230,7 +229,7 @@ func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
 // every other message goes to recovery, which fans it out in order (and
 // fills any gap before it without holding up the broker's goroutine).
 func (n *Node) HandleMessage(m *broker.Message) {
-	n.stats.Published.Add(1)
+	n.stats.Received.Add(1)
 	if isSystem(m.Channel) {
 		n.handleSystem(m)
 	}

@@ -127,7 +127,7 @@ func guardConn(nc net.Conn, maxFrame int, deflate bool, n *Node) (g *frameGuard,
 	return g, func(c *gws.Conn) {
 		g.fail = func(code uint16, reason string) {
 			if n != nil && code == CloseProtocol {
-				n.reject(ReasonBadFrame)
+				n.countRejection(ReasonBadFrame)
 			}
 			_ = c.WriteClose(code, []byte(reason))
 		}

@@ -163,7 +163,7 @@ func (r *recorder) Write(frames [][]byte) error {
 	return nil
 }
 
-func (r *recorder) Close(uint16, string) { r.s.Close() }
+func (r *recorder) Close(uint16, string) { r.s.Release() }
 
 // summary is a frame in short: "m e1:7", "sub e1:5", "sub e1:5 recovered",
 // "sub e2:0 lost", "unsub resubscribe", "error <code>". Pings are left out.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,14 +25,9 @@ const readBufferSize = 1024
 // Server accepts WebSocket connections for a Node. It is an http.Handler
 // for GET /ws.
 type Server struct {
-	node     *Node
-	upgrader *gws.Upgrader
-	// Origins allowed to connect from a browser, besides the server's own
-	// host. "*" allows any.
-	origins map[string]bool
-	anyOrig bool
-	trusted []netip.Prefix
-	ips     *ipLimiter
+	node       *Node
+	upgrader   *gws.Upgrader
+	*Admission // origins, per-address limits, client addresses
 	// compression: permessage-deflate for clients that offer it.
 	compression bool
 }
@@ -57,18 +51,7 @@ type ServerOptions struct {
 
 // NewServer returns a WebSocket server for n.
 func NewServer(n *Node, o ServerOptions) *Server {
-	srv := &Server{
-		node: n, origins: make(map[string]bool), trusted: o.TrustedProxies, compression: o.Compression,
-		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
-	}
-	for _, o := range o.AllowedOrigins {
-		o = strings.TrimRight(strings.TrimSpace(o), "/")
-		if o == "*" {
-			srv.anyOrig = true
-		} else if o != "" {
-			srv.origins[strings.ToLower(o)] = true
-		}
-	}
+	srv := &Server{node: n, Admission: NewAdmission(o), compression: o.Compression}
 	srv.upgrader = gws.NewUpgrader(&handler{node: n, ips: srv.ips}, &gws.ServerOption{
 		ReadMaxPayloadSize: n.opts.MaxFrameBytes,
 		ReadBufferSize:     readBufferSize,
@@ -82,33 +65,13 @@ func NewServer(n *Node, o ServerOptions) *Server {
 	return srv
 }
 
-// CheckOrigin reports whether a browser on origin may connect to a server
-// reached at host. Requests without an Origin header (non-browser clients)
-// are allowed: Origin only protects browsers' ambient credentials.
-func (srv *Server) CheckOrigin(origin, host string) bool {
-	if origin == "" || srv.anyOrig {
-		return true
-	}
-	if srv.origins[strings.ToLower(strings.TrimRight(origin, "/"))] {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, host)
-}
-
 // ServeHTTP upgrades the request and starts the session. Query: channel
 // (repeatable) subscribes at once; batch=1 packs messages into frames;
 // token authenticates.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !srv.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		srv.node.reject(ReasonOrigin)
-		httpError(w, http.StatusForbidden, CodeForbidden, "origin not allowed: add it to allowed_origins")
-		return
-	}
-	ip := ClientIP(r, srv.trusted)
-	if !srv.ips.acquire(ip) {
-		srv.node.reject(ReasonIPLimit)
-		httpError(w, http.StatusTooManyRequests, CodeLimit, "too many connections from your address")
+	ip, aerr := srv.admit(srv.node, r)
+	if aerr != nil {
+		httpError(w, aerr.Status(), aerr.Code, aerr.Message)
 		return
 	}
 	q := r.URL.Query()
@@ -140,7 +103,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.batch = q.Get("batch") == "1"
 	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
 	s := srv.node.NewSession(t, false)
-	s.setClaims(claims)
+	s.SetClaims(claims)
 	conn.Session().(*slot).s = s
 	arm(conn)
 	go srv.readLoop(conn) // recovers panics: recover.go
@@ -416,11 +379,11 @@ func (hd *handler) OnClose(c *gws.Conn, err error) {
 		return
 	}
 	s := sessionOf(c)
-	s.Close()
+	s.Release()
 	hd.node.countClose(s, err)
 	hd.ips.release(s.t.(*wsTransport).ip)
 	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == CloseTooBig {
-		hd.node.reject(ReasonFrameTooBig)
+		hd.node.countRejection(ReasonFrameTooBig)
 	}
 	if hd.node.log.Enabled(context.Background(), slog.LevelDebug) {
 		hd.node.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,

@@ -117,8 +117,7 @@ func (s *Session) send(frame []byte) {
 		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
 		queued := s.queued
 		s.mu.Unlock()
-		s.node.stats.SlowConsumers.Add(1)
-		s.node.reject(ReasonSlowConsumer)
+		s.node.countRejection(ReasonSlowConsumer)
 		s.node.log.Debug("slow consumer", "client", s.id, "queued", queued)
 		return
 	}
@@ -254,9 +253,11 @@ func (s *Session) Open(channels []string, since []*broker.Position) {
 	}
 }
 
-// Close unsubscribes everything and unregisters the session. The
-// transport's reader calls it once the connection is gone.
-func (s *Session) Close() {
+// Release unsubscribes everything and unregisters the session: the
+// cleanup after the connection is gone, which the transport's reader
+// calls. It sends nothing (closeAsync is how the server closes a
+// connection).
+func (s *Session) Release() {
 	s.mu.Lock()
 	s.closed = true
 	subs := s.subs
@@ -338,7 +339,7 @@ func (n *Node) heartbeat() {
 				}
 				if !s.oneWay && s.lastSeen.Load() < deadline {
 					if s.closeAsync(CloseNoPong, "heartbeat timeout: no pong") {
-						n.reject(ReasonNoPong)
+						n.countRejection(ReasonNoPong)
 					}
 					return
 				}

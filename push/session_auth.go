@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// setClaims makes c (nil: anonymous) the session's identity and grants.
-func (s *Session) setClaims(c *Claims) {
+// SetClaims makes c (nil: anonymous) the session's identity and grants:
+// the token a transport authenticated (Node.Authenticate) at connect.
+func (s *Session) SetClaims(c *Claims) {
 	var exp int64
 	s.mu.Lock()
 	s.claims = c
@@ -39,7 +40,7 @@ func (s *Session) authorize(id json.Number, ns *Namespace, channel string) bool 
 	default:
 		return true
 	}
-	s.node.reject(ReasonForbidden)
+	s.node.countRejection(ReasonForbidden)
 	s.reject(id, CodeForbidden, msg, channel)
 	return false
 }
@@ -61,11 +62,11 @@ func (s *Session) auth(id json.Number, token string) {
 	user := s.user
 	s.mu.Unlock()
 	if user != "" && user != c.Subject {
-		s.node.reject(ReasonToken)
+		s.node.countRejection(ReasonToken)
 		s.reject(id, CodeForbidden, fmt.Sprintf("token is for %q, this connection is %q", c.Subject, user), "")
 		return
 	}
-	s.setClaims(c)
+	s.SetClaims(c)
 	s.send(encode(ackFrame{Type: "ack", ID: id}))
 }
 
@@ -80,7 +81,7 @@ func (s *Session) checkToken(now time.Time) bool {
 	grace := s.node.opts.TokenGrace
 	if now.UnixNano() >= exp+grace.Nanoseconds() {
 		if s.closeAsync(CloseTokenExpired, "token expired") {
-			s.node.reject(ReasonTokenExpired)
+			s.node.countRejection(ReasonTokenExpired)
 		}
 		return false
 	}
@@ -98,7 +99,7 @@ func (s *Session) checkToken(now time.Time) bool {
 // then subscribe to herald:stats (the admin page does).
 func (s *Session) authAdmin(id json.Number, key string) {
 	if !s.node.CheckAPIKey(key) {
-		s.node.reject(ReasonToken)
+		s.node.countRejection(ReasonToken)
 		s.reject(id, CodeUnauthorized, "invalid API key", "")
 		return
 	}
@@ -115,16 +116,12 @@ func (s *Session) authAdmin(id json.Number, key string) {
 func (n *Node) Authenticate(token string) (*Claims, error) {
 	c, err := n.opts.Verifier.Verify(token)
 	if err != nil {
-		n.reject(ReasonToken)
+		n.countRejection(ReasonToken)
 		return nil, &Error{Code: CodeUnauthorized, Message: err.Error(), Err: err}
 	}
 	if n.banned(c.Subject) {
-		n.reject(ReasonToken)
+		n.countRejection(ReasonToken)
 		return nil, &Error{Code: CodeForbidden, Message: "this user is banned", Err: ErrToken}
 	}
 	return c, nil
 }
-
-// SetClaims gives a session opened by an HTTP transport its token's
-// identity and grants (nil: anonymous).
-func (s *Session) SetClaims(c *Claims) { s.setClaims(c) }

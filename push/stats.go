@@ -31,7 +31,7 @@ func (n *Node) Snapshot() Snapshot {
 	sessions, channels, subs := n.Counts()
 	s := Snapshot{
 		Node: n.opts.Node, Connections: sessions, Channels: channels, Subscriptions: subs,
-		Received:   n.stats.Published.Load(),
+		Received:   n.stats.Received.Load(),
 		Delivered:  n.stats.Delivered.Load(),
 		Dropped:    n.stats.Dropped.Load(),
 		ClientPubs: n.stats.ClientPubs.Load(),

@@ -32,7 +32,7 @@ func startTestNode(t testing.TB, o Options) *testNode {
 	h.Start(context.Background(), broker.NewMemory(h))
 	mux := http.NewServeMux()
 	mux.Handle("/ws", NewServer(h, ServerOptions{HandshakeTimeout: 5 * time.Second}))
-	mux.Handle("/echo", NewEcho(h.opts.MaxFrameBytes, 5*time.Second))
+	mux.Handle("/echo", NewEchoSocket(h.opts.MaxFrameBytes, 5*time.Second))
 	n := &testNode{hub: h, srv: httptest.NewServer(mux)}
 	t.Cleanup(func() {
 		n.srv.CloseClientConnections()

@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 	a := api.New(api.Options{
 		Node:            hub,
 		WS:              ws,
-		Echo:            push.NewEcho(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
+		EchoSocket:      push.NewEchoSocket(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
