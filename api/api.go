@@ -1,7 +1,8 @@
 // Package api is Herald's HTTP surface on Echo: the publisher API behind
 // API keys, history, health, and the mounts for WebSocket, echo and the
-// web pages. It adapts HTTP to the push and broker packages and maps their
-// errors to statuses in one place (errors.go).
+// web pages. It adapts HTTP to Herald's core through the interface it
+// declares (Node, node.go), never the broker, and answers errors with the
+// status of push's one table of error codes (errors.go).
 package api
 
 import (

@@ -56,6 +56,7 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.RemoteAddr = "127.0.0.1:40000" // no api_key: loopback only
+	req.Host = "localhost"             // and a loopback Host (keyless.go)
 	w := &benchWriter{header: http.Header{}}
 	serve := func() {
 		rd.Reset(body)
