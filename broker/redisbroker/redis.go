@@ -124,8 +124,13 @@ type Broker struct {
 	handler  broker.Handler
 	log      *slog.Logger
 
-	shards []*shard
-	queues []chan *broker.Message
+	shards  []*shard
+	queues  []chan *broker.Message
+	genKeys []string // generation hash per partition (one without Cluster)
+
+	// jobs carries publishes to the publisher goroutines (batch.go).
+	jobs       chan *pubJob
+	publishing sync.WaitGroup
 
 	closed  atomic.Bool
 	done    chan struct{}
@@ -134,8 +139,9 @@ type Broker struct {
 }
 
 var (
-	_ broker.Broker  = (*Broker)(nil)
-	_ broker.Readier = (*Broker)(nil)
+	_ broker.Broker         = (*Broker)(nil)
+	_ broker.Readier        = (*Broker)(nil)
+	_ broker.BatchPublisher = (*Broker)(nil)
 )
 
 // New connects to Redis and returns an engine that delivers to h. It fails
@@ -158,7 +164,8 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	client, readTimeout, err := newClient(opts.URL)
+	b := &Broker{}
+	client, readTimeout, err := newClient(opts.URL, b.onConnect)
 	if err != nil {
 		return nil, err
 	}
@@ -166,13 +173,14 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		// Disabled in the URL; a ping still needs a bound.
 		readTimeout = DefaultIOTimeout
 	}
-	b := &Broker{
+	*b = Broker{
 		opts:    opts,
 		client:  client,
 		prefix:  opts.Prefix,
 		handler: h,
 		log:     opts.Logger,
 		done:    make(chan struct{}),
+		jobs:    make(chan *pubJob, maxPipeline),
 		// A ping is a command like any other: its reply may take up to
 		// the read timeout. Allowing only a ping interval would replace
 		// healthy connections of a busy Redis (or a busy node: a GC
@@ -182,6 +190,14 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		b.cluster, b.sharded = cc, true
+	}
+	parts := 1
+	if b.sharded {
+		parts = opts.Partitions
+	}
+	b.genKeys = make([]string, parts)
+	for i := range b.genKeys {
+		b.genKeys[i] = b.genKey(i)
 	}
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
@@ -198,11 +214,10 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 			}
 		})
 	}
-	n := 1
-	if b.sharded {
-		n = opts.Partitions
+	for range publishers {
+		b.publishing.Go(b.publisher)
 	}
-	b.shards = make([]*shard, n)
+	b.shards = make([]*shard, parts)
 	for i := range b.shards {
 		b.shards[i] = newShard(b, i)
 	}
@@ -264,6 +279,9 @@ func (b *Broker) Close(ctx context.Context) error {
 			close(q)
 		}
 		b.workers.Wait()
+		// Publishers finish the pipeline in flight, bounded by the I/O
+		// timeouts, before the client closes under them.
+		b.publishing.Wait()
 		close(stopped)
 	}()
 	var err error
@@ -301,7 +319,7 @@ func unavailable(err error) bool {
 	if !errors.As(err, &rerr) {
 		return true // network, timeout, context, pool: Redis was not reached
 	}
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "NOREPLICAS", "MOVED", "ASK", "OOM"} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "NOREPLICAS", "MOVED", "ASK", "OOM", "NOSCRIPT"} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}
@@ -323,8 +341,14 @@ func (g libraryLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 // encodeChannel returns the channel's name as a JSON string, for the
-// message the publish script assembles.
+// message the publish script assembles. Valid channel names need no
+// escaping, so they skip the encoder.
 func encodeChannel(channel string) string {
-	b, _ := json.Marshal(channel) // a string always encodes
-	return string(b)
+	for i := 0; i < len(channel); i++ {
+		if c := channel[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(channel) // a string always encodes
+			return string(b)
+		}
+	}
+	return `"` + channel + `"`
 }
