@@ -51,7 +51,7 @@ func (b *Broker) genKey(p int) string {
 //	ARGV[1] the process's run_id, ARGV[2] "1" if its data is durable
 //	ARGV[3] a new generation id
 //
-// It returns {generation, 1 if it started a new one}. A durable process
+// It returns {generation, "0" kept, "1" replaced, or "2" first}. A durable process
 // (its AOF is fsynced before it answers) restarted with everything it
 // acknowledged: it keeps the generation.
 var guardScript = redis.NewScript(`
@@ -61,7 +61,8 @@ if cur[2] and (cur[1] == ARGV[1] or ARGV[2] == '1') then
   return {cur[2], '0'}
 end
 redis.call('HSET', KEYS[1], 'run', ARGV[1], 'gen', ARGV[3])
-return {ARGV[3], '1'}
+if cur[2] then return {ARGV[3], '1'} end
+return {ARGV[3], '2'}
 `)
 
 // process is what onConnect learns about the Redis process.
