@@ -87,8 +87,8 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	return h, nil
 }
 
-// parseHistory decodes historyScript's reply: {epoch, offset, first entry,
-// entries}. first is the offset of the oldest retained message, 0 if none.
+// parseHistory decodes historyScript's reply: {epoch, offset, first
+// offset, entries}. first is the offset of the oldest retained message, 0 if none.
 func parseHistory(channel string, raw []any) (pos broker.Position, first uint64, msgs []broker.Message, err error) {
 	if len(raw) != 4 {
 		return pos, 0, nil, fmt.Errorf("script returned %d values", len(raw))
@@ -100,13 +100,9 @@ func parseHistory(channel string, raw []any) (pos broker.Position, first uint64,
 		return pos, 0, nil, fmt.Errorf("bad offset %q", offStr)
 	}
 	pos = broker.Position{Epoch: epoch, Offset: off}
-	firsts, _ := raw[2].([]any)
-	if len(firsts) > 0 {
-		m, err := parseEntry(channel, epoch, firsts[0])
-		if err != nil {
-			return pos, 0, nil, err
-		}
-		first = m.Offset
+	firstStr, _ := raw[2].(string)
+	if first, err = strconv.ParseUint(firstStr, 10, 64); err != nil {
+		return pos, 0, nil, fmt.Errorf("bad first offset %q", firstStr)
 	}
 	entries, _ := raw[3].([]any)
 	if len(entries) > 0 {

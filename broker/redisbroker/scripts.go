@@ -68,7 +68,10 @@ func (b *Broker) controlChannel(i int) string {
 //	ARGV[8] the Herald channel name as a JSON string
 //
 // The position hash holds epoch, offset, gen (the generation it was
-// created in) and h ("1" while the stream may hold entries). A channel
+// created in) and h, the history size of the last publish ("0": no
+// stream). The stream is trimmed approximately (MAXLEN ~), whole nodes at
+// a time, which costs Redis a tenth of an exact trim; it keeps at least
+// the size, and the history script hides what lies beyond it. A channel
 // starts a new epoch when it has no state, or when its gen is not the
 // current generation: Redis has restored an older copy of its data since
 // (guard.go), so offsets after the stored one may have been handed out
@@ -95,10 +98,10 @@ end
 local off = string.format('%d', offset)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[3] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], off .. '-0', 'd', ARGV[5], 't', ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], off .. '-0', 'd', ARGV[5], 't', ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  if hist ~= '1' then redis.call('HSET', KEYS[1], 'h', '1') end
-elseif hist == '1' then
+  if hist ~= ARGV[3] then redis.call('HSET', KEYS[1], 'h', ARGV[3]) end
+elseif hist and hist ~= '0' then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'h', '0')
 end
@@ -121,11 +124,13 @@ return {epoch, off}
 //	ARGV[4] the caller's epoch: if set and different, ARGV[5] becomes "-"
 //	ARGV[5] lowest stream id wanted, ARGV[6] COUNT
 //
-// It returns {epoch, offset, first entry (or empty), entries}.
+// It returns {epoch, offset, the oldest retained offset ("0": none),
+// entries}. Only the last h (the history size of the last publish)
+// offsets count as retained.
 var historyScript = redis.NewScript(historySource)
 
 const historySource = `
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'gen')
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'gen', 'h')
 local gen = redis.call('HGET', KEYS[3], 'gen')
 if not gen then
   gen = ARGV[1]
@@ -137,12 +142,20 @@ if not epoch or st[3] ~= gen then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0, 'gen', gen, 'h', '0')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {epoch, offset, {}, {}}
+  return {epoch, offset, '0', {}}
 end
 if not offset then offset = '0' end
-local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local size = tonumber(st[4] or '0')
+if size <= 0 then return {epoch, offset, '0', {}} end
+-- The retained window: the last size offsets, whatever else the
+-- approximate trim left in the stream.
+local lo = string.format('%d', math.max(tonumber(offset) - size + 1, 1))
+local first = '0'
+local e = redis.call('XRANGE', KEYS[2], lo, '+', 'COUNT', 1)
+if #e > 0 then first = string.match(e[1][1], '^(%d+)') end
 local start = ARGV[5]
 if ARGV[4] ~= '' and ARGV[4] ~= epoch then start = '-' end
+if start == '-' or (start ~= '+' and tonumber(start) < tonumber(lo)) then start = lo end
 local entries = {}
 if ARGV[3] == 'f' then
   entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', ARGV[6])
