@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -16,7 +17,8 @@ import (
 // Publishes are coalesced: every Publish and PublishBatch call becomes a
 // job on b.jobs, and a few publisher goroutines each take every job
 // waiting (up to maxPipeline messages) and send them as one pipeline of
-// EVALSHA calls, one round trip for all. Redis then reads, runs and
+// EVALSHA calls, each carrying up to perCall messages, one round trip for
+// all. Redis then reads, runs and
 // answers them in one go, which is where most of its CPU per publish went
 // (a read and a write system call per command). A job is never split, so
 // the messages of a PublishBatch run in their order on one connection; and
@@ -191,49 +193,104 @@ func (b *Broker) publisher() {
 	}
 }
 
+// perCall caps the messages of one script call: a script blocks Redis
+// while it runs, and 64 messages keep that well under a millisecond.
+const perCall = 64
+
+// scriptCall is one call of publishScript and the messages it carries.
+type scriptCall struct {
+	items []*pubItem
+	cmd   *redis.Cmd
+}
+
+// sent reports whether any message of the call reached a connection.
+func (c *scriptCall) sent() bool {
+	for _, it := range c.items {
+		if it.sent.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // send publishes items in one pipeline and records each one's outcome.
+// Items are grouped into script calls: on one server in their order; with
+// Cluster per partition (a call's keys must share a slot), keeping their
+// order within a partition, which holds every channel's order.
 func (b *Broker) send(items []*pubItem) {
+	var calls []*scriptCall
+	if !b.sharded {
+		for len(items) > 0 {
+			n := min(len(items), perCall)
+			calls = append(calls, &scriptCall{items: items[:n:n]})
+			items = items[n:]
+		}
+	} else {
+		open := make(map[int]*scriptCall)
+		for _, it := range items {
+			p := b.partition(it.channel)
+			c := open[p]
+			if c == nil || len(c.items) == perCall {
+				c = &scriptCall{}
+				open[p] = c
+				calls = append(calls, c)
+			}
+			c.items = append(c.items, it)
+		}
+	}
 	// The context has no deadline: the connection's read and write
 	// timeouts bound the round trip, and callers stop waiting when their
 	// own context ends.
 	ctx := context.Background()
-	cmds := b.pipeline(ctx, items, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
+	b.pipeline(ctx, calls, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
 		return p.EvalSha(ctx, publishScript.Hash(), keys, args...)
 	})
 	// NOSCRIPT means Redis lost its script cache (SCRIPT FLUSH; a
-	// restart reloads it on connect): nothing ran. Send those again with
-	// the script's source, unless a later message of the same channel in
-	// this pipeline ran already, which would reorder the channel.
-	var again []*pubItem
+	// restart reloads it on connect): nothing of that call ran. Send
+	// those again with the script's source, unless a later call with a
+	// message of the same channel may have run, which would reorder the
+	// channel.
+	var again []*scriptCall
 	ran := make(map[string]bool)
-	for i := len(items) - 1; i >= 0; i-- {
-		it, err := items[i], cmds[i].Err()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && !ran[it.channel] {
-			it.sent.Store(false)
-			again = append(again, it)
+	for i := len(calls) - 1; i >= 0; i-- {
+		c := calls[i]
+		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && !c.touches(ran) {
+			for _, it := range c.items {
+				it.sent.Store(false)
+			}
+			again = append(again, c)
 			continue
 		}
-		// Anything but NOSCRIPT may have run (an error without an
-		// answer included).
-		ran[it.channel] = true
-		b.settle(it, cmds[i])
+		for _, it := range c.items {
+			ran[it.channel] = true
+		}
+		b.settle(c)
 	}
 	if len(again) == 0 {
 		return
 	}
-	for i, k := 0, len(again)-1; i < k; i, k = i+1, k-1 {
-		again[i], again[k] = again[k], again[i]
-	}
-	cmds = b.pipeline(ctx, again, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
+	slices.Reverse(again)
+	b.pipeline(ctx, again, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
 		return p.Eval(ctx, publishSource, keys, args...)
 	})
-	for i, it := range again {
-		b.settle(it, cmds[i])
+	for _, c := range again {
+		b.settle(c)
 	}
 }
 
-// pipeline queues one script call per item with call and executes them.
-func (b *Broker) pipeline(ctx context.Context, items []*pubItem, call func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd) []*redis.Cmd {
+// touches reports whether a message of c is on a channel of set.
+func (c *scriptCall) touches(set map[string]bool) bool {
+	for _, it := range c.items {
+		if set[it.channel] {
+			return true
+		}
+	}
+	return false
+}
+
+// pipeline queues each call with queue and executes them all in one
+// round trip (with Cluster, one per node, in parallel).
+func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd) {
 	now := time.Now().UnixMilli()
 	// One fresh id serves every channel of the pipeline that starts an
 	// epoch: epochs need to differ between a channel's lives, not between
@@ -243,37 +300,48 @@ func (b *Broker) pipeline(ctx context.Context, items []*pubItem, call func(p red
 	if b.sharded {
 		cmd = "SPUBLISH"
 	}
-	cmds := make([]*redis.Cmd, len(items))
 	pipe := b.client.Pipeline()
-	for i, it := range items {
-		n := b.names(it.channel)
-		cmds[i] = call(pipe, []string{n.pos, n.stream, n.gen},
-			[]any{fresh, ttlMillis(it.r.TTL), max(it.r.Size, 0), now, it, n.pubsub, cmd, encodeChannel(it.channel)})
+	for _, c := range calls {
+		keys := make([]string, 1, 1+2*len(c.items))
+		args := make([]any, 3, 3+5*len(c.items))
+		args[0], args[1], args[2] = fresh, now, cmd
+		for _, it := range c.items {
+			n := b.names(it.channel)
+			keys[0] = n.gen // the same for every message of a call
+			keys = append(keys, n.pos, n.stream)
+			args = append(args, ttlMillis(it.r.TTL), max(it.r.Size, 0), it, n.pubsub, encodeChannel(it.channel))
+		}
+		c.cmd = queue(pipe, keys, args)
 	}
 	// Exec's error is the first command's; each command has its own.
 	_, _ = pipe.Exec(ctx)
-	return cmds
 }
 
-// settle records the outcome of it from its command.
-func (b *Broker) settle(it *pubItem, cmd *redis.Cmd) {
-	res, err := cmd.StringSlice()
+// settle records the outcome of every message of c from its command.
+func (b *Broker) settle(c *scriptCall) {
+	res, err := c.cmd.StringSlice()
 	if err != nil {
-		it.err = b.publishError(it.channel, err, it.sent.Load())
+		sent := c.sent()
+		for _, it := range c.items {
+			it.err = b.publishError(it.channel, err, sent)
+		}
 		return
 	}
-	var off uint64
-	if len(res) == 2 {
-		off, err = strconv.ParseUint(res[1], 10, 64)
-	} else {
-		err = fmt.Errorf("script returned %d values", len(res))
-	}
-	if err != nil {
+	if len(res) != 2*len(c.items) {
 		// The script ran: published, but we cannot say where.
-		it.err = fmt.Errorf("redisbroker: publish %q: %w: bad reply: %w", it.channel, broker.ErrUncertain, err)
+		for _, it := range c.items {
+			it.err = fmt.Errorf("redisbroker: publish %q: %w: script returned %d values for %d messages", it.channel, broker.ErrUncertain, len(res), len(c.items))
+		}
 		return
 	}
-	it.pos = broker.Position{Epoch: res[0], Offset: off}
+	for i, it := range c.items {
+		off, err := strconv.ParseUint(res[2*i+1], 10, 64)
+		if err != nil {
+			it.err = fmt.Errorf("redisbroker: publish %q: %w: bad offset: %w", it.channel, broker.ErrUncertain, err)
+			continue
+		}
+		it.pos = broker.Position{Epoch: res[2*i], Offset: off}
+	}
 }
 
 // publishError classifies a failed publish: Redis's own answer says what

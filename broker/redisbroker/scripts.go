@@ -19,6 +19,13 @@ type names struct {
 	shard  int    // index of the pub/sub connection that carries it
 }
 
+// partition returns the Cluster partition of channel.
+func (b *Broker) partition(channel string) int {
+	h := fnv.New32a()
+	h.Write([]byte(channel))
+	return int(h.Sum32() % uint32(len(b.genKeys)))
+}
+
 // names returns channel's keys.
 //
 // Without cluster the hash tag is the channel itself
@@ -34,9 +41,7 @@ func (b *Broker) names(channel string) names {
 		base := b.prefix + "{" + channel + "}"
 		return names{pos: base + ":pos", stream: base + ":stream", pubsub: base, gen: b.genKeys[0]}
 	}
-	h := fnv.New32a()
-	h.Write([]byte(channel))
-	p := int(h.Sum32() % uint32(len(b.shards)))
+	p := b.partition(channel)
 	base := b.prefix + "{" + strconv.Itoa(p) + "}" + channel
 	return names{pos: base + ":pos", stream: base + ":stream", pubsub: base, gen: b.genKeys[p], shard: p}
 }
@@ -54,18 +59,22 @@ func (b *Broker) controlChannel(i int) string {
 	return b.prefix + "{" + strconv.Itoa(i) + "}"
 }
 
-// publishScript assigns the next offset, keeps the message in the stream
-// when the namespace keeps history and publishes it, atomically, so that
-// offsets, history and live delivery agree on the order of a channel's
-// messages. It is lean on purpose (it runs once per message): five calls
-// without history, two more with it.
+// publishScript publishes one or more messages of one partition (on one
+// server: any messages) in one call: for each, in order, it assigns the
+// channel's next offset, keeps the message in the stream when the
+// namespace keeps history and publishes it, atomically, so that offsets,
+// history and live delivery agree on the order of a channel's messages.
+// Several messages per call spread the cost of running a script (setting
+// up KEYS and ARGV, entering Lua), which is most of what a one-message
+// script costs Redis. Per message it makes four calls without history,
+// two more with it.
 //
-//	KEYS[1] position hash, KEYS[2] stream, KEYS[3] generation hash
-//	ARGV[1] a fresh id: the epoch if the channel starts one
-//	ARGV[2] TTL in milliseconds, ARGV[3] history size
-//	ARGV[4] time (Unix ms), ARGV[5] data (JSON)
-//	ARGV[6] pub/sub channel, ARGV[7] PUBLISH or SPUBLISH
-//	ARGV[8] the Herald channel name as a JSON string
+//	KEYS[1] generation hash; then per message i (from 0):
+//	  KEYS[2+2i] position hash, KEYS[3+2i] stream
+//	ARGV[1] a fresh id: the epoch of a channel that starts one
+//	ARGV[2] time (Unix ms), ARGV[3] PUBLISH or SPUBLISH; then per message:
+//	  ARGV[4+5i] TTL in ms, ARGV[5+5i] history size, ARGV[6+5i] data (JSON),
+//	  ARGV[7+5i] pub/sub channel, ARGV[8+5i] the channel name as a JSON string
 //
 // The position hash holds epoch, offset, gen (the generation it was
 // created in) and h, the history size of the last publish ("0": no
@@ -75,39 +84,47 @@ func (b *Broker) controlChannel(i int) string {
 // starts a new epoch when it has no state, or when its gen is not the
 // current generation: Redis has restored an older copy of its data since
 // (guard.go), so offsets after the stored one may have been handed out
-// already. It returns {epoch, offset}. Offsets are formatted with %d:
-// Lua's tostring would switch to exponent notation past 1e14.
+// already. It returns {epoch, offset} per message, flattened. Offsets are
+// formatted with %d: Lua's tostring would switch to exponent notation past
+// 1e14.
 var publishScript = redis.NewScript(publishSource)
 
 const publishSource = `
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'gen', 'h')
-local gen = redis.call('HGET', KEYS[3], 'gen')
+local gen = redis.call('HGET', KEYS[1], 'gen')
 if not gen then
   gen = ARGV[1]
-  redis.call('HSET', KEYS[3], 'gen', gen)
+  redis.call('HSET', KEYS[1], 'gen', gen)
 end
-local epoch, offset, hist = st[1], 1, st[3]
-if epoch and st[2] == gen then
-  offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-else
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 1, 'gen', gen, 'h', '0')
-  redis.call('DEL', KEYS[2])
-  hist = '0'
+local out = {}
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local pos, stream, a = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 4 + 5 * i
+  local ttl, size, data = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local st = redis.call('HMGET', pos, 'epoch', 'gen', 'h')
+  local epoch, offset, hist = st[1], 1, st[3]
+  if epoch and st[2] == gen then
+    offset = redis.call('HINCRBY', pos, 'offset', 1)
+  else
+    epoch = ARGV[1]
+    redis.call('HSET', pos, 'epoch', epoch, 'offset', 1, 'gen', gen, 'h', '0')
+    redis.call('DEL', stream)
+    hist = '0'
+  end
+  local off = string.format('%d', offset)
+  redis.call('PEXPIRE', pos, ttl)
+  if size ~= '0' then
+    redis.call('XADD', stream, 'MAXLEN', '~', size, off .. '-0', 'd', data, 't', ARGV[2])
+    redis.call('PEXPIRE', stream, ttl)
+    if hist ~= size then redis.call('HSET', pos, 'h', size) end
+  elseif hist and hist ~= '0' then
+    redis.call('DEL', stream)
+    redis.call('HSET', pos, 'h', '0')
+  end
+  redis.call(ARGV[3], ARGV[a + 3], '{"channel":' .. ARGV[a + 4] .. ',"offset":' .. off ..
+    ',"epoch":"' .. epoch .. '","ts":' .. ARGV[2] .. ',"data":' .. data .. '}')
+  out[#out + 1] = epoch
+  out[#out + 1] = off
 end
-local off = string.format('%d', offset)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if ARGV[3] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], off .. '-0', 'd', ARGV[5], 't', ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  if hist ~= ARGV[3] then redis.call('HSET', KEYS[1], 'h', ARGV[3]) end
-elseif hist and hist ~= '0' then
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'h', '0')
-end
-redis.call(ARGV[7], ARGV[6], '{"channel":' .. ARGV[8] .. ',"offset":' .. off ..
-  ',"epoch":"' .. epoch .. '","ts":' .. ARGV[4] .. ',"data":' .. ARGV[5] .. '}')
-return {epoch, off}
+return out
 `
 
 // historyScript reads a channel's position and part of its stream in one
