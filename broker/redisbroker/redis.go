@@ -35,11 +35,23 @@
 // command may only name channels of one slot, and a pub/sub connection
 // resubscribes all its channels in one command.
 //
-// A publish is one Lua script: next offset, epoch (a new random one when
-// the channel's state is gone), append to the stream trimmed to the
-// retention size, expire both keys after the retention TTL, PUBLISH (SPUBLISH
-// in Cluster). The script runs atomically, so offsets, history and live
-// order agree.
+// A publish runs in a Lua script: next offset, epoch (a new random one when
+// the channel's state is gone or predates the current generation, see
+// guard.go), append to the stream trimmed to about the retention size (the
+// history script hides entries past it), expire the keys after the
+// retention TTL, PUBLISH (SPUBLISH in Cluster). The script runs
+// atomically, so offsets, history and live order agree. Concurrent
+// publishes and batches are coalesced (batch.go): one pipelined round trip
+// carries them all, one script call up to 64 messages of a partition.
+// A publish fails with broker.ErrUnavailable only when it was never
+// written to a connection; written and unanswered is broker.ErrUncertain.
+//
+// Every new connection checks which Redis process it reached and whether
+// that process's data is durable before anything else runs on it
+// (guard.go): a process that may have come back with older data than it
+// acknowledged starts a new generation, so that no offset is handed out
+// twice in one epoch. docs/guarantees.md has the table per persistence
+// mode.
 //
 // # Delivery
 //
