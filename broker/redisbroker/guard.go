@@ -68,6 +68,7 @@ return {ARGV[3], '2'}
 // process is what onConnect learns about the Redis process.
 type process struct {
 	runID   string
+	role    string
 	durable bool
 	why     string // why it is not durable, for the log
 }
@@ -95,6 +96,12 @@ func (b *Broker) onConnect(ctx context.Context, cn *redis.Conn) error {
 	proc, err := inspect(server, repl, aof, fsync)
 	if err != nil {
 		return fmt.Errorf("redisbroker: checking the Redis process: %w", err)
+	}
+	if proc.role != "master" {
+		// A replica takes no writes; and a connection kept open while it
+		// is promoted would publish on a process whose generation nobody
+		// checked. Connections are only ever made to masters.
+		return fmt.Errorf("redisbroker: this Redis is a %s, not a master", proc.role)
 	}
 	parts := 1
 	if b.sharded {
@@ -147,6 +154,7 @@ func inspect(server, repl *redis.StringCmd, aof, fsync *redis.MapStringStringCmd
 		return p, fmt.Errorf("INFO replication: %w", err)
 	}
 	role := infoField(repl.Val(), "role")
+	p.role = role
 	second := infoField(repl.Val(), "second_repl_offset")
 	switch {
 	case aof.Err() != nil || fsync.Err() != nil:

@@ -177,6 +177,12 @@ func TestPromotedReplicaStartsNewEpoch(t *testing.T) {
 		}
 		return nil
 	})
+	// While it is a replica, the engine refuses to use it: a connection
+	// kept open across its promotion would skip the generation check.
+	_, err := New(ctx, Options{URL: replica.URL(), Prefix: pub.prefix}, brokertest.NewRecorder())
+	if err == nil || !strings.Contains(err.Error(), "not a master") {
+		t.Fatalf("New on a replica = %v, want an error saying it is not a master", err)
+	}
 	master.Kill()
 	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
