@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/heraldpush/herald/broker"
@@ -41,7 +40,7 @@ func (b *Broker) genKey(p int) string {
 	if !b.sharded {
 		return b.prefix + "#gen"
 	}
-	return b.prefix + "{" + strconv.Itoa(p) + "}#gen"
+	return b.prefix + "{" + b.tags[p] + "}#gen"
 }
 
 // guardScript compares the process a connection reached with the one the

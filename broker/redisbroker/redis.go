@@ -31,7 +31,8 @@
 // no history). Messages are published on the pub/sub channel
 // "<prefix>{<channel>}" as the JSON of a broker.Message. With Redis Cluster
 // the hash tag is the channel's partition instead of its name
-// ("<prefix>{7}<channel>:pos", see Options.Partitions): one SSUBSCRIBE
+// ("<prefix>{<tag>}<channel>:pos", see Options.Partitions; the tags are
+// chosen to spread the partitions evenly over the slots, slots.go): one SSUBSCRIBE
 // command may only name channels of one slot, and a pub/sub connection
 // resubscribes all its channels in one command.
 //
@@ -139,6 +140,7 @@ type Broker struct {
 	shards  []*shard
 	queues  []chan *broker.Message
 	genKeys []string // generation hash per partition (one without Cluster)
+	tags    []string // hash tag per Cluster partition (slots.go)
 
 	// jobs carries publishes to the publisher goroutines (batch.go).
 	jobs       chan *pubJob
@@ -206,6 +208,9 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	parts := 1
 	if b.sharded {
 		parts = opts.Partitions
+	}
+	if b.sharded {
+		b.tags = partitionTags(parts)
 	}
 	b.genKeys = make([]string, parts)
 	for i := range b.genKeys {

@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"hash/fnv"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -31,7 +30,7 @@ func (b *Broker) partition(channel string) int {
 // Without cluster the hash tag is the channel itself
 // ("herald:{stocks:AAPL}:pos"), which reads well in redis-cli. With
 // Redis Cluster the tag is the channel's partition instead
-// ("herald:{7}stocks:AAPL:pos"): one SSUBSCRIBE command may only name
+// ("herald:{<tag>}stocks:AAPL:pos", tags from slots.go): one SSUBSCRIBE command may only name
 // channels of one slot, and go-redis resubscribes a connection's channels
 // in one command after a reconnect, so every channel carried by one
 // pub/sub connection must share a slot. Partitions give a fixed, small
@@ -42,7 +41,7 @@ func (b *Broker) names(channel string) names {
 		return names{pos: base + ":pos", stream: base + ":stream", pubsub: base, gen: b.genKeys[0]}
 	}
 	p := b.partition(channel)
-	base := b.prefix + "{" + strconv.Itoa(p) + "}" + channel
+	base := b.prefix + "{" + b.tags[p] + "}" + channel
 	return names{pos: base + ":pos", stream: base + ":stream", pubsub: base, gen: b.genKeys[p], shard: p}
 }
 
@@ -56,7 +55,7 @@ func (b *Broker) controlChannel(i int) string {
 		// Channel names never hold "{", so this cannot be a channel's.
 		return b.prefix + "control"
 	}
-	return b.prefix + "{" + strconv.Itoa(i) + "}"
+	return b.prefix + "{" + b.tags[i] + "}"
 }
 
 // publishScript publishes one or more messages of one partition (on one
