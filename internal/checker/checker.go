@@ -134,9 +134,19 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			names[i] = cfg.Namespace + ":" + names[i]
 		}
 	}
+	probeChannel := "check-" + run + "-probe"
+	if cfg.Namespace != "" {
+		probeChannel = cfg.Namespace + ":" + probeChannel
+	}
+	for _, base := range cfg.HTTPURLs {
+		if err := probe(ctx, cfg, base, probeChannel); err != nil {
+			return Report{}, err
+		}
+	}
 	tallies := make([][]*tally, cfg.Subscribers) // [subscriber][channel]
 	var resets, reconnects, ready atomic.Int64
 	readyCh := make(chan struct{})
+	refusedCh := make(chan error, 1) // the first refused subscribe
 	subs := make([]*heraldclient.Client, cfg.Subscribers)
 	for i := range subs {
 		urls := rotate(cfg.WSURLs, i)
@@ -171,6 +181,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 					})
 				},
 				OnReset: func(string, heraldclient.Position) { resets.Add(1) },
+				OnError: func(channel string, err *heraldclient.ServerError) {
+					select {
+					case refusedCh <- fmt.Errorf("checker: subscribe %s refused: %s: %s", channel, err.Code, err.Message):
+					default:
+					}
+				},
 			})
 			if err != nil {
 				return Report{}, err
@@ -184,6 +200,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}()
 	select {
 	case <-readyCh:
+	case err := <-refusedCh:
+		return Report{}, err
 	case <-ctx.Done():
 		return Report{}, fmt.Errorf("checker: subscribers not ready: %w", ctx.Err())
 	case <-time.After(cfg.Settle):
