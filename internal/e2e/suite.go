@@ -72,6 +72,8 @@ var tests = []struct {
 	{"BrowserChat", TestBrowserChat},
 	{"BrowserClientReconnects", TestBrowserClientReconnects},
 	{"WSPackageClient", TestWSPackageClient},
+	{"HeraldJSInNode", TestHeraldJSInNode},
+	{"BrowserPermanentClose", TestBrowserPermanentClose},
 	// browser_admin.go
 	{"BrowserAdminPage", TestBrowserAdminPage},
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
