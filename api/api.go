@@ -77,6 +77,7 @@ func New(o Options) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
+	e.Use(s.recoverPanics) // recover.go
 	s.echo = e
 
 	e.GET("/healthz", s.healthz)
@@ -166,6 +167,9 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(s.keys) == 0 {
 			// A proxied request is not local even when the proxy is.
 			if isLoopback(r.RemoteAddr) && r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
+				if err := keylessCheck(r); err != nil { // web pages on this machine: keyless.go
+					return err
+				}
 				return next(c)
 			}
 			return newError(http.StatusUnauthorized, "unauthorized", "no api_key is configured: the publisher API only accepts loopback clients")

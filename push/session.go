@@ -143,6 +143,7 @@ func (s *Session) flush() { s.writeOut(false) }
 // mayWait false; on a transport that writes without waiting it hands
 // itself to a goroutine of its own (mayWait true) once the socket is full.
 func (s *Session) writeOut(mayWait bool) {
+	defer s.catchWriterPanic() // recover.go
 	for {
 		if mayWait {
 			if err := s.tw.Drain(); err != nil {

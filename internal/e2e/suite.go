@@ -74,6 +74,8 @@ var tests = []struct {
 	{"WSPackageClient", TestWSPackageClient},
 	{"HeraldJSInNode", TestHeraldJSInNode},
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
+	// browser_keyless.go
+	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	// browser_admin.go
 	{"BrowserAdminPage", TestBrowserAdminPage},
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
