@@ -98,6 +98,7 @@ var tests = []struct {
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},
 	{"HTTPErrors", TestHTTPErrors},
+	{"ReservedNamespaceHint", TestReservedNamespaceHint},
 	{"Health", TestHealth},
 	{"Echo", TestEcho},
 	{"WebPage", TestWebPage},

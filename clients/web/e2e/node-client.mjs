@@ -26,7 +26,7 @@ async function until(what, cond) {
 main(async ([base, key, token]) => {
   const url = base.replace(/^http/, "ws") + "/ws";
   const api = (path, body) =>
-    fetch(base + path, { method: "POST", headers: { Authorization: "Bearer " + key }, body: JSON.stringify(body) });
+    fetch(base + path, { method: "POST", headers: { Authorization: "Bearer " + key, "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
   // 1. No WebSocket global: one clear error, nothing scheduled.
   const global = globalThis.WebSocket;

@@ -16,7 +16,7 @@ main(async ([base, key, token]) => {
     window.k = new Herald({ minBackoff: 1, token: () => (log.calls++, token), onState: (e) => log.kicked.push(e) });
   }, token);
   await page.waitForFunction(() => window.log.bad.some((s) => s.state == "closed") && window.k.state == "connected");
-  const d = await fetch(base + "/api/disconnect", { method: "POST", headers: { Authorization: "Bearer " + key }, body: JSON.stringify({ user: "alice" }) });
+  const d = await fetch(base + "/api/disconnect", { method: "POST", headers: { Authorization: "Bearer " + key, "Content-Type": "application/json" }, body: JSON.stringify({ user: "alice" }) });
   check(d.ok, "disconnect: HTTP " + d.status);
   await page.waitForFunction(() => window.k.state == "closed");
   const log = await page.evaluate(() => window.log);
