@@ -258,7 +258,9 @@ func TestServeWarnsUnknownEnv(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var errw syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- cmdServe(ctx, []string{"--listen", "127.0.0.1:0", "--node", "warn-test"}, io.Discard, &errw) }()
+	go func() {
+		done <- cmdServe(ctx, []string{"--listen", "127.0.0.1:0", "--node", "warn-test"}, io.Discard, &errw)
+	}()
 	waitFor(t, readTimeout, "the server up", func() bool { return strings.Contains(errw.String(), "herald serving") })
 	cancel()
 	if err := <-done; err != nil {
