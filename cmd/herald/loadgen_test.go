@@ -220,3 +220,26 @@ func TestBenchCheckProbe(t *testing.T) {
 		t.Errorf("bench without the key: %v, want the server's 401", err)
 	}
 }
+
+// TestBenchCheckDrops: bench --check --drops resets subscribers'
+// connections while publishing; every message still arrives once, in
+// order, and the subscribers did reconnect.
+func TestBenchCheckDrops(t *testing.T) {
+	t.Setenv("HERALD_API_KEY", "")
+	cfg := testConfig()
+	cfg.Namespaces = map[string]*push.Namespace{"check": {HistorySize: 1000, HistoryTTL: time.Minute}}
+	n := startTestNode(t, cfg)
+	var stdout, stderr bytes.Buffer
+	err := cmdBench(context.Background(), []string{"--check", "--url", n.URL(), "--namespace", "check", "--json",
+		"--channels", "2", "--subscribers", "5", "--messages", "300", "--rate", "600", "--drops", "5"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench --check --drops: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	var r struct {
+		Expected, Delivered, Reconnects int
+	}
+	decodeJSON(t, stdout.Bytes(), &r)
+	if r.Expected != 2*5*300 || r.Delivered != r.Expected || r.Reconnects == 0 {
+		t.Fatalf("report %s: want every message delivered after reconnects", stdout.String())
+	}
+}
