@@ -33,6 +33,9 @@ type Options struct {
 	EchoSocket http.Handler
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
+	// BodyTimeout bounds reading a request body (default
+	// DefaultBodyTimeout; see body_deadline.go).
+	BodyTimeout time.Duration
 	// Pages are the web pages served at / (index.html at the root).
 	Pages fs.FS
 	// Script is the browser client (clients/js), served at /herald.js so
@@ -60,6 +63,9 @@ type Server struct {
 func New(o Options) *Server {
 	if o.MaxRequestBytes <= 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = DefaultBodyTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -13,9 +13,6 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// maxBatch caps the publishes in one /api/batch request.
-const maxBatch = 1000
-
 type publishRequest struct {
 	Channel  string          `json:"channel"`
 	Channels []string        `json:"channels"`
@@ -65,6 +62,9 @@ func expand(req publishRequest) ([]push.Publication, error) {
 	}
 	if req.Channel != "" {
 		return []push.Publication{{Channel: req.Channel, Data: req.Data}}, nil
+	}
+	if err := checkFanIn(len(req.Channels)); err != nil { // fanin.go
+		return nil, err
 	}
 	pubs := make([]push.Publication, len(req.Channels))
 	for i, name := range req.Channels {
@@ -157,8 +157,8 @@ func (s *Server) batch(c echo.Context) error {
 	if len(req.Messages) == 0 {
 		return newError(push.CodeBadRequest, `"messages" is empty`)
 	}
-	if len(req.Messages) > maxBatch {
-		return newError(push.CodeTooLarge, fmt.Sprintf("at most %d messages per batch", maxBatch))
+	if err := checkFanIn(batchFanIn(req.Messages)); err != nil { // fanin.go: entries x channels
+		return err
 	}
 	var pubs []push.Publication
 	var from []int // the index in messages of each publication

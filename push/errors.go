@@ -40,6 +40,7 @@ const (
 	CodeNotSupported     = "not_supported"
 	CodeDraining         = "draining"
 	CodeUnsupportedMedia = "unsupported_media_type"
+	CodeRequestTimeout   = "request_timeout"
 )
 
 // codeInfo is what a code means to each transport.
@@ -64,6 +65,7 @@ var codes = map[string]codeInfo{
 	CodeMethodNotAllowed: {http.StatusMethodNotAllowed, 0},
 	CodeTooLarge:         {http.StatusRequestEntityTooLarge, CloseTooBig},
 	CodeUnsupportedMedia: {http.StatusUnsupportedMediaType, 0},
+	CodeRequestTimeout:   {http.StatusRequestTimeout, 0},
 	CodeRateLimited:      {http.StatusTooManyRequests, CloseFlood},
 	CodeLimit:            {http.StatusTooManyRequests, ClosePolicy},
 	CodeInternal:         {http.StatusInternalServerError, CloseInternal},

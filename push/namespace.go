@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
 )
@@ -189,12 +190,21 @@ func (n *Namespaces) Lookup(channel string) (*Namespace, error) {
 	if ns := n.Named[name]; ns != nil {
 		return ns, nil
 	}
+	if name == SystemNamespace {
+		// Not "add it to the config": the config refuses this name.
+		return nil, fmt.Errorf("%w %q (channel %q): it is reserved for the server's own channels (%s) and cannot be configured; publish to a namespace of your own", ErrUnknownNamespace, name, channel, StatsChannel)
+	}
 	return nil, fmt.Errorf("%w %q (channel %q): add it to the config's namespaces", ErrUnknownNamespace, name, channel)
 }
 
+// truncate cuts s to at most n bytes, at a rune boundary: the result goes
+// into close frames and error messages, which must stay valid UTF-8.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "..."
 }

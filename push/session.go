@@ -152,7 +152,7 @@ func (s *Session) writeOut(mayWait bool) {
 		}
 		s.mu.Lock()
 		q := s.queue
-		if s.closed {
+		if s.closed && (len(q) == 0 || !s.flushBeforeClose()) { // session_close.go
 			s.mu.Unlock()
 			s.finish()
 			return
