@@ -136,7 +136,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	t := newWSTransport(nc, srv.hub.writers.pick(), compressed, srv.hub.opts.WriteTimeout)
-	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(t.gwsConn, readBufferSize), r)
+	guard, arm := guardConn(t.gwsConn, srv.hub.opts.MaxFrameBytes, compressed, srv.hub) // see wsguard.go
+	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(guard, readBufferSize), r)
 	if err != nil {
 		srv.ips.release(ip)
 		return
@@ -147,7 +148,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := srv.hub.NewSession(t, false)
 	s.setClaims(claims)
 	conn.Session().(*slot).s = s
-	go conn.ReadLoop()
+	arm(conn)
+	go srv.readLoop(conn) // recovers panics: recover.go
 }
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
@@ -378,7 +380,10 @@ func (t *wsTransport) Close(code uint16, reason string) {
 
 // slot is the per-connection storage gws asks for; we keep one pointer
 // instead of gws's default map.
-type slot struct{ s *Session }
+type slot struct {
+	s       *Session
+	cleaned atomic.Bool // OnClose ran (recover.go)
+}
 
 func (sl *slot) Len() int                       { return 1 }
 func (sl *slot) Load(string) (any, bool)        { return sl.s, sl.s != nil }
@@ -414,6 +419,9 @@ func (hd *handler) OnOpen(c *gws.Conn) {
 }
 
 func (hd *handler) OnClose(c *gws.Conn, err error) {
+	if !c.Session().(*slot).closeOnce() {
+		return
+	}
 	s := sessionOf(c)
 	s.Close()
 	hd.hub.countClose(s, err)

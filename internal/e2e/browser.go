@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Browser tests: the demo pages and herald.js in real headless Chromium,
 // against real in-process nodes. The browser side is Node scripts in
@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,13 @@ import (
 	"github.com/heraldpush/herald/internal/server"
 )
 
-// e2eDir holds the browser test scripts, relative to this package.
-const e2eDir = "../../clients/web/e2e"
+// e2eDir holds the browser test scripts. It is found from this file's
+// path, not the working directory: the suite runs from whichever package
+// calls Run.
+var e2eDir = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "clients", "web", "e2e")
+}()
 
 // scriptTimeout bounds one script run, browser start included.
 const scriptTimeout = 2 * time.Minute
@@ -59,7 +65,12 @@ func requireE2E(t *testing.T, browser bool) {
 	t.Skip(msg)
 }
 
-func chromiumPath() string { return envOr("CHROMIUM", "/usr/bin/chromium") }
+func chromiumPath() string {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	return "/usr/bin/chromium"
+}
 
 // runScript runs node e2eDir/script with args, calling steps[name] for
 // each "STEP name" line it prints and then telling it to go on. It fails
@@ -183,7 +194,7 @@ func startRestartableNode(t *testing.T, cfg server.Config) *restartableNode {
 
 func (r *restartableNode) start() {
 	r.t.Helper()
-	n, err := server.Start(context.Background(), r.cfg, testLogger(r.t))
+	n, err := constructor()(context.Background(), r.cfg, testLogger(r.t))
 	if err != nil {
 		r.t.Fatalf("startNode: %v", err)
 	}

@@ -1,8 +1,8 @@
-package main
+package e2e
 
-// The end-to-end harness: real nodes built by startNode (the wiring the
-// binary uses) on random ports, WebSocket clients on coder/websocket (a
-// client that is not gws, so both ends of the protocol are checked
+// The end-to-end harness: real nodes built by the suite's constructor
+// (server.Start, the wiring the binary uses) on random ports, WebSocket
+// clients on coder/websocket (a client that is not gws, so both ends of the protocol are checked
 // independently) and HTTP helpers. Multi-node, Redis and recovery tests
 // build on it: start several nodes from configs that share a RedisURL and
 // dial whichever node a test needs.
@@ -86,7 +86,7 @@ type testNode struct {
 // ends (after the test's clients, which are cleaned up first).
 func startTestNode(t testing.TB, cfg server.Config) *testNode {
 	t.Helper()
-	n, err := server.Start(context.Background(), cfg, testLogger(t))
+	n, err := constructor()(context.Background(), cfg, testLogger(t))
 	if err != nil {
 		t.Fatalf("startNode: %v", err)
 	}
