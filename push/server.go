@@ -145,7 +145,7 @@ type wsTransport struct {
 // socket.
 func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Duration) *wsTransport {
 	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}}
-	if sc, ok := nc.(syscall.Conn); ok && !compressed {
+	if sc, ok := nc.(syscall.Conn); ok && !compressed && rawSocketWrites {
 		if rc, err := sc.SyscallConn(); err == nil {
 			t.raw, t.gwsConn.raw = rc, rc
 		}
