@@ -36,6 +36,7 @@ type Server struct {
 	ips     *ipLimiter
 	// compression: permessage-deflate for clients that offer it.
 	compression bool
+	sendBuffer  int // SO_SNDBUF per connection (sndbuf.go)
 }
 
 // ServerOptions configure a Server.
@@ -53,13 +54,18 @@ type ServerOptions struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed
 	// when finding a client's address.
 	TrustedProxies []netip.Prefix
+	// SendBuffer is each connection's kernel send buffer in bytes
+	// (SO_SNDBUF): 0 picks DefaultSendBuffer, < 0 leaves the kernel's
+	// autotuning (up to 4 MiB a connection on Linux).
+	SendBuffer int
 }
 
 // NewServer returns a WebSocket server for h.
 func NewServer(h *Hub, o ServerOptions) *Server {
 	srv := &Server{
 		hub: h, origins: make(map[string]bool), trusted: o.TrustedProxies, compression: o.Compression,
-		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
+		ips:        &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
+		sendBuffer: o.SendBuffer,
 	}
 	for _, o := range o.AllowedOrigins {
 		o = strings.TrimRight(strings.TrimSpace(o), "/")
@@ -132,6 +138,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, CodeInternal, "cannot take over the connection: "+err.Error())
 		return
 	}
+	setSendBuffer(nc, srv.sendBuffer) // sndbuf.go
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
@@ -283,9 +290,13 @@ func (t *wsTransport) Drain() error {
 		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	w := getRawWrite()
-	_, err := w.write(t.raw, t.out, true)
+	rest, err := w.write(t.raw, t.out, true)
 	putRawWrite(w)
 	if err != nil {
+		if t.gwsConn.stop.Load() {
+			t.out = rest // closing: Close tries once more (closeStalled)
+			return err
+		}
 		_ = t.gwsConn.Close()
 		return err
 	}
@@ -365,17 +376,17 @@ func (t *wsTransport) Close(code uint16, reason string) {
 		_ = t.conn.WriteClose(code, []byte(reason))
 		return
 	}
-	if len(t.out) == 0 {
-		w := getRawWrite()
-		rest, err := w.write(t.raw, wsCloseFrame(code, reason), false)
-		putRawWrite(w)
-		tc, ok := t.gwsConn.Conn.(*net.TCPConn)
-		if err == nil && len(rest) == 0 && ok && tc.CloseWrite() == nil {
-			time.AfterFunc(closeLinger, func() { _ = t.gwsConn.Close() })
-			return
-		}
+	// What the socket has not taken (a slow consumer's frame under way)
+	// goes first, then the close frame; a full socket waits for the
+	// client up to stalledCloseLinger, on a goroutine of its own (sndbuf.go).
+	w := getRawWrite()
+	rest, err := w.write(t.raw, append(t.out, wsCloseFrame(code, reason)...), false)
+	putRawWrite(w)
+	if err == nil && len(rest) > 0 {
+		go t.closeStalled(rest)
+		return
 	}
-	_ = t.gwsConn.Close()
+	t.lingerClose(err == nil)
 }
 
 // slot is the per-connection storage gws asks for; we keep one pointer
