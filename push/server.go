@@ -379,6 +379,9 @@ func (t *wsTransport) Close(code uint16, reason string) {
 	// What the socket has not taken (a slow consumer's frame under way)
 	// goes first, then the close frame; a full socket waits for the
 	// client up to stalledCloseLinger, on a goroutine of its own (sndbuf.go).
+	// The deadline Interrupt set has passed: it would fail even this
+	// write, which does not wait.
+	_ = t.conn.SetWriteDeadline(time.Time{})
 	w := getRawWrite()
 	rest, err := w.write(t.raw, append(t.out, wsCloseFrame(code, reason)...), false)
 	putRawWrite(w)
