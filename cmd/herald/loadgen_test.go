@@ -21,7 +21,7 @@ import (
 // order, RSS read.
 func TestBenchLoad(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
+	testBenchLoad(t, 200, "--url", n.URL(), "--conns", "200", "--channels", "5", "--rate", "500",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1")
 }
 
@@ -29,7 +29,7 @@ func TestBenchLoad(t *testing.T) {
 // that makes the server pack several messages into a frame.
 func TestBenchLoadWSBatch(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
+	testBenchLoad(t, 200, "--url", n.URL(), "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--ws-batch")
 }
 
@@ -74,7 +74,7 @@ func testBenchLoad(t *testing.T, conns int, args ...string) bench.Report {
 func TestBenchPublishOnly(t *testing.T) {
 	n := startTestNode(t, testConfig())
 	var stdout, stderr bytes.Buffer
-	err := cmdBench(context.Background(), []string{"--url", n.base, "--publish-only", "--rate", "0",
+	err := cmdBench(context.Background(), []string{"--url", n.URL(), "--publish-only", "--rate", "0",
 		"--duration", "500ms", "--batch", "10", "--publishers", "4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
@@ -97,9 +97,9 @@ func TestBenchLoadCluster(t *testing.T) {
 		"--channels", "5", "--rate", "300", "--duration", "2s", "--json", "--pid", pid+","+pid)
 	var sum uint64
 	for _, n := range nodes {
-		d := n.hub.Snapshot().Delivered
+		d := n.Hub().Snapshot().Delivered
 		if d == 0 {
-			t.Errorf("node %s delivered nothing", n.addr)
+			t.Errorf("node %s delivered nothing", n.Addr())
 		}
 		sum += d
 	}
@@ -116,14 +116,14 @@ func TestBenchLoadSources(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnsPerIP = 50
 	n := startTestNode(t, cfg)
-	testBenchLoad(t, 100, "--url", n.base, "--conns", "100", "--channels", "2", "--rate", "200",
+	testBenchLoad(t, 100, "--url", n.URL(), "--conns", "100", "--channels", "2", "--rate", "200",
 		"--duration", "1s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.2, 127.0.0.3")
-	if got := n.hub.Rejections()["ip_limit"]; got != 0 {
+	if got := n.Hub().Rejections()["ip_limit"]; got != 0 {
 		t.Errorf("%d connections refused by the per-address limit, want 0", got)
 	}
 
 	var stdout, stderr bytes.Buffer
-	err := cmdBench(context.Background(), []string{"--url", n.base, "--conns", "100", "--channels", "2",
+	err := cmdBench(context.Background(), []string{"--url", n.URL(), "--conns", "100", "--channels", "2",
 		"--rate", "10", "--duration", "200ms", "--json", "--sources", "127.0.0.4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
@@ -186,6 +186,6 @@ func TestBenchLoadSplitReads(t *testing.T) {
 	cfg.Heartbeat = 100 * time.Millisecond
 	cfg.HeartbeatTimeout = time.Second
 	n := startTestNode(t, cfg)
-	testBenchLoad(t, 40, "--url", chopProxy(t, n.addr), "--conns", "40", "--channels", "2", "--rate", "400",
+	testBenchLoad(t, 40, "--url", chopProxy(t, n.Addr()), "--conns", "40", "--channels", "2", "--rate", "400",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()))
 }
