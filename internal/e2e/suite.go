@@ -74,6 +74,7 @@ var tests = []struct {
 	{"WSPackageClient", TestWSPackageClient},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
+	{"Churn", TestChurn},
 	// browser_admin.go
 	{"BrowserAdminPage", TestBrowserAdminPage},
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
