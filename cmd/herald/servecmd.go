@@ -23,6 +23,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	for _, w := range server.EnvWarnings(os.Environ()) {
+		logger.Warn("config: " + w)
+	}
 	var added []string
 	if cfg.Demo {
 		if cfg.Namespaces == nil {
