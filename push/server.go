@@ -2,6 +2,7 @@ package push
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ const readBufferSize = 1024
 type Server struct {
 	hub      *Hub
 	upgrader *gws.Upgrader
+	hd       *handler // the upgrader's; ServeHTTP opens sessions with it
 	// Origins allowed to connect from a browser, besides the server's own
 	// host. "*" allows any.
 	origins map[string]bool
@@ -69,7 +71,8 @@ func NewServer(h *Hub, o ServerOptions) *Server {
 			srv.origins[strings.ToLower(o)] = true
 		}
 	}
-	srv.upgrader = gws.NewUpgrader(&handler{hub: h, ips: srv.ips}, &gws.ServerOption{
+	srv.hd = &handler{hub: h, ips: srv.ips}
+	srv.upgrader = gws.NewUpgrader(srv.hd, &gws.ServerOption{
 		ReadMaxPayloadSize: h.opts.MaxFrameBytes,
 		ReadBufferSize:     readBufferSize,
 		ParallelEnabled:    false,
@@ -136,7 +139,10 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
 	t := newWSTransport(nc, srv.hub.writers.pick(), compressed, srv.hub.opts.WriteTimeout)
-	guard, arm := guardConn(t.gwsConn, srv.hub.opts.MaxFrameBytes, compressed, srv.hub) // see wsguard.go
+	// The guard sits between the socket and gws's reader (wsguard.go);
+	// gws reads through it, not through gwsConn (which only changes
+	// writes), to keep the read goroutine's parked stack small (issue 14).
+	guard, arm := guardConn(nc, srv.hub.opts.MaxFrameBytes, compressed, srv.hub) // see wsguard.go
 	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(guard, readBufferSize), r)
 	if err != nil {
 		srv.ips.release(ip)
@@ -149,6 +155,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.setClaims(claims)
 	conn.Session().(*slot).s = s
 	arm(conn)
+	srv.hd.open(conn)
 	go srv.readLoop(conn) // recovers panics: recover.go
 }
 
@@ -403,7 +410,16 @@ type handler struct {
 
 func sessionOf(c *gws.Conn) *Session { return c.Session().(*slot).s }
 
-func (hd *handler) OnOpen(c *gws.Conn) {
+// OnOpen does nothing: gws calls it on the connection's read goroutine,
+// which lives as long as the connection. The opening work (welcome,
+// subscribes) needs more than the 4 KB stack that goroutine parks with
+// between frames, and a grown stack stays grown until a GC shrinks it,
+// which an idle server seldom runs: ServeHTTP does it in open instead,
+// on the handshake's goroutine, which ends right after (issue 14).
+func (hd *handler) OnOpen(*gws.Conn) {}
+
+// open greets the client and subscribes the channels of the query string.
+func (hd *handler) open(c *gws.Conn) {
 	s := sessionOf(c)
 	t := s.t.(*wsTransport)
 	initial := t.initial
@@ -443,10 +459,20 @@ func (hd *handler) OnPing(c *gws.Conn, payload []byte) {
 
 func (hd *handler) OnPong(c *gws.Conn, payload []byte) { sessionOf(c).touch() }
 
+// pongCommand is the pong as clients/js, clients/go and `herald bench` send it.
+var pongCommand = []byte(`{"type":"pong"}`)
+
 func (hd *handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	s := sessionOf(c)
 	s.touch()
+	// The heartbeat answer, byte for byte as Herald's clients send it, is
+	// not decoded: encoding/json needs more stack than the read goroutine
+	// parks with, and every idle connection would keep a stack grown at
+	// each heartbeat (issue 14). Any other spelling takes the full path.
+	if m.Opcode == gws.OpcodeText && bytes.Equal(m.Bytes(), pongCommand) {
+		return
+	}
 	if s.isClosed() {
 		return
 	}
