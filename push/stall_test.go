@@ -37,7 +37,7 @@ func (n *testNode) dialStalled(t testing.TB, path string) *rawWS {
 
 // publishUntil publishes 1 KiB messages on channel, one per tick, until
 // done or the deadline, and returns how many it published.
-func publishUntil(t testing.TB, h *Hub, channel string, tick time.Duration, deadline time.Duration, done func() bool) int {
+func publishUntil(t testing.TB, h *Node, channel string, tick time.Duration, deadline time.Duration, done func() bool) int {
 	t.Helper()
 	data := []byte(`"` + strings.Repeat("x", 1022) + `"`)
 	tk := time.NewTicker(tick) // the publish rate, not a wait
@@ -48,7 +48,7 @@ func publishUntil(t testing.TB, h *Hub, channel string, tick time.Duration, dead
 		if time.Now().After(end) {
 			t.Fatalf("not done after %v and %d messages", deadline, n)
 		}
-		if _, err := h.Broker().Publish(context.Background(), channel, data, broker.Retention{}); err != nil {
+		if _, err := h.broker.Publish(context.Background(), channel, data, broker.Retention{}); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -57,7 +57,7 @@ func publishUntil(t testing.TB, h *Hub, channel string, tick time.Duration, dead
 	return n
 }
 
-func slowClosed(h *Hub) uint64 { return h.Rejections()["slow_consumer"] }
+func slowClosed(h *Node) uint64 { return h.Rejections()["slow_consumer"] }
 
 // A client that stops reading is closed 4001 once its queue passes
 // max_queue_bytes; if it resumes reading within the linger time it reads
@@ -118,7 +118,7 @@ func TestStalledBesideReaders(t *testing.T) {
 	for range stalled {
 		n.dialStalled(t, "/ws?channel=feed")
 	}
-	waitFor(t, 30*time.Second, "every connection subscribed", func() bool {
+	waitUntil(t, 30*time.Second, "every connection subscribed", func() bool {
 		_, _, subs := n.hub.Counts()
 		return subs == stalled+readers
 	})
@@ -136,10 +136,10 @@ func TestStalledBesideReaders(t *testing.T) {
 	// Each stalled connection is gone (its reader side saw the socket
 	// close) within the linger time after the last close was counted.
 	limit := time.Second + stalledCloseLinger + closeLinger + 2*time.Second
-	waitFor(t, limit, "the stalled connections gone", func() bool { return n.hub.sessions.len() == readers })
+	waitUntil(t, limit, "the stalled connections gone", func() bool { return n.hub.sessions.len() == readers })
 	goneAt := time.Since(start)
 	for i, r := range rs {
-		waitFor(t, 10*time.Second, "reader got every message", func() bool { return r.msgs.Load() == int64(sent) || r.closed.Load() != nil })
+		waitUntil(t, 10*time.Second, "reader got every message", func() bool { return r.msgs.Load() == int64(sent) || r.closed.Load() != nil })
 		if why := r.closed.Load(); why != nil {
 			t.Fatalf("reader %d closed after %d of %d messages: %v", i, r.msgs.Load(), sent, why)
 		}
@@ -159,8 +159,8 @@ func TestStalledBesideReaders(t *testing.T) {
 	wg.Wait()
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+// waitUntil polls cond until it holds or d passes.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	end := time.Now().Add(d)
 	for !cond() {

@@ -72,7 +72,7 @@ type testNode struct {
 	*server.Node
 	// The node's parts the tests reach, as fields for brevity.
 	addr      string
-	hub       *push.Hub
+	hub       *push.Node
 	api       *api.Server
 	served    <-chan error
 	debugAddr net.Addr
