@@ -48,7 +48,7 @@ func publishUntil(t testing.TB, h *Node, channel string, tick time.Duration, dea
 		if time.Now().After(end) {
 			t.Fatalf("not done after %v and %d messages", deadline, n)
 		}
-		if _, err := h.Broker().Publish(context.Background(), channel, data, broker.Retention{}); err != nil {
+		if _, err := h.broker.Publish(context.Background(), channel, data, broker.Retention{}); err != nil {
 			t.Fatal(err)
 		}
 		n++
