@@ -151,7 +151,7 @@ type wsTransport struct {
 // socket.
 func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Duration) *wsTransport {
 	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}}
-	if sc, ok := nc.(syscall.Conn); ok && !compressed && rawSocketWrites {
+	if sc, ok := nc.(syscall.Conn); ok && !compressed && rawSocketIO {
 		if rc, err := sc.SyscallConn(); err == nil {
 			t.raw, t.gwsConn.raw = rc, rc
 		}

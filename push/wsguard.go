@@ -254,7 +254,7 @@ var _ io.Reader = (*frameGuard)(nil)
 // the poller as net.Conn.Read does).
 func (g *frameGuard) useRaw() {
 	sc, ok := g.Conn.(syscall.Conn)
-	if !ok {
+	if !ok || !rawSocketIO {
 		return
 	}
 	raw, err := sc.SyscallConn()
@@ -264,7 +264,7 @@ func (g *frameGuard) useRaw() {
 	g.raw = raw
 	g.rawFn = func(fd uintptr) bool {
 		for {
-			n, err := syscall.Read(int(fd), g.rawBuf)
+			n, err := sysRead(fd, g.rawBuf)
 			switch {
 			case err == syscall.EINTR:
 				continue
