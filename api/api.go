@@ -35,6 +35,9 @@ type Options struct {
 	APIKeys []string
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
+	// BodyTimeout bounds reading a request body (default
+	// DefaultBodyTimeout; see body_deadline.go).
+	BodyTimeout time.Duration
 	// Pages are the web pages served at / (index.html at the root).
 	Pages fs.FS
 	// Script is the browser client (clients/js), served at /herald.js so
@@ -65,6 +68,9 @@ func New(o Options) *Server {
 	if o.MaxRequestBytes <= 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -77,6 +83,7 @@ func New(o Options) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
+	e.Use(s.recoverPanics) // recover.go
 	s.echo = e
 
 	e.GET("/healthz", s.healthz)
@@ -166,6 +173,9 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 		if len(s.keys) == 0 {
 			// A proxied request is not local even when the proxy is.
 			if isLoopback(r.RemoteAddr) && r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
+				if err := keylessCheck(r); err != nil { // web pages on this machine: keyless.go
+					return err
+				}
 				return next(c)
 			}
 			return newError(http.StatusUnauthorized, "unauthorized", "no api_key is configured: the publisher API only accepts loopback clients")

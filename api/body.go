@@ -39,11 +39,13 @@ func (b *body) free() {
 func (s *Server) readBody(c echo.Context) (*body, error) {
 	b := bodies.Get().(*body)
 	b.lr = io.LimitedReader{R: c.Request().Body, N: s.opts.MaxRequestBytes + 1}
+	lift := s.bodyDeadline(c) // body_deadline.go
 	_, err := b.buf.ReadFrom(&b.lr)
+	lift(err == nil && int64(b.buf.Len()) <= s.opts.MaxRequestBytes)
 	b.lr.R = nil
 	if err != nil {
 		b.free()
-		return nil, newError(http.StatusBadRequest, push.CodeBadRequest, "reading body: "+err.Error())
+		return nil, bodyReadError(err)
 	}
 	if int64(b.buf.Len()) > s.opts.MaxRequestBytes {
 		b.free()

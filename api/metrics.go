@@ -83,6 +83,7 @@ var (
 	descRejections    = desc("rejections_total", "Refusals and limit closes by reason.", "reason")
 	descCloses        = desc("connection_closes_total", "WebSocket connections ended, by close reason.", "reason")
 	descSlow          = desc("slow_consumer_closes_total", "Clients closed because their send queue overflowed.")
+	descPanics        = desc("panics_recovered_total", "Panics recovered on connection goroutines (each closed its connection with 1011 or its request with 500); should stay 0.")
 )
 
 // hubCollector reads the hub's figures at scrape time.
@@ -90,7 +91,7 @@ type hubCollector struct{ hub *push.Hub }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descReceived, descDelivered,
-		descDropped, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow} {
+		descDropped, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics} {
 		ch <- d
 	}
 }
@@ -115,6 +116,7 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descGaps, s.Gaps)
 	counter(descReconnects, s.Reconnects)
 	counter(descSlow, s.Rejections[push.ReasonSlowConsumer.String()])
+	counter(descPanics, push.RecoveredPanics())
 	for reason, n := range s.Rejections {
 		counter(descRejections, n, reason)
 	}

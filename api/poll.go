@@ -76,13 +76,21 @@ func (s *Server) poll(c echo.Context) error {
 
 	ans := pollAnswer{Channel: channel, Messages: []json.RawMessage{}}
 	subscribed := false
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	// The wait starts once the subscribe is answered: a timer started
+	// before raced the answer (timeout=0 answered an empty position, or
+	// 200 where the channel is forbidden, about half the time).
+	var timer *time.Timer
+	var expired <-chan time.Time
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		select {
 		case f := <-t.notify:
 			f()
-		case <-timer.C:
+		case <-expired:
 			return c.JSON(http.StatusOK, ans)
 		case <-c.Request().Context().Done():
 			return nil
@@ -132,6 +140,10 @@ func (s *Server) poll(c echo.Context) error {
 		}
 		if !subscribed {
 			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(timeout)
+			expired = timer.C
 		}
 		lost := ans.Recovered != nil && !*ans.Recovered
 		if len(ans.Messages) > 0 || since == nil || lost {

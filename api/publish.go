@@ -15,9 +15,6 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// maxBatch caps the publishes in one /api/batch request.
-const maxBatch = 1000
-
 type publishRequest struct {
 	Channel  string          `json:"channel"`
 	Channels []string        `json:"channels"`
@@ -103,6 +100,9 @@ func (s *Server) expand(req publishRequest) ([]publication, error) {
 	names := req.Channels
 	if req.Channel != "" || len(names) == 0 {
 		names = []string{req.Channel}
+	}
+	if err := checkFanIn(len(names)); err != nil { // fanin.go
+		return nil, err
 	}
 	pubs := make([]publication, 0, len(names))
 	for _, name := range names {
@@ -197,8 +197,8 @@ func (s *Server) batch(c echo.Context) error {
 	if len(req.Messages) == 0 {
 		return newError(http.StatusBadRequest, push.CodeBadRequest, `"messages" is empty`)
 	}
-	if len(req.Messages) > maxBatch {
-		return newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge, fmt.Sprintf("at most %d messages per batch", maxBatch))
+	if err := checkFanIn(batchFanIn(req.Messages)); err != nil { // fanin.go: entries x channels
+		return err
 	}
 	var pubs []publication
 	for i, m := range req.Messages {

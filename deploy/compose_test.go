@@ -50,10 +50,27 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
+// testAPIKey is the HERALD_API_KEY the tests give compose, which refuses
+// to start without one.
+const testAPIKey = "test-key"
+
 // loadProject loads docker-compose.yml as docker compose would, with env
 // as the only environment (no OS environment, no .env file), so the
-// result does not depend on the machine running the test.
+// result does not depend on the machine running the test. HERALD_API_KEY
+// is testAPIKey unless env sets it.
 func loadProject(t *testing.T, env ...string) *types.Project {
+	t.Helper()
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "HERALD_API_KEY=") }) {
+		env = append(env, "HERALD_API_KEY="+testAPIKey)
+	}
+	p, err := loadProjectErr(t, env...)
+	if err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return p
+}
+
+func loadProjectErr(t *testing.T, env ...string) (*types.Project, error) {
 	t.Helper()
 	root := repoRoot(t)
 	opts, err := cli.NewProjectOptions(
@@ -64,11 +81,7 @@ func loadProject(t *testing.T, env ...string) *types.Project {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := opts.LoadProject(context.Background())
-	if err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
-	}
-	return p
+	return opts.LoadProject(context.Background())
 }
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
@@ -173,19 +186,19 @@ func TestComposeHeraldNodes(t *testing.T) {
 	}
 }
 
+// The stack publishes :8080: with a default key anyone who read this file
+// could publish, so compose must refuse to start without one.
 func TestComposeAPIKey(t *testing.T) {
-	for _, tc := range []struct {
-		env  []string
-		want string
-	}{
-		{nil, "change-me"},
-		{[]string{"HERALD_API_KEY=s3cret"}, "s3cret"},
-	} {
-		p := loadProject(t, tc.env...)
-		for _, name := range heraldNodes {
-			if got := env(service(t, p, name), "HERALD_API_KEY"); got != tc.want {
-				t.Errorf("env %v: %s has HERALD_API_KEY %q, want %q", tc.env, name, got, tc.want)
-			}
+	for _, env := range [][]string{nil, {"HERALD_API_KEY="}} {
+		_, err := loadProjectErr(t, env...)
+		if err == nil || !strings.Contains(err.Error(), "HERALD_API_KEY") {
+			t.Errorf("env %q: compose loads (err %v); want a refusal naming HERALD_API_KEY", env, err)
+		}
+	}
+	p := loadProject(t, "HERALD_API_KEY=s3cret")
+	for _, name := range heraldNodes {
+		if got := env(service(t, p, name), "HERALD_API_KEY"); got != "s3cret" {
+			t.Errorf("%s has HERALD_API_KEY %q, want s3cret", name, got)
 		}
 	}
 }

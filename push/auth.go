@@ -162,6 +162,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: no sub claim", ErrToken)
 	}
+	if err := checkNumericDates(token); err != nil { // auth_dates.go
+		return nil, fmt.Errorf("%w: %v", ErrToken, err)
+	}
 	return &c, nil
 }
 
@@ -172,7 +175,9 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
 	var set jwt.VerificationKeySet
 	for _, k := range v.keys {
-		if !slices.Contains(k.methods, alg) || (kid != "" && k.kid != "" && k.kid != kid) {
+		// A key with a kid verifies only tokens naming it (herald.example.yaml
+		// says so); a key without one, any token of its algorithms.
+		if !slices.Contains(k.methods, alg) || (k.kid != "" && k.kid != kid) {
 			continue
 		}
 		set.Keys = append(set.Keys, k.key)

@@ -131,10 +131,10 @@ func TestVerifierAudienceIssuerAndJWKS(t *testing.T) {
 	}
 	wrongAud := good
 	wrongAud.Audience = jwt.ClaimStrings{"other"}
-	expectRejected(t, v, sign(t, jwt.SigningMethodES256, ec, wrongAud), "wrong audience")
+	expectRejected(t, v, signKid(t, jwt.SigningMethodES256, ec, wrongAud, "k1"), "wrong audience")
 	wrongIss := good
 	wrongIss.Issuer = "evil"
-	expectRejected(t, v, sign(t, jwt.SigningMethodES256, ec, wrongIss), "wrong issuer")
+	expectRejected(t, v, signKid(t, jwt.SigningMethodES256, ec, wrongIss, "k1"), "wrong issuer")
 	if _, err := NewVerifier(AuthOptions{JWKS: []byte(`{"keys":[{"kty":"EC","crv":"P-256","alg":"RS256","x":"AA","y":"AA"}]}`)}); err == nil {
 		t.Fatal("a JWKS key whose alg does not fit its type was accepted")
 	}

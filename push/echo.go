@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bufio"
 	"net/http"
 	"time"
 
@@ -19,11 +20,18 @@ func NewEcho(maxFrameBytes int, handshake time.Duration) http.Handler {
 		HandshakeTimeout:   handshake,
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := up.Upgrade(w, r)
+		nc, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, "cannot take over the connection", http.StatusInternalServerError)
+			return
+		}
+		guard, arm := guardConn(nc, maxFrameBytes, false, nil) // see wsguard.go
+		conn, err := up.UpgradeFromConn(nc, bufio.NewReaderSize(guard, 1024), r)
 		if err != nil {
 			return
 		}
-		go conn.ReadLoop()
+		arm(conn)
+		go echoReadLoop(conn) // recovers panics: recover.go
 	})
 }
 

@@ -26,12 +26,14 @@ const (
 	ReasonFlood                      // too many rejected frames
 	ReasonSlowConsumer               // send queue overflow
 	ReasonNoPong                     // heartbeat timeout
+	ReasonBadFrame                   // frame header against RFC 6455 (wsguard.go)
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"origin", "ip_limit", "token", "token_expired", "forbidden", "channel_limit",
 	"frame_too_big", "rate_limited", "flood", "slow_consumer", "no_pong",
+	"bad_frame",
 }
 
 func (r Reason) String() string { return reasonNames[r] }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
 )
@@ -192,9 +193,14 @@ func (n *Namespaces) Lookup(channel string) (*Namespace, error) {
 	return nil, fmt.Errorf("%w %q (channel %q): add it to the config's namespaces", ErrUnknownNamespace, name, channel)
 }
 
+// truncate cuts s to at most n bytes, at a rune boundary: the result goes
+// into close frames and error messages, which must stay valid UTF-8.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "..."
 }

@@ -146,7 +146,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// gws reads from nc itself, not through gwsConn (which only changes
 	// writes): one wrapper frame fewer lets the read goroutine park in a
 	// 2 KB stack instead of 4 (issue 14).
-	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(nc, readBufferSize), r)
+	guard, arm := guardConn(nc, srv.hub.opts.MaxFrameBytes, compressed, srv.hub) // see wsguard.go
+	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(guard, readBufferSize), r)
 	if err != nil {
 		srv.ips.release(ip)
 		return
@@ -157,8 +158,9 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := srv.hub.NewSession(t, false)
 	s.setClaims(claims)
 	conn.Session().(*slot).s = s
+	arm(conn)
 	srv.hd.open(conn)
-	go conn.ReadLoop()
+	go srv.readLoop(conn) // recovers panics: recover.go
 }
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
@@ -389,7 +391,10 @@ func (t *wsTransport) Close(code uint16, reason string) {
 
 // slot is the per-connection storage gws asks for; we keep one pointer
 // instead of gws's default map.
-type slot struct{ s *Session }
+type slot struct {
+	s       *Session
+	cleaned atomic.Bool // OnClose ran (recover.go)
+}
 
 func (sl *slot) Len() int                       { return 1 }
 func (sl *slot) Load(string) (any, bool)        { return sl.s, sl.s != nil }
@@ -434,6 +439,9 @@ func (hd *handler) open(c *gws.Conn) {
 }
 
 func (hd *handler) OnClose(c *gws.Conn, err error) {
+	if !c.Session().(*slot).closeOnce() {
+		return
+	}
 	s := sessionOf(c)
 	s.Close()
 	hd.hub.countClose(s, err)

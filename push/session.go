@@ -143,6 +143,7 @@ func (s *Session) flush() { s.writeOut(false) }
 // mayWait false; on a transport that writes without waiting it hands
 // itself to a goroutine of its own (mayWait true) once the socket is full.
 func (s *Session) writeOut(mayWait bool) {
+	defer s.catchWriterPanic() // recover.go
 	for {
 		if mayWait {
 			if err := s.tw.Drain(); err != nil {
@@ -152,7 +153,7 @@ func (s *Session) writeOut(mayWait bool) {
 		}
 		s.mu.Lock()
 		q := s.queue
-		if s.closed {
+		if s.closed && (len(q) == 0 || !s.flushBeforeClose()) { // session_close.go
 			s.mu.Unlock()
 			s.finish()
 			return

@@ -28,6 +28,11 @@ func (s *Session) authorize(id json.Number, ns *Namespace, channel string) bool 
 	s.mu.Lock()
 	c := s.claims
 	s.mu.Unlock()
+	if c != nil && (ns.Private || !ns.AllowsAnonymous()) && s.tokenExpired(time.Now()) { // session_grace.go
+		s.hub.reject(ReasonForbidden)
+		s.reject(id, CodeTokenExpired, "token expired: send an auth frame with a fresh token first", channel)
+		return false
+	}
 	msg := ""
 	switch {
 	case c == nil && ns.Private:

@@ -67,12 +67,15 @@ const (
 	closeFlood
 	closeAbnormal // the connection broke without a close frame
 	closeOther
+	closeProtocol // 1002: the client broke the framing rules (wsguard.go)
+	closeInternal // 1011: a panic was recovered (recover.go)
 	numCloses
 )
 
 var closeNames = [numCloses]string{
 	"normal", "going_away", "policy", "too_big", "slow_consumer", "no_pong",
 	"token_expired", "kicked", "flood", "abnormal", "other",
+	"protocol_error", "internal_error",
 }
 
 func closeKind(code uint16) int {
@@ -95,6 +98,10 @@ func closeKind(code uint16) int {
 		return closeKicked
 	case CloseFlood:
 		return closeFlood
+	case CloseProtocol:
+		return closeProtocol
+	case CloseInternal:
+		return closeInternal
 	}
 	return closeOther
 }

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	heraldclient "github.com/heraldpush/herald/clients/go"
-	"github.com/heraldpush/herald/push/checker"
+	"github.com/heraldpush/herald/internal/bench"
+	"github.com/heraldpush/herald/internal/checker"
 )
 
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -57,7 +58,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		wsURLs = append(wsURLs, "ws"+strings.TrimPrefix(u, "http")+"/ws")
 	}
 	if !*check {
-		cfg := loadConfig{
+		cfg := bench.Config{
 			URLs: httpURLs, Key: *key, Conns: *conns, Channels: *channels,
 			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
 			PublishOnly: *publishOnly, WSBatch: *wsBatch, Progress: stderr,
@@ -115,8 +116,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // printLoad runs the load generator and prints its report.
-func printLoad(ctx context.Context, cfg loadConfig, asJSON bool, stdout io.Writer) error {
-	r, err := runLoad(ctx, cfg)
+func printLoad(ctx context.Context, cfg bench.Config, asJSON bool, stdout io.Writer) error {
+	r, err := bench.Run(ctx, cfg)
 	if r == nil {
 		return err
 	}

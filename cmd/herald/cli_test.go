@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/e2e"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -40,7 +42,7 @@ func (s *syncBuffer) lines() []string {
 	return nil
 }
 
-func cliConfig() Config {
+func cliConfig() server.Config {
 	cfg := testConfig()
 	cfg.Namespaces = map[string]*push.Namespace{
 		"cli":    {HistorySize: 50, HistoryTTL: time.Minute},
@@ -53,48 +55,48 @@ func TestPublishCommand(t *testing.T) {
 	cfg := cliConfig()
 	cfg.APIKey = "s3cret"
 	n := startTestNode(t, cfg)
-	c := n.dial(query("channel", "cli:pub"))
-	c.welcome()
-	c.expect("subscribed")
+	c := n.Dial(query("channel", "cli:pub"))
+	c.Welcome()
+	c.Expect("subscribed")
 
 	publish := func(stdin string, args ...string) (string, error) {
 		var out, errw syncBuffer
 		err := runPublish(context.Background(), args, strings.NewReader(stdin), &out, &errw)
 		return out.String(), err
 	}
-	out, err := publish("", "cli:pub", `{"n":1}`, "--url", n.base, "--key", "s3cret")
+	out, err := publish("", "cli:pub", `{"n":1}`, "--url", n.URL(), "--key", "s3cret")
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	var res publishResult
+	var res e2e.PublishResult
 	decodeJSON(t, []byte(out), &res)
 	if res.Channel != "cli:pub" || res.Offset != 1 || res.Epoch == "" {
 		t.Fatalf("publish printed %q, want the position of offset 1", out)
 	}
-	c.expectMessage("cli:pub", map[string]int{"n": 1})
+	c.ExpectMessage("cli:pub", map[string]int{"n": 1})
 
 	// Words that are not JSON are one JSON string.
-	if _, err := publish("", "--key", "s3cret", "--url", n.base, "cli:pub", "hello", "world"); err != nil {
+	if _, err := publish("", "--key", "s3cret", "--url", n.URL(), "cli:pub", "hello", "world"); err != nil {
 		t.Fatalf("publish words: %v", err)
 	}
-	c.expectMessage("cli:pub", "hello world")
+	c.ExpectMessage("cli:pub", "hello world")
 
 	// Without DATA: one message per stdin line, blank lines skipped.
-	out, err = publish("42\n\n\"quoted\"\nplain text\r\n", "--url", n.base, "--key", "s3cret", "cli:pub")
+	out, err = publish("42\n\n\"quoted\"\nplain text\r\n", "--url", n.URL(), "--key", "s3cret", "cli:pub")
 	if err != nil {
 		t.Fatalf("publish from stdin: %v", err)
 	}
 	if got := strings.Count(out, "\n"); got != 3 {
 		t.Fatalf("stdin publish printed %d lines, want 3: %q", got, out)
 	}
-	c.expectMessage("cli:pub", 42)
-	c.expectMessage("cli:pub", "quoted")
-	c.expectMessage("cli:pub", "plain text")
+	c.ExpectMessage("cli:pub", 42)
+	c.ExpectMessage("cli:pub", "quoted")
+	c.ExpectMessage("cli:pub", "plain text")
 
-	if _, err := publish("", "--url", n.base, "cli:pub", "x"); err == nil || !strings.Contains(err.Error(), "401 unauthorized") {
+	if _, err := publish("", "--url", n.URL(), "cli:pub", "x"); err == nil || !strings.Contains(err.Error(), "401 unauthorized") {
 		t.Fatalf("publish without the key: %v, want HTTP 401 unauthorized", err)
 	}
-	if _, err := publish("", "--url", n.base, "--key", "s3cret", "nope:x", "1"); err == nil || !strings.Contains(err.Error(), "unknown_namespace") {
+	if _, err := publish("", "--url", n.URL(), "--key", "s3cret", "nope:x", "1"); err == nil || !strings.Contains(err.Error(), "unknown_namespace") {
 		t.Fatalf("publish to an unknown namespace: %v, want unknown_namespace", err)
 	}
 	if _, err := publish(""); err == nil {
@@ -116,14 +118,14 @@ type cliMessage struct {
 // message once, in order, and the channel's snapshot first.
 func TestSubscribeCommandResumes(t *testing.T) {
 	n := startTestNode(t, cliConfig())
-	n.publish("ticker:x", "latest")
-	p := newCutProxy(t, n.addr)
+	n.Publish("ticker:x", "latest")
+	p := newCutProxy(t, n.Addr())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errw syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- cmdSubscribe(ctx, []string{"--url", "http://" + p.addr(), "cli:a", "ticker:x"}, &out, &errw)
+		done <- cmdSubscribe(ctx, []string{"--url", "http://" + p.Addr(), "cli:a", "ticker:x"}, &out, &errw)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -135,18 +137,18 @@ func TestSubscribeCommandResumes(t *testing.T) {
 		s := errw.String()
 		return strings.Contains(s, "subscribed cli:a at ") && strings.Contains(s, "subscribed ticker:x at ")
 	})
-	n.publish("cli:a", 1)
-	n.publish("cli:a", 2)
+	n.Publish("cli:a", 1)
+	n.Publish("cli:a", 2)
 	waitFor(t, readTimeout, "3 lines", func() bool { return len(out.lines()) >= 3 })
 
-	p.hold(true)
-	p.cut()
+	p.Hold(true)
+	p.Cut()
 	waitFor(t, readTimeout, "the disconnect notice", func() bool { return strings.Contains(errw.String(), "disconnected") })
-	n.publish("cli:a", 3)
-	n.publish("cli:a", 4)
-	p.hold(false)
+	n.Publish("cli:a", 3)
+	n.Publish("cli:a", 4)
+	p.Hold(false)
 	waitFor(t, readTimeout, "the resubscribe", func() bool { return strings.Count(errw.String(), "subscribed cli:a at ") == 2 })
-	n.publish("cli:a", 5)
+	n.Publish("cli:a", 5)
 	waitFor(t, readTimeout, "6 lines", func() bool { return len(out.lines()) >= 6 })
 
 	var offsets []uint64
@@ -182,11 +184,11 @@ func TestSubscribeCommandCount(t *testing.T) {
 	var out, errw syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- cmdSubscribe(context.Background(), []string{"-n", "2", "-q", "--url", n.base, "cli:n"}, &out, &errw)
+		done <- cmdSubscribe(context.Background(), []string{"-n", "2", "-q", "--url", n.URL(), "cli:n"}, &out, &errw)
 	}()
-	waitFor(t, readTimeout, "the subscription", func() bool { _, _, subs := n.hub.Counts(); return subs == 1 })
+	waitFor(t, readTimeout, "the subscription", func() bool { _, _, subs := n.Hub().Counts(); return subs == 1 })
 	for i := 1; i <= 3; i++ {
-		n.publish("cli:n", i)
+		n.Publish("cli:n", i)
 	}
 	select {
 	case err := <-done:

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -62,7 +63,7 @@ func TestConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := defaultConfig()
+	want := server.DefaultConfig()
 	want.Listen = "127.0.0.1:9100"
 	want.APIKey = "file-key"
 	want.APIKeys = []string{"k1", "k2"}
@@ -90,7 +91,7 @@ func TestConfigFile(t *testing.T) {
 	}
 	// The rules the hub gets: an empty namespace entry is a namespace
 	// with default rules, and names outside it stay unknown.
-	nss, err := cfg.namespaces()
+	nss, err := cfg.NamespaceRules()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestConfigFile(t *testing.T) {
 	if _, err := nss.Lookup("other:x"); err == nil {
 		t.Errorf("other:x: namespace not configured, but accepted")
 	}
-	if got := cfg.keys(); !reflect.DeepEqual(got, []string{"k1", "k2", "file-key"}) {
+	if got := cfg.Keys(); !reflect.DeepEqual(got, []string{"k1", "k2", "file-key"}) {
 		t.Errorf("keys %v, want k1 k2 file-key", got)
 	}
 }
@@ -180,8 +181,8 @@ func TestConfigPrecedence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(cfg, defaultConfig()) {
-			t.Errorf("got %+v, want the defaults %+v", cfg, defaultConfig())
+		if !reflect.DeepEqual(cfg, server.DefaultConfig()) {
+			t.Errorf("got %+v, want the defaults %+v", cfg, server.DefaultConfig())
 		}
 	})
 }
@@ -243,52 +244,8 @@ func TestConfigRejects(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", file, err)
 		}
-		if _, err := cfg.namespaces(); err == nil {
+		if _, err := cfg.NamespaceRules(); err == nil {
 			t.Errorf("%q: namespaces accepted", file)
 		}
 	}
-}
-
-// TestConfigFileServes starts a node from a config file and checks that
-// its namespaces rule the protocol.
-func TestConfigFileServes(t *testing.T) {
-	path := writeConfig(t, `
-listen: 127.0.0.1:0
-node: from-file
-heartbeat: 7s
-namespaces:
-  stocks:
-    history_size: 10
-    history_ttl: 10m
-    snapshot: true
-  chat:
-    client_publish: true
-    publish_rate: 5/s
-    max_message_bytes: 64
-`)
-	cfg, err := serveConfig(nil, io.Discard, env{"HERALD_CONFIG": path}.get)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := startTestNode(t, cfg)
-	n.publish("stocks:AAPL", 187.1)
-	last := n.publish("stocks:AAPL", 187.2)
-
-	c := n.dial("")
-	if w := c.welcome(); w.Node != "from-file" || w.HeartbeatMS != 7000 {
-		t.Errorf("welcome %s, want node from-file and heartbeat_ms 7000", w)
-	}
-	// snapshot: the latest message comes right after the reply.
-	c.subscribe("stocks:AAPL")
-	if m := c.expectMessage("stocks:AAPL", 187.2); !m.Snapshot || m.Offset != last.Offset {
-		t.Errorf("snapshot %s, want offset %d marked snapshot", m, last.Offset)
-	}
-	c.send(map[string]any{"type": "publish", "id": 1, "channel": "chat:room", "data": "hi"})
-	c.expect("ack")
-	c.send(map[string]any{"type": "publish", "id": 2, "channel": "chat:room", "data": strings.Repeat("x", 65)})
-	c.expectError(push.CodeTooLarge)
-	c.send(map[string]any{"type": "publish", "id": 3, "channel": "stocks:AAPL", "data": 1})
-	c.expectError(push.CodeForbidden)
-	c.send(map[string]any{"type": "subscribe", "id": 4, "channel": "news:x"})
-	c.expectError(push.CodeUnknownNS)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/broker/brokertest"
+	"github.com/heraldpush/herald/internal/bench"
 )
 
 // TestBenchLoad runs a small load (200 connections, 5 channels, 2s) against
@@ -18,7 +21,7 @@ import (
 // order, RSS read.
 func TestBenchLoad(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "500",
+	testBenchLoad(t, 200, "--url", n.URL(), "--conns", "200", "--channels", "5", "--rate", "500",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.1")
 }
 
@@ -26,20 +29,20 @@ func TestBenchLoad(t *testing.T) {
 // that makes the server pack several messages into a frame.
 func TestBenchLoadWSBatch(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	testBenchLoad(t, 200, "--url", n.base, "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
+	testBenchLoad(t, 200, "--url", n.URL(), "--conns", "200", "--channels", "5", "--rate", "2000", "--batch", "20",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--ws-batch")
 }
 
 // testBenchLoad runs bench with args, expecting conns connections up and
 // every delivery made.
-func testBenchLoad(t *testing.T, conns int, args ...string) loadReport {
+func testBenchLoad(t *testing.T, conns int, args ...string) bench.Report {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := cmdBench(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
 	}
-	var r loadReport
+	var r bench.Report
 	decodeJSON(t, stdout.Bytes(), &r)
 	t.Logf("report: %s\nprogress:\n%s", stdout.String(), stderr.String())
 	if r.ConnsUp != conns || r.ConnErrors != 0 {
@@ -71,7 +74,7 @@ func testBenchLoad(t *testing.T, conns int, args ...string) loadReport {
 func TestBenchPublishOnly(t *testing.T) {
 	n := startTestNode(t, testConfig())
 	var stdout, stderr bytes.Buffer
-	err := cmdBench(context.Background(), []string{"--url", n.base, "--publish-only", "--rate", "0",
+	err := cmdBench(context.Background(), []string{"--url", n.URL(), "--publish-only", "--rate", "0",
 		"--duration", "500ms", "--batch", "10", "--publishers", "4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
@@ -80,22 +83,6 @@ func TestBenchPublishOnly(t *testing.T) {
 		t.Errorf("report:\n%s", stdout.String())
 	}
 	t.Logf("%s", stdout.String())
-}
-
-func TestHistogramQuantiles(t *testing.T) {
-	var h histogram
-	for i := 1; i <= 1000; i++ {
-		h.record(time.Duration(i) * 10 * time.Microsecond) // 10µs .. 10ms
-	}
-	q := h.quantiles(0.5, 0.99)
-	if q[0] < 4.9 || q[0] > 5.1 || q[1] < 9.8 || q[1] > 10 {
-		t.Errorf("p50 %vms p99 %vms, want about 5 and 9.9", q[0], q[1])
-	}
-	for _, us := range []uint64{0, 1, 1023, 1024, 5000, 1 << 30} {
-		if v := histValue(histIndex(us)); v > us || float64(us-v) > float64(us)*0.002 {
-			t.Errorf("histogram bucket of %dµs reads %dµs", us, v)
-		}
-	}
 }
 
 // TestBenchLoadCluster spreads the subscribers over three nodes sharing a
@@ -110,9 +97,9 @@ func TestBenchLoadCluster(t *testing.T) {
 		"--channels", "5", "--rate", "300", "--duration", "2s", "--json", "--pid", pid+","+pid)
 	var sum uint64
 	for _, n := range nodes {
-		d := n.hub.Snapshot().Delivered
+		d := n.Hub().Snapshot().Delivered
 		if d == 0 {
-			t.Errorf("node %s delivered nothing", n.addr)
+			t.Errorf("node %s delivered nothing", n.Addr())
 		}
 		sum += d
 	}
@@ -129,21 +116,76 @@ func TestBenchLoadSources(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnsPerIP = 50
 	n := startTestNode(t, cfg)
-	testBenchLoad(t, 100, "--url", n.base, "--conns", "100", "--channels", "2", "--rate", "200",
+	testBenchLoad(t, 100, "--url", n.URL(), "--conns", "100", "--channels", "2", "--rate", "200",
 		"--duration", "1s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.2, 127.0.0.3")
-	if got := n.hub.Rejections()["ip_limit"]; got != 0 {
+	if got := n.Hub().Rejections()["ip_limit"]; got != 0 {
 		t.Errorf("%d connections refused by the per-address limit, want 0", got)
 	}
 
 	var stdout, stderr bytes.Buffer
-	err := cmdBench(context.Background(), []string{"--url", n.base, "--conns", "100", "--channels", "2",
+	err := cmdBench(context.Background(), []string{"--url", n.URL(), "--conns", "100", "--channels", "2",
 		"--rate", "10", "--duration", "200ms", "--json", "--sources", "127.0.0.4"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
 	}
-	var r loadReport
+	var r bench.Report
 	decodeJSON(t, stdout.Bytes(), &r)
 	if r.ConnsUp != 50 || r.ConnErrors != 50 || !strings.Contains(r.FirstError, "429") {
 		t.Errorf("from one address: %d up, %d errors (%s), want 50, 50 and HTTP 429", r.ConnsUp, r.ConnErrors, r.FirstError)
 	}
+}
+
+// chopProxy forwards to target, writing what the server sends in pieces
+// of 1 to 97 bytes, so that the client's reads end inside frames and
+// frame headers.
+func chopProxy(t *testing.T, target string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for size := 1; ; size = size%97 + 1 {
+					n, err := up.Read(buf)
+					for b := buf[:n]; len(b) > 0; {
+						k := min(size, len(b))
+						if _, werr := c.Write(b[:k]); werr != nil {
+							return
+						}
+						b = b[k:]
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestBenchLoadSplitReads runs a load through a proxy that chops the
+// server's stream, with heartbeats fast enough that unanswered pings would
+// close connections: every message arrives once, none is lost.
+func TestBenchLoadSplitReads(t *testing.T) {
+	cfg := testConfig()
+	cfg.Heartbeat = 100 * time.Millisecond
+	cfg.HeartbeatTimeout = time.Second
+	n := startTestNode(t, cfg)
+	testBenchLoad(t, 40, "--url", chopProxy(t, n.Addr()), "--conns", "40", "--channels", "2", "--rate", "400",
+		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()))
 }

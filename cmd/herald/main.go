@@ -26,6 +26,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"subscribe": cmdSubscribe,
 	"token":     cmdToken,
 	"bench":     cmdBench,
+	// version.go, healthcheck.go
+	"version":     cmdVersion,
+	"healthcheck": cmdHealthcheck,
 }
 
 // envOr returns the environment variable name, or def when it is empty.
@@ -47,6 +50,8 @@ Usage:
                            print messages as JSON lines; resumes after reconnects
   herald token --sub ID    mint a test connection token (HS256, from token_hmac_secret)
   herald bench --check     verify that every subscriber gets every message once, in order
+  herald version           print the version, commit and build date
+  herald healthcheck       exit 0 when the local node is ready (GET /readyz)
   herald help              show this help
 `
 

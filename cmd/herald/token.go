@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/heraldpush/herald/internal/server"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -40,13 +41,13 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errors.New("token: --sub is required")
 	}
-	cfg := defaultConfig()
+	cfg := server.DefaultConfig()
 	if *path != "" {
-		if err := cfg.loadFile(*path); err != nil {
+		if err := cfg.LoadFile(*path); err != nil {
 			return err
 		}
 	}
-	if err := cfg.loadEnv(os.Getenv); err != nil {
+	if err := cfg.LoadEnv(os.Getenv); err != nil {
 		return err
 	}
 	if *secret == "" {

@@ -52,7 +52,7 @@ main(async ([base]) => {
   await page.waitForSelector("#log .in"); // the welcome frame
   await page.click("#send"); // the default frame subscribes to "sports"
   await page.waitForFunction(() => document.getElementById("log").textContent.includes('"type":"subscribed"'));
-  const r = await fetch(base + "/api/publish", { method: "POST", body: JSON.stringify({ channel: "sports", data: "from the test" }) });
+  const r = await fetch(base + "/api/publish", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ channel: "sports", data: "from the test" }) });
   check(r.ok, `publish: HTTP ${r.status}`);
   await page.waitForFunction(() => document.getElementById("log").textContent.includes('"data":"from the test"'));
   check(/^\d+$/.test(await page.locator("#buffered").textContent()), "bufferedAmount is not shown");

@@ -41,7 +41,7 @@ main(async ([proxy, server]) => {
   const until = (fn, arg) => page.waitForFunction(fn, arg, { timeout: WAIT });
   const publish = async (...values) => {
     for (const v of values) {
-      const r = await fetch(server + "/api/publish", { method: "POST", body: JSON.stringify({ channel: CHANNEL, data: v }) });
+      const r = await fetch(server + "/api/publish", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ channel: CHANNEL, data: v }) });
       check(r.ok, `publish ${v}: HTTP ${r.status}`);
     }
   };

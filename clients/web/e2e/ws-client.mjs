@@ -33,7 +33,7 @@ main(async ([base]) => {
   const sub = await next();
   check(sub.type == "subscribed" && sub.id == 1 && sub.channel == "chat:ws" && sub.epoch, "subscribe reply " + JSON.stringify(sub));
 
-  const r = await fetch(base + "/api/publish", { method: "POST", body: JSON.stringify({ channel: "chat:ws", data: { text: "from HTTP" } }) });
+  const r = await fetch(base + "/api/publish", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ channel: "chat:ws", data: { text: "from HTTP" } }) });
   check(r.ok, `HTTP publish: ${r.status}`);
   const m1 = await next();
   check(m1.type == "message" && m1.channel == "chat:ws" && m1.data.text == "from HTTP" && m1.offset == sub.offset + 1, "message " + JSON.stringify(m1));

@@ -1,0 +1,28 @@
+//go:build !linux
+
+package bench
+
+// Subscribing connections are read by epoll loops (loadconn_linux.go);
+// elsewhere the load generator can only publish.
+
+import (
+	"context"
+	"errors"
+)
+
+type poller struct{}
+
+type loadConn struct{}
+
+func newPoller(n int) (*poller, error) {
+	if n > 0 {
+		return nil, errors.New("bench: subscribers need Linux (epoll); --publish-only works here")
+	}
+	return &poller{}, nil
+}
+
+func (*poller) close() {}
+
+func dialLoad(context.Context, Config, *poller, *loadRun, string, int) (*loadConn, error) {
+	return nil, errors.ErrUnsupported
+}

@@ -1,0 +1,519 @@
+// Package bench is the load generator behind "herald bench": lean
+// subscribing WebSocket connections and HTTP publishers, reporting
+// deliveries per second, latency percentiles, losses and server RSS.
+package bench
+
+// The load generator behind "herald bench" (without --check): lean
+// subscribing connections (raw WebSocket, read by epoll loops: see
+// loadconn_linux.go) and HTTP publishers. Each message carries the
+// nanosecond time it was sent, so latency is publish request to frame
+// read, end to end. Both ends must share a clock: run it on the server's
+// machine or one synchronised with it.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config is one load run.
+type Config struct {
+	URLs        []string      // server base URLs, http://host:port: connection i goes to URLs[i mod n], publishes to URLs[0]
+	Key         string        // publisher API key
+	Conns       int           // subscribing connections
+	Channels    int           // channels; connection i subscribes to channel i mod Channels
+	Rate        int           // messages per second over all channels; 0: as fast as the publishers go
+	Batch       int           // messages per request: 1 uses /api/publish, more /api/batch
+	Publishers  int           // concurrent HTTP publishers
+	Duration    time.Duration // publishing time
+	Sources     []net.IP      // local addresses to dial from, in turn; nil: the kernel's choice
+	PIDs        []int         // server pids, their RSS summed; none: not read
+	PublishOnly bool          // no subscribers
+	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
+	Progress    io.Writer     // live progress lines; nil: none
+}
+
+// Report is what a load run measured.
+type Report struct {
+	Conns       int     `json:"connections"`
+	ConnsUp     int     `json:"connections_up"`
+	ConnErrors  int     `json:"connection_errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	ConnectSecs float64 `json:"connect_seconds"`
+	Channels    int     `json:"channels"`
+	Seconds     float64 `json:"publish_seconds"`
+
+	Published     uint64  `json:"published"` // messages the server accepted
+	PublishErrors uint64  `json:"publish_errors"`
+	Requests      uint64  `json:"requests"`
+	RequestsPerS  float64 `json:"requests_per_s"`
+	PublishPerS   float64 `json:"published_per_s"`
+	ReqP50MS      float64 `json:"request_p50_ms"`
+	ReqP99MS      float64 `json:"request_p99_ms"`
+
+	Expected      uint64  `json:"expected_deliveries"`
+	Delivered     uint64  `json:"delivered"`
+	DeliveredPerS float64 `json:"delivered_per_s"`
+	Lost          uint64  `json:"lost"`       // offsets skipped within a connection's stream
+	Missing       uint64  `json:"missing"`    // expected but never received (includes lost)
+	Duplicates    uint64  `json:"duplicates"` // offsets at or below one already received
+	Closed        int     `json:"closed_by_server"`
+	P50MS         float64 `json:"latency_p50_ms"`
+	P90MS         float64 `json:"latency_p90_ms"`
+	P99MS         float64 `json:"latency_p99_ms"`
+	MaxMS         float64 `json:"latency_max_ms"`
+
+	ServerRSSBaseMB  float64 `json:"server_rss_before_mb,omitempty"`
+	ServerRSSIdleMB  float64 `json:"server_rss_connected_mb,omitempty"`
+	ServerRSSEndMB   float64 `json:"server_rss_end_mb,omitempty"`
+	RSSPerConnKB     float64 `json:"server_rss_per_connection_kb,omitempty"`
+	ClientRSSIdleMB  float64 `json:"client_rss_connected_mb"`
+	ClientRSSPerConn float64 `json:"client_rss_per_connection_kb"`
+}
+
+func (r *Report) String() string {
+	var b strings.Builder
+	row := func(k, format string, v ...any) { fmt.Fprintf(&b, "%-26s "+format+"\n", append([]any{k}, v...)...) }
+	if r.Conns > 0 {
+		row("connections up", "%d / %d (%d errors) in %.1fs", r.ConnsUp, r.Conns, r.ConnErrors, r.ConnectSecs)
+		if r.FirstError != "" {
+			row("first connection error", "%s", r.FirstError)
+		}
+	}
+	row("channels", "%d", r.Channels)
+	row("published", "%d in %.1fs: %.0f msg/s, %.0f req/s (%d errors)", r.Published, r.Seconds, r.PublishPerS, r.RequestsPerS, r.PublishErrors)
+	row("request latency", "p50 %.2fms  p99 %.2fms", r.ReqP50MS, r.ReqP99MS)
+	if r.Conns > 0 {
+		row("delivered", "%d of %d: %.0f/s", r.Delivered, r.Expected, r.DeliveredPerS)
+		row("losses", "%d lost (gaps), %d missing, %d duplicates, %d closed by server", r.Lost, r.Missing, r.Duplicates, r.Closed)
+		row("latency (publish->read)", "p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
+		row("client RSS", "%.1f MB connected, %.1f KB per connection", r.ClientRSSIdleMB, r.ClientRSSPerConn)
+	}
+	if r.ServerRSSBaseMB > 0 {
+		row("server RSS", "%.1f MB before, %.1f MB connected, %.1f MB at end", r.ServerRSSBaseMB, r.ServerRSSIdleMB, r.ServerRSSEndMB)
+		if r.Conns > 0 {
+			row("server RSS per connection", "%.1f KB", r.RSSPerConnKB)
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// histogram counts durations in microseconds, log-linear: exact below
+// 1,024µs, then 512 buckets per power of two (0.2% resolution). Adds are
+// atomic, so every connection records into one.
+type histogram struct {
+	counts [40 * 512]atomic.Uint64
+	max    atomic.Int64
+}
+
+func histIndex(us uint64) int {
+	if us < 1024 {
+		return int(us)
+	}
+	shift := bits.Len64(us) - 10
+	return min(shift*512+int(us>>shift), len(histogram{}.counts)-1)
+}
+
+func histValue(i int) uint64 {
+	if i < 1024 {
+		return uint64(i)
+	}
+	shift := i/512 - 1
+	return uint64(i-shift*512) << shift
+}
+
+func (h *histogram) record(d time.Duration) {
+	us := max(d.Microseconds(), 0)
+	h.counts[histIndex(uint64(us))].Add(1)
+	for {
+		m := h.max.Load()
+		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+// quantiles returns the durations at qs (ascending, 0-1) in ms.
+func (h *histogram) quantiles(qs ...float64) []float64 {
+	var total uint64
+	for i := range h.counts {
+		total += h.counts[i].Load()
+	}
+	out := make([]float64, len(qs))
+	if total == 0 {
+		return out
+	}
+	var seen uint64
+	j := 0
+	for i := range h.counts {
+		seen += h.counts[i].Load()
+		for j < len(qs) && float64(seen) >= qs[j]*float64(total) {
+			out[j] = float64(histValue(i)) / 1000
+			j++
+		}
+	}
+	return out
+}
+
+// loadRun is shared by a run's connections.
+type loadRun struct {
+	delivered atomic.Uint64
+	lost      atomic.Uint64
+	dups      atomic.Uint64
+	closed    atomic.Int64
+	latency   histogram
+}
+
+// readRSS returns a process's resident set size in bytes from
+// /proc/<pid>/status ("self" for this process).
+func readRSS(pid string) (uint64, error) {
+	f, err := os.Open("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/" + pid + "/status")
+}
+
+const mb = 1 << 20
+
+// Run connects, publishes for the configured duration, waits for the
+// deliveries to settle and reports.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("bench: no --url")
+	}
+	var wsBases []string
+	for _, u := range cfg.URLs {
+		base, err := url.Parse(strings.TrimRight(u, "/"))
+		if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+			return nil, fmt.Errorf("bench: --url %q: want http://host:port", u)
+		}
+		wsBases = append(wsBases, "ws"+strings.TrimPrefix(base.String(), "http")+"/ws")
+	}
+	if cfg.Channels < 1 || cfg.Conns < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
+		return nil, errors.New("bench: need --channels >= 1, --conns >= 0, --rate >= 0, --duration > 0")
+	}
+	cfg.Batch = max(cfg.Batch, 1)
+	cfg.Publishers = max(cfg.Publishers, 1)
+	if cfg.PublishOnly {
+		cfg.Conns = 0
+	}
+	var tag [4]byte
+	_, _ = rand.Read(tag[:])
+	chans := make([]string, cfg.Channels)
+	for i := range chans {
+		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
+	}
+	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels}
+	serverRSS := func() float64 { // 0, not reported, if any cannot be read
+		var sum uint64
+		for _, pid := range cfg.PIDs {
+			n, err := readRSS(strconv.Itoa(pid))
+			if err != nil {
+				return 0
+			}
+			sum += n
+		}
+		return float64(sum) / mb
+	}
+	rep.ServerRSSBaseMB = serverRSS()
+	clientBase, _ := readRSS("self")
+
+	run := &loadRun{}
+	p, err := newPoller(cfg.Conns)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
+	conns, err := connectAll(ctx, cfg, p, run, wsBases, chans, rep)
+	if err != nil {
+		return rep, err
+	}
+	rep.ServerRSSIdleMB = serverRSS()
+	if rep.ConnsUp > 0 {
+		if rep.ServerRSSBaseMB > 0 {
+			rep.RSSPerConnKB = (rep.ServerRSSIdleMB - rep.ServerRSSBaseMB) * 1024 / float64(rep.ConnsUp)
+		}
+		if self, err := readRSS("self"); err == nil {
+			rep.ClientRSSIdleMB = float64(self) / mb
+			rep.ClientRSSPerConn = (float64(self) - float64(clientBase)) / 1024 / float64(rep.ConnsUp)
+		}
+	}
+	subsPer := make([]uint64, cfg.Channels) // connections up per channel
+	for i, c := range conns {
+		if c != nil {
+			subsPer[i%cfg.Channels]++
+		}
+	}
+	pub := publish(ctx, cfg, strings.TrimRight(cfg.URLs[0], "/"), chans, run, rep)
+	for i := range chans {
+		rep.Expected += pub.perChannel[i].Load() * subsPer[i]
+	}
+	// Let the deliveries in flight arrive: wait until all are in or the
+	// count stops moving for a second.
+	last, still := run.delivered.Load(), time.Now()
+	for run.delivered.Load() < rep.Expected && time.Since(still) < time.Second && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		if n := run.delivered.Load(); n != last {
+			last, still = n, time.Now()
+		}
+	}
+	rep.ServerRSSEndMB = serverRSS()
+	rep.Delivered = run.delivered.Load()
+	rep.DeliveredPerS = float64(rep.Delivered) / rep.Seconds
+	rep.Lost, rep.Duplicates, rep.Closed = run.lost.Load(), run.dups.Load(), int(run.closed.Load())
+	if rep.Expected > rep.Delivered-rep.Duplicates {
+		rep.Missing = rep.Expected - (rep.Delivered - rep.Duplicates)
+	}
+	q := run.latency.quantiles(0.5, 0.9, 0.99)
+	rep.P50MS, rep.P90MS, rep.P99MS = q[0], q[1], q[2]
+	rep.MaxMS = float64(run.latency.max.Load()) / 1e6
+	return rep, ctx.Err()
+}
+
+// connectAll dials cfg.Conns connections, 64 at a time, connection i to
+// wsBases[i mod n], each subscribed to its channel by the URL query, and
+// waits for their subscribe replies.
+// conns[i] is nil for a connection that failed.
+func connectAll(ctx context.Context, cfg Config, p *poller, run *loadRun, wsBases []string, chans []string, rep *Report) ([]*loadConn, error) {
+	start := time.Now()
+	conns := make([]*loadConn, cfg.Conns)
+	var up, failed atomic.Int64
+	var firstErr atomic.Value
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(64, cfg.Conns) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				u := wsBases[i%len(wsBases)] + "?channel=" + chans[i%len(chans)]
+				if cfg.WSBatch {
+					u += "&batch=1"
+				}
+				c, err := dialLoad(ctx, cfg, p, run, u, i)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				conns[i] = c
+				up.Add(1)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range cfg.Conns {
+			select {
+			case work <- i:
+			case <-ctx.Done():
+				close(work)
+				return
+			}
+		}
+		close(work)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-tick.C:
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "connecting: %d up, %d failed of %d\n", up.Load(), failed.Load(), cfg.Conns)
+			}
+		}
+	}
+	wg.Wait()
+	rep.ConnsUp, rep.ConnErrors = int(up.Load()), int(failed.Load())
+	if e, ok := firstErr.Load().(string); ok {
+		rep.FirstError = e
+	}
+	rep.ConnectSecs = time.Since(start).Seconds()
+	if cfg.Progress != nil && cfg.Conns > 0 {
+		fmt.Fprintf(cfg.Progress, "connected: %d up, %d failed in %.1fs\n", rep.ConnsUp, rep.ConnErrors, rep.ConnectSecs)
+	}
+	return conns, ctx.Err()
+}
+
+type pubResult struct {
+	perChannel []atomic.Uint64 // messages accepted per channel
+}
+
+// publish sends messages for cfg.Duration at cfg.Rate from cfg.Publishers
+// workers, printing a progress line each second.
+func publish(ctx context.Context, cfg Config, base string, chans []string, run *loadRun, rep *Report) *pubResult {
+	res := &pubResult{perChannel: make([]atomic.Uint64, len(chans))}
+	client := &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Publishers, MaxConnsPerHost: cfg.Publishers},
+	}
+	defer client.CloseIdleConnections()
+	endpoint := base + "/api/publish"
+	if cfg.Batch > 1 {
+		endpoint = base + "/api/batch"
+	}
+	var reqs, errs, published atomic.Uint64
+	var reqLatency histogram
+	var seq atomic.Uint64
+	// tokens carries one request's worth of messages each; nil when Rate
+	// is 0 (the workers go flat out).
+	var tokens chan struct{}
+	if cfg.Rate > 0 {
+		tokens = make(chan struct{}, cfg.Publishers*4)
+	}
+	pctx, stop := context.WithTimeout(ctx, cfg.Duration)
+	defer stop()
+	var wg sync.WaitGroup
+	for range cfg.Publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body bytes.Buffer
+			idx := make([]int, cfg.Batch)
+			for {
+				if tokens != nil {
+					select {
+					case <-tokens:
+					case <-pctx.Done():
+						return
+					}
+				} else if pctx.Err() != nil {
+					return
+				}
+				body.Reset()
+				now := time.Now().UnixNano()
+				if cfg.Batch > 1 {
+					body.WriteString(`{"messages":[`)
+				}
+				for k := range cfg.Batch {
+					n := seq.Add(1)
+					idx[k] = int(n % uint64(len(chans)))
+					if k > 0 {
+						body.WriteByte(',')
+					}
+					fmt.Fprintf(&body, `{"channel":%q,"data":{"t":%d,"n":%d}}`, chans[idx[k]], now, n)
+				}
+				if cfg.Batch > 1 {
+					body.WriteString(`]}`)
+				}
+				req, err := http.NewRequestWithContext(ctx, "POST", endpoint, bytes.NewReader(body.Bytes()))
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				req.Header.Set("Content-Type", "application/json")
+				if cfg.Key != "" {
+					req.Header.Set("Authorization", "Bearer "+cfg.Key)
+				}
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				reqs.Add(1)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				reqLatency.record(time.Since(t0))
+				if resp.StatusCode != http.StatusOK {
+					errs.Add(1)
+					continue
+				}
+				for _, i := range idx {
+					res.perChannel[i].Add(1)
+				}
+				published.Add(uint64(cfg.Batch))
+			}
+		}()
+	}
+	start := time.Now()
+	if tokens != nil {
+		// Pace requests: every 5ms, release what the rate allows so far.
+		go func() {
+			t := time.NewTicker(5 * time.Millisecond)
+			defer t.Stop()
+			sent := 0
+			for {
+				select {
+				case <-pctx.Done():
+					return
+				case now := <-t.C:
+					due := int(now.Sub(start).Seconds()*float64(cfg.Rate)) / cfg.Batch
+					for ; sent < due; sent++ {
+						select {
+						case tokens <- struct{}{}:
+						case <-pctx.Done():
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var lastPub, lastDel uint64
+	lastT := start
+	// line prints the figures since the previous line.
+	line := func(now time.Time) {
+		p, d := published.Load(), run.delivered.Load()
+		secs := now.Sub(lastT).Seconds()
+		q := run.latency.quantiles(0.99)
+		fmt.Fprintf(cfg.Progress, "%3.0fs  published %7.0f/s  delivered %9.0f/s  p99 %7.2fms  lost %d  errors %d\n",
+			now.Sub(start).Seconds(), float64(p-lastPub)/secs, float64(d-lastDel)/secs, q[0], run.lost.Load(), errs.Load())
+		lastPub, lastDel, lastT = p, d, now
+	}
+loop:
+	for {
+		select {
+		case <-done:
+			// The last, partial second gets its line too: a run shorter
+			// than a second still shows one.
+			if now := time.Now(); cfg.Progress != nil && now.Sub(lastT) >= 10*time.Millisecond {
+				line(now)
+			}
+			break loop
+		case now := <-progress.C:
+			if cfg.Progress != nil {
+				line(now)
+			}
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	rep.Published, rep.PublishErrors, rep.Requests = published.Load(), errs.Load(), reqs.Load()
+	rep.PublishPerS = float64(rep.Published) / rep.Seconds
+	rep.RequestsPerS = float64(rep.Requests) / rep.Seconds
+	q := reqLatency.quantiles(0.5, 0.99)
+	rep.ReqP50MS, rep.ReqP99MS = q[0], q[1]
+	return res
+}
