@@ -1,12 +1,12 @@
 // Package api is Herald's HTTP surface on Echo: the publisher API behind
 // API keys, history, health, and the mounts for WebSocket, echo and the
-// web pages. It adapts HTTP to the push and broker packages and maps their
-// errors to statuses in one place (errors.go).
+// web pages. It adapts HTTP to Herald's core through the interface it
+// declares (Node, node.go), never the broker, and answers errors with the
+// status of push's one table of error codes (errors.go).
 package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
 	"github.com/labstack/echo/v4"
 )
@@ -25,14 +24,13 @@ const DefaultMaxRequestBytes = 4 << 20
 
 // Options configure the HTTP API.
 type Options struct {
-	Hub *push.Hub
-	// WS serves GET /ws; Echo serves GET /echo.
-	WS   http.Handler
-	Echo http.Handler
-	// APIKeys authorise publishers. With none, the publisher API accepts
-	// only loopback clients: a fresh install is usable locally and closed
-	// to the network.
-	APIKeys []string
+	// Node is Herald's core (a *push.Node).
+	Node Node
+	// WS serves GET /ws; EchoSocket serves GET /echo (a WebSocket that echoes
+	// frames back, for checking a network path; nothing to do with Echo, the
+	// HTTP framework).
+	WS         http.Handler
+	EchoSocket http.Handler
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
 	// BodyTimeout bounds reading a request body (default
@@ -57,9 +55,7 @@ type Options struct {
 type Server struct {
 	opts     Options
 	echo     *echo.Echo
-	hub      *push.Hub
-	broker   broker.Broker
-	keys     [][]byte
+	node     Node
 	draining atomic.Bool
 }
 
@@ -74,12 +70,7 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: o, hub: o.Hub, broker: o.Hub.Broker()}
-	for _, k := range o.APIKeys {
-		if k = strings.TrimSpace(k); k != "" {
-			s.keys = append(s.keys, []byte(k))
-		}
-	}
+	s := &Server{opts: o, node: o.Node}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler
@@ -94,8 +85,8 @@ func New(o Options) *Server {
 	if o.WS != nil {
 		e.GET("/ws", echo.WrapHandler(o.WS))
 	}
-	if o.Echo != nil {
-		e.GET("/echo", echo.WrapHandler(o.Echo))
+	if o.EchoSocket != nil {
+		e.GET("/echo", echo.WrapHandler(o.EchoSocket))
 	}
 	// Subscriber endpoints: open like /ws (private namespaces need tokens).
 	e.GET("/sse", s.sse)
@@ -148,29 +139,29 @@ func (s *Server) Handler() http.Handler { return s.echo }
 func (s *Server) Drain() { s.draining.Store(true) }
 
 func (s *Server) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "node": s.hub.Node()})
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "node": s.node.Name()})
 }
 
 func (s *Server) readyz(c echo.Context) error {
 	if s.draining.Load() {
-		return newError(http.StatusServiceUnavailable, "draining", "node is shutting down")
+		return newError(push.CodeDraining, "node is shutting down")
 	}
-	if r, ok := s.broker.(broker.Readier); ok {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-		defer cancel()
-		if err := r.Ready(ctx); err != nil {
-			return newError(http.StatusServiceUnavailable, push.CodeUnavailable, "broker unreachable: "+err.Error())
-		}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := s.node.Ready(ctx); err != nil {
+		return newError(push.CodeUnavailable, "broker unreachable: "+err.Error())
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "node": s.hub.Node()})
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "node": s.node.Name()})
 }
 
-// authorize checks the API key (Authorization: Bearer or X-API-Key) in
-// constant time against every configured key.
+// authorize checks the API key (Authorization: Bearer or X-API-Key); the
+// node compares it in constant time against every configured key. With
+// none, the publisher API accepts only loopback clients: a fresh install
+// is usable locally and closed to the network.
 func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		if len(s.keys) == 0 {
+		if !s.node.HasAPIKeys() {
 			// A proxied request is not local even when the proxy is.
 			if isLoopback(r.RemoteAddr) && r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" {
 				if err := keylessCheck(r); err != nil { // web pages on this machine: keyless.go
@@ -178,7 +169,7 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 				}
 				return next(c)
 			}
-			return newError(http.StatusUnauthorized, "unauthorized", "no api_key is configured: the publisher API only accepts loopback clients")
+			return newError(push.CodeUnauthorized, "no api_key is configured: the publisher API only accepts loopback clients")
 		}
 		key := r.Header.Get("X-API-Key")
 		if auth := r.Header.Get("Authorization"); key == "" && auth != "" {
@@ -188,14 +179,10 @@ func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		if key == "" {
-			return newError(http.StatusUnauthorized, "unauthorized", "missing API key: send Authorization: Bearer <key> or X-API-Key")
+			return newError(push.CodeUnauthorized, "missing API key: send Authorization: Bearer <key> or X-API-Key")
 		}
-		match := 0
-		for _, k := range s.keys {
-			match |= subtle.ConstantTimeCompare([]byte(key), k)
-		}
-		if match != 1 {
-			return newError(http.StatusUnauthorized, "unauthorized", "invalid API key")
+		if !s.node.CheckAPIKey(key) {
+			return newError(push.CodeUnauthorized, "invalid API key")
 		}
 		return next(c)
 	}
@@ -222,7 +209,7 @@ func (s *Server) page(name string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		b, err := fs.ReadFile(s.opts.Pages, name)
 		if err != nil {
-			return newError(http.StatusNotFound, "not_found", name+" is not embedded")
+			return newError(push.CodeNotFound, name+" is not embedded")
 		}
 		c.Response().Header().Set("Cache-Control", "no-cache")
 		return c.HTMLBlob(http.StatusOK, b)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"sync"
 
 	"github.com/heraldpush/herald/push"
@@ -49,7 +48,7 @@ func (s *Server) readBody(c echo.Context) (*body, error) {
 	}
 	if int64(b.buf.Len()) > s.opts.MaxRequestBytes {
 		b.free()
-		return nil, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes))
+		return nil, newError(push.CodeTooLarge, fmt.Sprintf("request body over %d bytes", s.opts.MaxRequestBytes))
 	}
 	return b, nil
 }
@@ -75,10 +74,10 @@ func decodeJSON(data []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: "+err.Error())
+		return newError(push.CodeBadRequest, "malformed JSON body: "+err.Error())
 	}
 	if dec.More() {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "malformed JSON body: more than one value")
+		return newError(push.CodeBadRequest, "malformed JSON body: more than one value")
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func (s *Server) bodyDeadline(c echo.Context) (done func(whole bool)) {
 // bodyReadError maps a failed body read: 408 when the deadline passed.
 func bodyReadError(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return newError(http.StatusRequestTimeout, "request_timeout", "the request body did not arrive within the body timeout; send it at once")
+		return newError(push.CodeRequestTimeout, "the request body did not arrive within the body timeout; send it at once")
 	}
-	return newError(http.StatusBadRequest, push.CodeBadRequest, "reading body: "+err.Error())
+	return newError(push.CodeBadRequest, "reading body: "+err.Error())
 }

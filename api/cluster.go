@@ -17,9 +17,9 @@ func (s *Server) presence(c echo.Context) error {
 		return err
 	}
 	if !ns.Presence {
-		return newError(http.StatusNotFound, "not_found", "presence is off in this channel's namespace (presence: true enables it)")
+		return newError(push.CodeNotFound, "presence is off in this channel's namespace (presence: true enables it)")
 	}
-	members, err := s.hub.Presence(c.Request().Context(), channel)
+	members, err := s.node.Presence(c.Request().Context(), channel)
 	if err != nil {
 		return err
 	}
@@ -30,7 +30,7 @@ func (s *Server) presence(c echo.Context) error {
 // channels handles GET /api/channels?prefix=: channels with subscribers on
 // any node, with their subscriber counts.
 func (s *Server) channels(c echo.Context) error {
-	counts, truncated := s.hub.ChannelCounts(c.QueryParam("prefix"))
+	counts, truncated := s.node.ChannelCounts(c.QueryParam("prefix"))
 	type entry struct {
 		Channel     string `json:"channel"`
 		Subscribers int    `json:"subscribers"`
@@ -46,7 +46,7 @@ func (s *Server) channels(c echo.Context) error {
 // stats handles GET /api/stats: totals across the nodes that reported in
 // the last few stats intervals, and each node's figures.
 func (s *Server) stats(c echo.Context) error {
-	nodes := s.hub.Cluster()
+	nodes := s.node.Cluster()
 	type total struct {
 		Nodes           int     `json:"nodes"`
 		Connections     int     `json:"connections"`
@@ -86,17 +86,17 @@ func (s *Server) disconnect(c echo.Context) error {
 		return err
 	}
 	if req.User == "" {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, `missing "user"`)
+		return newError(push.CodeBadRequest, `missing "user"`)
 	}
 	var ban time.Duration
 	if req.Ban != "" {
 		d, err := time.ParseDuration(req.Ban)
 		if err != nil || d < 0 {
-			return newError(http.StatusBadRequest, push.CodeBadRequest, `ban must be a duration such as "10m"`)
+			return newError(push.CodeBadRequest, `ban must be a duration such as "10m"`)
 		}
 		ban = d
 	}
-	if err := s.hub.Disconnect(c.Request().Context(), req.User, req.Reason, ban); err != nil {
+	if err := s.node.Disconnect(c.Request().Context(), req.User, req.Reason, ban); err != nil {
 		return err
 	}
 	out := map[string]any{"user": req.User}
@@ -111,8 +111,8 @@ func (s *Server) disconnect(c echo.Context) error {
 func (s *Server) pathChannel(c echo.Context) (string, *push.Namespace, error) {
 	channel, err := url.PathUnescape(c.Param("channel"))
 	if err != nil {
-		return "", nil, newError(http.StatusBadRequest, push.CodeInvalidChannel, "bad channel escape in path")
+		return "", nil, newError(push.CodeInvalidChannel, "bad channel escape in path")
 	}
-	ns, err := s.hub.Namespaces().Lookup(channel)
+	ns, err := s.node.Namespaces().Lookup(channel)
 	return channel, ns, err
 }

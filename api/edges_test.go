@@ -21,10 +21,10 @@ import (
 func serve(t *testing.T, ho push.Options, o Options) *httptest.Server {
 	t.Helper()
 	ho.Node = "t"
-	hub := push.NewHub(ho)
+	hub := push.NewNode(ho)
 	br := broker.NewMemory(hub)
 	hub.Start(context.Background(), br)
-	o.Hub = hub
+	o.Node = hub
 	srv := httptest.NewServer(New(o).Handler())
 	t.Cleanup(func() {
 		srv.Close()

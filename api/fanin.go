@@ -2,7 +2,6 @@ package api
 
 import (
 	"fmt"
-	"net/http"
 
 	"github.com/heraldpush/herald/push"
 )
@@ -20,7 +19,7 @@ const MaxFanIn = 1000
 // checkFanIn answers 413 when a request would publish n messages.
 func checkFanIn(n int) error {
 	if n > MaxFanIn {
-		return newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge,
+		return newError(push.CodeTooLarge,
 			fmt.Sprintf("this request publishes %d messages (channels x entries); at most %d per request", n, MaxFanIn))
 	}
 	return nil

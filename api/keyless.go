@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/heraldpush/herald/push"
 )
 
 // Without an API key the publisher API serves loopback clients only: a
@@ -29,24 +31,24 @@ import (
 // they keep working; curl and backends send no Origin or Sec-Fetch-Site.
 
 // keylessCheck returns why r is refused in keyless mode, or nil.
-func keylessCheck(r *http.Request) *apiError {
+func keylessCheck(r *http.Request) *push.Error {
 	const hint = "no api_key is configured: the publisher API only takes requests made on this machine, not by web pages; "
 	if !loopbackHost(r.Host) {
-		return newError(http.StatusForbidden, "forbidden", hint+"reach it as localhost or 127.0.0.1, not as "+r.Host)
+		return newError(push.CodeForbidden, hint+"reach it as localhost or 127.0.0.1, not as "+r.Host)
 	}
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		return newError(http.StatusForbidden, "forbidden", hint+"this request came from a "+site+" page")
+		return newError(push.CodeForbidden, hint+"this request came from a "+site+" page")
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		u, err := url.Parse(origin)
 		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
-			return newError(http.StatusForbidden, "forbidden", hint+"this request came from the page "+origin)
+			return newError(push.CodeForbidden, hint+"this request came from the page "+origin)
 		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mt != "application/json" {
-			return newError(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			return newError(push.CodeUnsupportedMedia,
 				"send the body as JSON with Content-Type: application/json (without an api_key nothing else is taken, so that web pages cannot publish)")
 		}
 	}

@@ -14,12 +14,12 @@ import (
 )
 
 // startKeyless serves the API with no api_key on a real loopback socket.
-func startKeyless(t *testing.T) (*httptest.Server, *push.Hub) {
+func startKeyless(t *testing.T) (*httptest.Server, *push.Node) {
 	t.Helper()
-	hub := push.NewHub(push.Options{Node: "t"})
+	hub := push.NewNode(push.Options{Node: "t"})
 	br := broker.NewMemory(hub)
 	hub.Start(context.Background(), br)
-	srv := httptest.NewServer(New(Options{Hub: hub}).Handler())
+	srv := httptest.NewServer(New(Options{Node: hub}).Handler())
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics holds Herald's Prometheus metrics. Counters that the hub keeps
-// anyway are read at scrape time (hubCollector), so the message path pays
+// Metrics holds Herald's Prometheus metrics. Counters that the node keeps
+// anyway are read at scrape time (nodeCollector), so the message path pays
 // nothing for them; only latencies are observed as they happen.
 type Metrics struct {
 	registry *prometheus.Registry
@@ -25,8 +25,11 @@ type Metrics struct {
 
 const namespace = "herald"
 
-// NewMetrics registers the metrics for hub.
-func NewMetrics(hub *push.Hub) *Metrics {
+// Snapshotter is what the metrics read of a node at scrape time.
+type Snapshotter interface{ Snapshot() push.Snapshot }
+
+// NewMetrics registers the metrics for node.
+func NewMetrics(node Snapshotter) *Metrics {
 	r := prometheus.NewRegistry()
 	m := &Metrics{
 		registry: r,
@@ -45,12 +48,12 @@ func NewMetrics(hub *push.Hub) *Metrics {
 			Help: "HTTP publish requests by status class.",
 		}, []string{"code"}),
 	}
-	r.MustRegister(m.BrokerOps, m.Publish, m.PublishRequests, &hubCollector{hub: hub},
+	r.MustRegister(m.BrokerOps, m.Publish, m.PublishRequests, &nodeCollector{node: node},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// ObserveBroker is the hub's ObserveBroker hook.
+// ObserveBroker is the node's ObserveBroker hook.
 func (m *Metrics) ObserveBroker(op string, d time.Duration, err error) {
 	result := "ok"
 	if err != nil {
@@ -86,18 +89,18 @@ var (
 	descPanics        = desc("panics_recovered_total", "Panics recovered on connection goroutines (each closed its connection with 1011 or its request with 500); should stay 0.")
 )
 
-// hubCollector reads the hub's figures at scrape time.
-type hubCollector struct{ hub *push.Hub }
+// nodeCollector reads the node's figures at scrape time.
+type nodeCollector struct{ node Snapshotter }
 
-func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descReceived, descDelivered,
 		descDropped, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics} {
 		ch <- d
 	}
 }
 
-func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.hub.Snapshot()
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.node.Snapshot()
 	gauge := func(d *prometheus.Desc, v int) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
 	}

@@ -37,9 +37,9 @@ type pollAnswer struct {
 func (s *Server) poll(c echo.Context) error {
 	channel := c.QueryParam("channel")
 	if channel == "" {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "missing channel parameter")
+		return newError(push.CodeBadRequest, "missing channel parameter")
 	}
-	if _, err := s.hub.Namespaces().Lookup(channel); err != nil {
+	if _, err := s.node.Namespaces().Lookup(channel); err != nil {
 		return err
 	}
 	var since *broker.Position
@@ -57,7 +57,7 @@ func (s *Server) poll(c echo.Context) error {
 			// Plain seconds, as most polling clients send them.
 			n, nerr := time.ParseDuration(v + "s")
 			if nerr != nil {
-				return newError(http.StatusBadRequest, push.CodeBadRequest, `timeout must be a duration ("25s") or seconds`)
+				return newError(push.CodeBadRequest, `timeout must be a duration ("25s") or seconds`)
 			}
 			d = n
 		}
@@ -69,8 +69,8 @@ func (s *Server) poll(c echo.Context) error {
 		return err
 	}
 	t := &pollTransport{notify: make(chan func(), 1), done: make(chan struct{})}
-	sess := s.hub.NewSession(t, true)
-	defer sess.Close()
+	sess := s.node.NewSession(t, true)
+	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.Open([]string{channel}, []*broker.Position{since})
 
@@ -95,7 +95,7 @@ func (s *Server) poll(c echo.Context) error {
 		case <-c.Request().Context().Done():
 			return nil
 		case <-t.done:
-			return newError(http.StatusServiceUnavailable, push.CodeUnavailable, "server shutting down")
+			return newError(push.CodeUnavailable, "server shutting down")
 		}
 		for _, f := range t.take() {
 			switch push.FrameType(f) {
@@ -128,14 +128,7 @@ func (s *Server) poll(c echo.Context) error {
 					Message string `json:"message"`
 				}
 				_ = json.Unmarshal(f, &ef)
-				status := http.StatusServiceUnavailable
-				switch ef.Code {
-				case push.CodeForbidden:
-					status = http.StatusForbidden
-				case push.CodeBadRequest, push.CodeInvalidChannel, push.CodeUnknownNS:
-					status = http.StatusBadRequest
-				}
-				return newError(status, ef.Code, ef.Message)
+				return newError(ef.Code, ef.Message)
 			}
 		}
 		if !subscribed {

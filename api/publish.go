@@ -1,14 +1,12 @@
 package api
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
@@ -53,81 +51,35 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// publication is one validated (channel, data) pair ready for the broker.
-type publication struct {
-	channel string
-	data    json.RawMessage
-	ret     broker.Retention
-}
-
-// validate checks one channel and its data against the namespace rules.
-func (s *Server) validate(channel string, data json.RawMessage) (publication, error) {
-	if channel == "" {
-		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "channel" (or "channels")`)
-	}
-	ns, err := s.hub.Namespaces().Lookup(channel)
-	if err != nil {
-		return publication{}, err
-	}
-	if len(data) == 0 {
-		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, `missing "data"`)
-	}
-	// encoding/json lets invalid UTF-8 through, but a text frame carrying
-	// it makes browsers drop the connection.
-	if !utf8.Valid(data) {
-		return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not valid UTF-8")
-	}
-	// Decoded data is one valid JSON value in a buffer of its own (the
-	// decoders copy it), so it only needs compacting, which copies it
-	// again, when it holds whitespace.
-	if bytes.ContainsAny(data, " \t\r\n") {
-		data, err = push.CompactData(data)
-		if err != nil {
-			return publication{}, newError(http.StatusBadRequest, push.CodeBadRequest, "data is not JSON: "+err.Error())
-		}
-	}
-	if len(data) > ns.MessageLimit() {
-		return publication{}, newError(http.StatusRequestEntityTooLarge, push.CodeTooLarge,
-			fmt.Sprintf("data for %q is %d bytes, its namespace allows %d", channel, len(data), ns.MessageLimit()))
-	}
-	return publication{channel: channel, data: data, ret: ns.Retention()}, nil
-}
-
-func (s *Server) expand(req publishRequest) ([]publication, error) {
+// expand turns one request into its publications, one per channel; the
+// node validates them.
+func expand(req publishRequest) ([]push.Publication, error) {
 	if req.Channel != "" && len(req.Channels) > 0 {
-		return nil, newError(http.StatusBadRequest, push.CodeBadRequest, `give "channel" or "channels", not both`)
+		return nil, newError(push.CodeBadRequest, `give "channel" or "channels", not both`)
 	}
-	names := req.Channels
-	if req.Channel != "" || len(names) == 0 {
-		names = []string{req.Channel}
+	if req.Channel == "" && len(req.Channels) == 0 {
+		return nil, newError(push.CodeBadRequest, `missing "channel" (or "channels")`)
 	}
-	if err := checkFanIn(len(names)); err != nil { // fanin.go
+	if req.Channel != "" {
+		return []push.Publication{{Channel: req.Channel, Data: req.Data}}, nil
+	}
+	if err := checkFanIn(len(req.Channels)); err != nil { // fanin.go
 		return nil, err
 	}
-	pubs := make([]publication, 0, len(names))
-	for _, name := range names {
-		p, err := s.validate(name, req.Data)
-		if err != nil {
-			return nil, err
-		}
-		pubs = append(pubs, p)
+	pubs := make([]push.Publication, len(req.Channels))
+	for i, name := range req.Channels {
+		pubs[i] = push.Publication{Channel: name, Data: req.Data}
 	}
 	return pubs, nil
 }
 
-// run publishes pubs in order. Everything was validated first, so a
-// request is refused whole for bad input; only the broker can fail midway,
-// and then the results so far are reported with the error.
-func (s *Server) run(ctx context.Context, pubs []publication) ([]publishResult, error) {
-	out := make([]publishResult, 0, len(pubs))
-	for _, p := range pubs {
-		pos, err := s.broker.Publish(ctx, p.channel, p.data, p.ret)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, publishResult{Channel: p.channel, Epoch: pos.Epoch, Offset: pos.Offset})
+// results pairs the publications with the positions the node answered.
+func results(pubs []push.Publication, pos []broker.Position) []publishResult {
+	out := make([]publishResult, len(pos))
+	for i, p := range pos {
+		out[i] = publishResult{Channel: pubs[i].Channel, Epoch: p.Epoch, Offset: p.Offset}
 	}
-	return out, nil
+	return out
 }
 
 func (s *Server) answer(c echo.Context, start time.Time, single bool, results []publishResult, err error) error {
@@ -135,21 +87,21 @@ func (s *Server) answer(c echo.Context, start time.Time, single bool, results []
 		m.Publish.Observe(time.Since(start).Seconds())
 		code := "2xx"
 		if err != nil {
-			code = strconv.Itoa(classify(err).Status/100) + "xx"
+			code = strconv.Itoa(classify(err).status/100) + "xx"
 		}
 		m.PublishRequests.WithLabelValues(code).Inc()
 	}
 	if err != nil {
 		ae := classify(err)
-		if ae.Status == http.StatusServiceUnavailable {
+		if ae.status == http.StatusServiceUnavailable {
 			c.Response().Header().Set("Retry-After", "1")
 		}
-		body := map[string]any{"error": ae}
+		body := map[string]any{"error": ae.err}
 		if len(results) > 0 {
 			// Part of a multi-channel request went through: say which.
 			body["results"] = results
 		}
-		return c.JSON(ae.Status, body)
+		return c.JSON(ae.status, body)
 	}
 	if single {
 		// c.JSON indents for ?pretty (an Echo feature): requests with a
@@ -177,12 +129,20 @@ func (s *Server) publish(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	pubs, err := s.expand(req)
+	if req.Channel != "" && len(req.Channels) == 0 {
+		pos, err := s.node.Publish(c.Request().Context(), push.Publication{Channel: req.Channel, Data: req.Data})
+		var res []publishResult
+		if err == nil {
+			res = []publishResult{{Channel: req.Channel, Epoch: pos.Epoch, Offset: pos.Offset}}
+		}
+		return s.answer(c, start, true, res, err)
+	}
+	pubs, err := expand(req)
 	if err != nil {
 		return err
 	}
-	results, err := s.run(c.Request().Context(), pubs)
-	return s.answer(c, start, req.Channel != "", results, err)
+	pos, err := s.node.PublishBatch(c.Request().Context(), pubs)
+	return s.answer(c, start, false, results(pubs, pos), err)
 }
 
 // batch handles POST /api/batch: {"messages": [{"channel"|"channels", "data"}, ...]}.
@@ -195,47 +155,60 @@ func (s *Server) batch(c echo.Context) error {
 		return err
 	}
 	if len(req.Messages) == 0 {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, `"messages" is empty`)
+		return newError(push.CodeBadRequest, `"messages" is empty`)
 	}
 	if err := checkFanIn(batchFanIn(req.Messages)); err != nil { // fanin.go: entries x channels
 		return err
 	}
-	var pubs []publication
+	var pubs []push.Publication
+	var from []int // the index in messages of each publication
 	for i, m := range req.Messages {
-		p, err := s.expand(m)
+		p, err := expand(m)
 		if err != nil {
-			ae := classify(err)
-			ae.Message = fmt.Sprintf("messages[%d]: %s", i, ae.Message)
-			return ae
+			return messageError(i, err)
 		}
 		pubs = append(pubs, p...)
+		for range p {
+			from = append(from, i)
+		}
 	}
-	results, err := s.run(c.Request().Context(), pubs)
-	return s.answer(c, start, false, results, err)
+	pos, err := s.node.PublishBatch(c.Request().Context(), pubs)
+	var inv *push.InvalidPublication
+	if errors.As(err, &inv) {
+		return messageError(from[inv.Index], inv.Err)
+	}
+	return s.answer(c, start, false, results(pubs, pos), err)
+}
+
+// messageError names the batch entry i that err refused.
+func messageError(i int, err error) error {
+	e := push.AsError(err)
+	return newError(e.Code, fmt.Sprintf("messages[%d]: %s", i, e.Message))
 }
 
 // history handles GET /api/channels/:channel/history?since=epoch:offset&limit=N.
 func (s *Server) history(c echo.Context) error {
-	channel, ns, err := s.pathChannel(c)
+	channel, _, err := s.pathChannel(c)
 	if err != nil {
 		return err
 	}
-	q := broker.HistoryQuery{Limit: max(ns.HistorySize, 0)}
+	limit := -1 // as many as the node allows
 	if v := c.QueryParam("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return newError(http.StatusBadRequest, push.CodeBadRequest, "limit must be a non-negative integer")
+			return newError(push.CodeBadRequest, "limit must be a non-negative integer")
 		}
-		q.Limit = min(n, q.Limit)
+		limit = n
 	}
+	var since broker.Position
 	if v := c.QueryParam("since"); v != "" {
 		pos, err := ParsePosition(v)
 		if err != nil {
 			return err
 		}
-		q.Since = pos
+		since = pos
 	}
-	hist, err := s.broker.History(c.Request().Context(), channel, q)
+	hist, err := s.node.History(c.Request().Context(), channel, since, limit)
 	if err != nil {
 		return err
 	}
@@ -257,7 +230,7 @@ func ParsePosition(v string) (broker.Position, error) {
 	}
 	n, err := strconv.ParseUint(off, 10, 64)
 	if err != nil {
-		return broker.Position{}, newError(http.StatusBadRequest, push.CodeBadRequest, `since must be "epoch:offset" or an offset`)
+		return broker.Position{}, newError(push.CodeBadRequest, `since must be "epoch:offset" or an offset`)
 	}
 	return broker.Position{Epoch: epoch, Offset: n}, nil
 }

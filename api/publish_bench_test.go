@@ -33,20 +33,20 @@ func (w *benchWriter) reset() {
 
 // BenchmarkPublish measures POST /api/publish through the whole Echo
 // handler (routing, the loopback check, JSON validation, the memory broker,
-// metrics, the answer) on a real hub with no subscribers, as `herald serve`
+// metrics, the answer) on a real node with no subscribers, as `herald serve`
 // wires it. The request and writer are reused, so allocs/op is the
 // server's own per-request work above net/http.
 func BenchmarkPublish(b *testing.B) {
-	hub := push.NewHub(push.Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
-	br := broker.NewMemory(hub)
-	hub.Start(context.Background(), br)
+	node := push.NewNode(push.Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
+	br := broker.NewMemory(node)
+	node.Start(context.Background(), br)
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = hub.Close(ctx, push.CloseGoingAway, "bench over")
+		_ = node.Close(ctx, push.CloseGoingAway, "bench over")
 		_ = br.Close(ctx)
 	})
-	h := New(Options{Hub: hub, Metrics: NewMetrics(hub)}).Handler()
+	h := New(Options{Node: node, Metrics: NewMetrics(node)}).Handler()
 
 	const body = `{"channel":"bench","data":{"t":1,"n":2}}`
 	var rd strings.Reader
@@ -56,6 +56,7 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.RemoteAddr = "127.0.0.1:40000" // no api_key: loopback only
+	req.Host = "localhost"             // and a loopback Host (keyless.go)
 	w := &benchWriter{header: http.Header{}}
 	serve := func() {
 		rd.Reset(body)

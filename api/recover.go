@@ -33,7 +33,7 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 			if c.Response().Committed {
 				panic(http.ErrAbortHandler) // mid-stream: net/http drops the connection quietly
 			}
-			err = newError(http.StatusInternalServerError, push.CodeInternal, "internal error")
+			err = newError(push.CodeInternal, "internal error")
 		}()
 		return next(c)
 	}

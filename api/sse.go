@@ -21,14 +21,14 @@ import (
 func (s *Server) sse(c echo.Context) error {
 	r := c.Request()
 	if s.opts.CheckOrigin != nil && !s.opts.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		return newError(http.StatusForbidden, push.CodeForbidden, "origin not allowed")
+		return newError(push.CodeForbidden, "origin not allowed")
 	}
 	channels := c.QueryParams()["channel"]
 	if len(channels) == 0 {
-		return newError(http.StatusBadRequest, push.CodeBadRequest, "give at least one channel parameter")
+		return newError(push.CodeBadRequest, "give at least one channel parameter")
 	}
 	for _, ch := range channels {
-		if _, err := s.hub.Namespaces().Lookup(ch); err != nil {
+		if _, err := s.node.Namespaces().Lookup(ch); err != nil {
 			return err
 		}
 	}
@@ -58,7 +58,7 @@ func (s *Server) sse(c echo.Context) error {
 		done:     make(chan struct{}),
 		channels: channels,
 		pos:      make([]broker.Position, len(channels)),
-		timeout:  s.hub.Options().WriteTimeout,
+		timeout:  s.node.Options().WriteTimeout,
 	}
 	for i, p := range since {
 		if p != nil {
@@ -71,8 +71,8 @@ func (s *Server) sse(c echo.Context) error {
 	}
 	_ = t.rc.Flush()
 
-	sess := s.hub.NewSession(t, true)
-	defer sess.Close()
+	sess := s.node.NewSession(t, true)
+	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.Open(channels, since)
 	for {
@@ -95,7 +95,7 @@ func parseEventID(id string, n int) ([]*broker.Position, error) {
 	}
 	parts := strings.Split(id, ",")
 	if len(parts) != n {
-		return nil, newError(http.StatusBadRequest, push.CodeBadRequest, "Last-Event-ID does not match the channels of this stream")
+		return nil, newError(push.CodeBadRequest, "Last-Event-ID does not match the channels of this stream")
 	}
 	out := make([]*broker.Position, n)
 	for i, p := range parts {
@@ -221,9 +221,9 @@ func (s *Server) authenticate(c echo.Context) (*push.Claims, error) {
 	if tok == "" {
 		return nil, nil
 	}
-	claims, err := s.hub.Authenticate(tok)
+	claims, err := s.node.Authenticate(tok)
 	if err != nil {
-		return nil, newError(http.StatusUnauthorized, push.CodeUnauthorized, err.Error())
+		return nil, newError(push.CodeUnauthorized, err.Error())
 	}
 	return claims, nil
 }

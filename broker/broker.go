@@ -18,11 +18,14 @@ import (
 // Errors returned by engines. The api package maps them to HTTP statuses.
 var (
 	// ErrUnavailable means the engine cannot reach its backing store now;
-	// the caller may retry later. Nothing was published.
+	// the caller may retry later. Nothing was published: an engine returns
+	// it for a publish only when it knows the request never left the node
+	// (no connection could be had, or the store refused it unexecuted).
 	ErrUnavailable = errors.New("broker: unavailable")
-	// ErrUncertain means a publish was sent but its answer never came
-	// (a timeout mid-call): it may or may not have been published, so a
-	// retry may duplicate it.
+	// ErrUncertain means a publish may have reached the backing store but
+	// its answer never came (a timeout, EOF or reset after the request was
+	// written, the caller's deadline mid-call): it may or may not have been
+	// published, so a retry may duplicate it.
 	ErrUncertain = errors.New("broker: outcome unknown")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("broker: closed")
@@ -110,6 +113,34 @@ type Broker interface {
 	History(ctx context.Context, channel string, q HistoryQuery) (History, error)
 	// Close releases the engine's resources.
 	Close(ctx context.Context) error
+}
+
+// Publication is one message of a batch: what Broker.Publish takes.
+type Publication struct {
+	Channel   string
+	Data      json.RawMessage
+	Retention Retention
+}
+
+// PublishResult is the outcome of one Publication: its position, or an
+// error with the meaning Broker.Publish gives it (ErrUnavailable: not
+// published; ErrUncertain: maybe published).
+type PublishResult struct {
+	Position Position
+	Err      error
+}
+
+// BatchPublisher is implemented by engines that publish many messages for
+// the price of one: the Redis engine sends a batch in one pipelined round
+// trip. Callers with several messages at once (POST /api/batch, a publish
+// to many channels) should prefer it to a loop of Publish.
+type BatchPublisher interface {
+	// PublishBatch publishes pubs in their order: messages of one channel
+	// get increasing offsets in the order given, and are delivered in it.
+	// It returns one result per publication, results[i] for pubs[i]. Each
+	// outcome stands alone: after a failure, later entries may have
+	// succeeded, failed or be uncertain, each as its result says.
+	PublishBatch(ctx context.Context, pubs []Publication) []PublishResult
 }
 
 // Readier is implemented by engines that can report whether they can serve

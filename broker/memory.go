@@ -32,7 +32,10 @@ type Memory struct {
 	wg     sync.WaitGroup
 }
 
-var _ Broker = (*Memory)(nil)
+var (
+	_ Broker         = (*Memory)(nil)
+	_ BatchPublisher = (*Memory)(nil)
+)
 
 type memChannel struct {
 	mu          sync.Mutex
@@ -181,6 +184,17 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 	}
 	ch.mu.Unlock()
 	return pos, nil
+}
+
+// PublishBatch implements BatchPublisher. In process a batch costs what
+// its publishes cost, so it is a loop; an engine closed midway fails the
+// rest with ErrClosed.
+func (m *Memory) PublishBatch(ctx context.Context, pubs []Publication) []PublishResult {
+	out := make([]PublishResult, len(pubs))
+	for i, p := range pubs {
+		out[i].Position, out[i].Err = m.Publish(ctx, p.Channel, p.Data, p.Retention)
+	}
+	return out
 }
 
 // Subscribe implements Broker. It marks the channels holding the engine

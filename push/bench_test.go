@@ -33,12 +33,12 @@ func (t *countingTransport) Write(frames [][]byte) error {
 
 // Close stands for the connection going away: the reader side closes
 // the session.
-func (t *countingTransport) Close(uint16, string) { t.s.Close() }
+func (t *countingTransport) Close(uint16, string) { t.s.Release() }
 
-// fanout is a hub on the memory broker with n sessions subscribed to one
+// fanout is a node on the memory broker with n sessions subscribed to one
 // channel through counting transports.
 type fanout struct {
-	hub   *Hub
+	node  *Node
 	ts    []*countingTransport
 	msg   broker.Message
 	chann *hubChannel
@@ -46,7 +46,7 @@ type fanout struct {
 
 func newFanout(tb testing.TB, n int) *fanout {
 	tb.Helper()
-	h := NewHub(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
+	h := NewNode(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
 	b := broker.NewMemory(h)
 	h.Start(context.Background(), b)
 	tb.Cleanup(func() {
@@ -56,7 +56,7 @@ func newFanout(tb testing.TB, n int) *fanout {
 		_ = b.Close(ctx)
 	})
 	const channel = "bench"
-	f := &fanout{hub: h, ts: make([]*countingTransport, n)}
+	f := &fanout{node: h, ts: make([]*countingTransport, n)}
 	for i := range f.ts {
 		t := &countingTransport{}
 		f.ts[i] = t
@@ -64,12 +64,13 @@ func newFanout(tb testing.TB, n int) *fanout {
 		t.s = s
 		s.Open([]string{channel}, nil)
 	}
-	f.chann = h.lookup(channel)
+	f.chann = h.hub.lookup(channel)
 	if f.chann == nil {
 		tb.Fatal("channel not attached")
 	}
 	f.chann.mu.Lock()
-	got, epoch, last := len(f.chann.subs), f.chann.epoch, f.chann.last
+	// Nothing came live yet: the stream starts where the subscribers did.
+	got, epoch, last := len(f.chann.subs), f.chann.stream.base.Epoch, f.chann.stream.base.Offset
 	f.chann.mu.Unlock()
 	if got != n {
 		tb.Fatalf("%d subscribers attached, want %d", got, n)
@@ -96,7 +97,7 @@ func (f *fanout) drain() {
 // publish delivers the next message to every subscriber and writes it.
 func (f *fanout) publish() {
 	f.msg.Offset++
-	f.hub.HandleMessage(&f.msg)
+	f.node.HandleMessage(&f.msg)
 	f.drain()
 }
 

@@ -1,7 +1,6 @@
 package push
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,23 +13,20 @@ import (
 // heartbeats before it is closed as a flood.
 const maxErrors = 100
 
-// maxHistoryLimit caps one history read.
-const maxHistoryLimit = 1000
-
 func (s *Session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 
 // welcome is the first frame of a WebSocket session.
 func (s *Session) welcome(batch bool) []byte {
-	h := s.hub
+	n := s.node
 	s.mu.Lock()
 	user := s.user
 	s.mu.Unlock()
 	return encode(welcomeFrame{
 		User:        user,
 		Type:        "welcome",
-		Client:      fmt.Sprintf("%s-%d", h.opts.Node, s.id),
-		Node:        h.opts.Node,
-		HeartbeatMS: h.opts.Heartbeat.Milliseconds(),
+		Client:      fmt.Sprintf("%s-%d", n.opts.Node, s.id),
+		Node:        n.opts.Node,
+		HeartbeatMS: n.opts.Heartbeat.Milliseconds(),
 		Batch:       batch,
 	})
 }
@@ -44,7 +40,7 @@ func (s *Session) reject(id json.Number, code, msg, channel string) {
 	s.mu.Unlock()
 	if flood {
 		if s.closeAsync(CloseFlood, "flood: too many rejected frames") {
-			s.hub.reject(ReasonFlood)
+			s.node.countRejection(ReasonFlood)
 		}
 		return
 	}
@@ -61,9 +57,9 @@ func (s *Session) handle(raw []byte) {
 	switch c.Type {
 	case "pong":
 	case "subscribe":
-		s.subscribe(c.ID, c.Channel, c.Since)
+		s.node.Subscribe(s, c.ID, c.Channel, c.Since)
 	case "unsubscribe":
-		s.unsubscribe(c.ID, c.Channel)
+		s.node.Unsubscribe(s, c.ID, c.Channel)
 	case "publish":
 		s.publish(c.ID, c.Channel, c.Data)
 	case "history":
@@ -96,11 +92,11 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 		if channel == StatsChannel && admin {
 			return systemNamespace
 		}
-		s.hub.reject(ReasonForbidden)
+		s.node.countRejection(ReasonForbidden)
 		s.reject(id, CodeForbidden, `the "herald" namespace is reserved for the server`, channel)
 		return nil
 	}
-	ns, err := s.hub.opts.Namespaces.Lookup(channel)
+	ns, err := s.node.opts.Namespaces.Lookup(channel)
 	switch {
 	case errors.Is(err, ErrInvalidChannel):
 		s.reject(id, CodeInvalidChannel, err.Error(), "")
@@ -112,18 +108,19 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 	return ns
 }
 
-func (s *Session) brokerCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.hub.opts.BrokerTimeout)
-}
-
-func (s *Session) subscribe(id json.Number, channel string, since *broker.Position) {
+// Subscribe subscribes s to channel, for any transport: the namespace's
+// rules and the token's grants are checked, the broker subscribed when s
+// is the channel's first local subscriber, and the reply, then recovered
+// history (since) or the snapshot, then live messages are queued to s in
+// order. Refusals are answered to s as error frames with id.
+func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *broker.Position) {
 	ns := s.lookup(id, channel)
 	if ns == nil {
 		return
 	}
 	s.mu.Lock()
 	_, dup := s.subs[channel]
-	n := len(s.subs)
+	count := len(s.subs)
 	s.mu.Unlock()
 	if dup {
 		s.reject(id, CodeAlreadySub, "already subscribed", channel)
@@ -132,15 +129,15 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	if !s.authorize(id, ns, channel) {
 		return
 	}
-	if n >= s.hub.opts.MaxChannels {
-		s.hub.reject(ReasonChannelLimit)
-		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", s.hub.opts.MaxChannels), channel)
+	if count >= n.opts.MaxChannels {
+		n.countRejection(ReasonChannelLimit)
+		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", n.opts.MaxChannels), channel)
 		return
 	}
-	ctx, cancel := s.brokerCtx()
+	ctx, cancel := n.brokerCtx()
 	defer cancel()
 	sub := &subscription{s: s, presence: ns.Presence}
-	if err := s.hub.attach(ctx, channel, sub); err != nil {
+	if err := n.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
 	}
@@ -152,16 +149,16 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	case ns.Snapshot:
 		q.Limit, q.Reverse = 1, true
 	}
-	hist, err := s.hub.history(ctx, channel, q)
+	hist, err := n.history(ctx, channel, q)
 	if err != nil {
-		s.hub.detach(sub)
+		n.hub.detach(sub)
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.hub.detach(sub)
+		n.hub.detach(sub)
 		return
 	}
 	if s.subs == nil {
@@ -169,54 +166,15 @@ func (s *Session) subscribe(id json.Number, channel string, since *broker.Positi
 	}
 	s.subs[channel] = sub
 	s.mu.Unlock()
-	s.hub.activate(sub, id, since, hist, ns.Snapshot)
+	n.recovery.activate(sub, id, since, hist, ns.Snapshot)
 	if sub.presence {
-		s.hub.join(sub)
+		n.join(sub)
 	}
 }
 
-// activate queues the subscribe reply, then recovered history or the
-// snapshot, then whatever arrived live meanwhile, and switches sub to live
-// delivery. Holding the channel lock orders it against live messages.
-func (h *Hub) activate(sub *subscription, id json.Number, since *broker.Position, hist broker.History, snapshot bool) {
-	ch := sub.ch
-	pos := hist.Position
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.epoch == "" {
-		ch.epoch, ch.last = pos.Epoch, pos.Offset
-	}
-	s := sub.s
-	reply := subscribedFrame{Type: "subscribed", ID: id, Channel: ch.name, Epoch: pos.Epoch, Offset: pos.Offset}
-	sub.skip = pos.Offset
-	switch {
-	case since != nil:
-		recovered := hist.Complete
-		reply.Recovered = &recovered
-		s.send(encode(reply))
-		if recovered {
-			for i := range hist.Messages {
-				if m := &hist.Messages[i]; m.Offset > since.Offset {
-					s.send(AppendMessage(nil, m, false))
-				}
-			}
-		}
-	case snapshot && len(hist.Messages) > 0:
-		s.send(encode(reply))
-		s.send(AppendMessage(nil, &hist.Messages[0], true))
-	default:
-		s.send(encode(reply))
-	}
-	for _, p := range sub.buf {
-		if p.offset > sub.skip {
-			s.send(p.frame)
-		}
-	}
-	sub.buf = nil
-	sub.buffering = false
-}
-
-func (s *Session) unsubscribe(id json.Number, channel string) {
+// Unsubscribe ends s's subscription of channel, unsubscribing the broker
+// when it was the channel's last local subscriber, and answers s.
+func (n *Node) Unsubscribe(s *Session, id json.Number, channel string) {
 	if channel == "" {
 		s.reject(id, CodeBadRequest, `missing "channel"`, "")
 		return
@@ -229,9 +187,9 @@ func (s *Session) unsubscribe(id json.Number, channel string) {
 		s.reject(id, CodeNotSubscribed, "not subscribed", channel)
 		return
 	}
-	s.hub.detach(sub)
+	n.hub.detach(sub)
 	if sub.presence {
-		s.hub.leave(sub)
+		n.leave(sub)
 	}
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))
 }
@@ -245,21 +203,8 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		return
 	}
 	if !ns.ClientPublish {
-		s.hub.reject(ReasonForbidden)
+		s.node.countRejection(ReasonForbidden)
 		s.reject(id, CodeForbidden, "clients may not publish in this namespace (client_publish is off)", channel)
-		return
-	}
-	if len(data) == 0 {
-		s.reject(id, CodeBadRequest, `missing "data"`, channel)
-		return
-	}
-	data, err := CompactData(data)
-	if err != nil {
-		s.reject(id, CodeBadRequest, "data is not JSON: "+err.Error(), channel)
-		return
-	}
-	if len(data) > ns.MessageLimit() {
-		s.reject(id, CodeTooLarge, fmt.Sprintf("data is %d bytes, the namespace allows %d", len(data), ns.MessageLimit()), channel)
 		return
 	}
 	if ns.PublishRate.N > 0 {
@@ -270,29 +215,21 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 		ok := s.limiter.allow(ns.PublishRate, time.Now())
 		s.mu.Unlock()
 		if !ok {
-			s.hub.reject(ReasonRateLimited)
+			s.node.countRejection(ReasonRateLimited)
 			s.reject(id, CodeRateLimited, "publish rate exceeded: "+ns.PublishRate.String(), channel)
 			return
 		}
 	}
-	ctx, cancel := s.brokerCtx()
+	ctx, cancel := s.node.brokerCtx()
 	defer cancel()
 	// json.Unmarshal copied data out of gws's read buffer: it may be kept.
-	var pos broker.Position
-	err = s.hub.timed("publish", func() error {
-		var err error
-		pos, err = s.hub.broker.Publish(ctx, channel, data, ns.Retention())
-		return err
-	})
+	pos, err := s.node.Publish(ctx, Publication{Channel: channel, Data: data})
 	if err != nil {
-		if errors.Is(err, broker.ErrUncertain) {
-			s.reject(id, CodeUncertain, "the broker did not answer in time: the message may or may not be published", channel)
-			return
-		}
-		s.reject(id, CodeUnavailable, "publish failed, retry later: "+err.Error(), channel)
+		e := AsError(err)
+		s.reject(id, e.Code, e.Message, channel)
 		return
 	}
-	s.hub.stats.ClientPubs.Add(1)
+	s.node.stats.ClientPubs.Add(1)
 	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset}))
 }
 
@@ -301,18 +238,19 @@ func (s *Session) history(id json.Number, channel string, since *broker.Position
 	if ns == nil || !s.authorize(id, ns, channel) {
 		return
 	}
-	if limit <= 0 || limit > maxHistoryLimit {
-		limit = maxHistoryLimit
+	if limit <= 0 {
+		limit = -1 // as many as the node allows
 	}
-	q := broker.HistoryQuery{Limit: min(limit, max(ns.HistorySize, 0))}
+	var from broker.Position
 	if since != nil {
-		q.Since = *since
+		from = *since
 	}
-	ctx, cancel := s.brokerCtx()
+	ctx, cancel := s.node.brokerCtx()
 	defer cancel()
-	hist, err := s.hub.history(ctx, channel, q)
+	hist, err := s.node.History(ctx, channel, from, limit)
 	if err != nil {
-		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
+		e := AsError(err)
+		s.reject(id, e.Code, e.Message, channel)
 		return
 	}
 	s.send(encode(historyFrame{

@@ -8,11 +8,11 @@ import (
 	"github.com/lxzan/gws"
 )
 
-// NewEcho returns a handler for GET /echo: a WebSocket that sends back
+// NewEchoSocket returns a handler for GET /echo: a WebSocket that sends back
 // every frame it receives, as pywebsocket's echo handler and
 // echo.websocket.org do. It is for checking a network path (proxies,
 // load balancers) before blaming Herald.
-func NewEcho(maxFrameBytes int, handshake time.Duration) http.Handler {
+func NewEchoSocket(maxFrameBytes int, handshake time.Duration) http.Handler {
 	up := gws.NewUpgrader(echoHandler{}, &gws.ServerOption{
 		ReadMaxPayloadSize: maxFrameBytes,
 		ReadBufferSize:     1024,

@@ -307,7 +307,7 @@ func TestIdleMemoryAfterHeartbeats(t *testing.T) {
 	if n < 250 {
 		t.Fatalf("RLIMIT_NOFILE %d leaves room for %d connections, too few to measure", lim.Cur, n)
 	}
-	h := NewHub(Options{Node: "mem", Heartbeat: heartbeat, HeartbeatTimeout: time.Minute, StatsInterval: time.Hour})
+	h := NewNode(Options{Node: "mem", Heartbeat: heartbeat, HeartbeatTimeout: time.Minute, StatsInterval: time.Hour})
 	b := broker.NewMemory(h)
 	h.Start(context.Background(), b)
 	srv := NewServer(h, ServerOptions{HandshakeTimeout: 5 * time.Second})

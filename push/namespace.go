@@ -190,6 +190,10 @@ func (n *Namespaces) Lookup(channel string) (*Namespace, error) {
 	if ns := n.Named[name]; ns != nil {
 		return ns, nil
 	}
+	if name == SystemNamespace {
+		// Not "add it to the config": the config refuses this name.
+		return nil, fmt.Errorf("%w %q (channel %q): it is reserved for the server's own channels (%s) and cannot be configured; publish to a namespace of your own", ErrUnknownNamespace, name, channel, StatsChannel)
+	}
 	return nil, fmt.Errorf("%w %q (channel %q): add it to the config's namespaces", ErrUnknownNamespace, name, channel)
 }
 

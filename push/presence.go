@@ -44,9 +44,9 @@ func presenceSet(channel string) string { return "presence:" + channel }
 
 // presenceTTL is how long a member lives in the store without a refresh
 // from its node: a node that dies takes its members with it this late.
-func (h *Hub) presenceTTL() time.Duration { return 2*h.opts.Heartbeat + 5*time.Second }
+func (n *Node) presenceTTL() time.Duration { return 2*n.opts.Heartbeat + 5*time.Second }
 
-func (s *Session) clientID() string { return fmt.Sprintf("%s-%d", s.hub.opts.Node, s.id) }
+func (s *Session) clientID() string { return fmt.Sprintf("%s-%d", s.node.opts.Node, s.id) }
 
 func (s *Session) member() Member {
 	s.mu.Lock()
@@ -60,68 +60,57 @@ func (s *Session) member() Member {
 
 // join records sub's session in its channel's presence and tells every
 // node's subscribers.
-func (h *Hub) join(sub *subscription) {
-	h.presenceEvent("join", sub.ch.name, sub.s.member())
+func (n *Node) join(sub *subscription) {
+	n.presenceEvent("join", sub.ch.name, sub.s.member())
 }
 
 // leave removes sub's session from its channel's presence.
-func (h *Hub) leave(sub *subscription) {
-	h.presenceEvent("leave", sub.ch.name, sub.s.member())
+func (n *Node) leave(sub *subscription) {
+	n.presenceEvent("leave", sub.ch.name, sub.s.member())
 }
 
-func (h *Hub) presenceEvent(kind, channel string, m Member) {
-	st, ok := h.broker.(broker.Store)
+func (n *Node) presenceEvent(kind, channel string, m Member) {
+	st, ok := n.broker.(broker.Store)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.BrokerTimeout)
 	defer cancel()
 	var err error
 	if kind == "join" {
 		v, _ := json.Marshal(m)
-		err = st.AddMembers(ctx, presenceSet(channel), map[string][]byte{m.Client: v}, h.presenceTTL())
+		err = st.AddMembers(ctx, presenceSet(channel), map[string][]byte{m.Client: v}, n.presenceTTL())
 	} else {
 		err = st.RemoveMember(ctx, presenceSet(channel), m.Client)
 	}
 	if err != nil {
-		h.log.Warn("presence update failed", "kind", kind, "channel", channel, "err", err)
+		n.log.Warn("presence update failed", "kind", kind, "channel", channel, "err", err)
 		return
 	}
 	data, _ := json.Marshal(presenceEvent{Kind: kind, Channel: channel, Member: m})
-	if _, err := h.broker.Publish(ctx, PresenceChannel, data, broker.Retention{}); err != nil {
-		h.log.Warn("presence event not published", "kind", kind, "channel", channel, "err", err)
+	if _, err := n.broker.Publish(ctx, PresenceChannel, data, broker.Retention{}); err != nil {
+		n.log.Warn("presence event not published", "kind", kind, "channel", channel, "err", err)
 	}
 }
 
 // fanPresence sends a join or leave event to the channel's local
 // subscribers.
-func (h *Hub) fanPresence(data []byte) {
+func (n *Node) fanPresence(data []byte) {
 	var ev presenceEvent
 	if json.Unmarshal(data, &ev) != nil || (ev.Kind != "join" && ev.Kind != "leave") {
 		return
 	}
-	ch := h.lookup(ev.Channel)
-	if ch == nil {
-		return
-	}
-	frame := encode(joinLeaveFrame{Type: ev.Kind, Channel: ev.Channel, Member: ev.Member})
-	ch.mu.Lock()
-	for _, sub := range ch.subs {
-		if !sub.buffering {
-			sub.s.send(frame)
-		}
-	}
-	ch.mu.Unlock()
+	n.hub.sendAll(ev.Channel, encode(joinLeaveFrame{Type: ev.Kind, Channel: ev.Channel, Member: ev.Member}))
 }
 
 // Presence returns the members of channel across all nodes.
-func (h *Hub) Presence(ctx context.Context, channel string) ([]Member, error) {
-	st, ok := h.broker.(broker.Store)
+func (n *Node) Presence(ctx context.Context, channel string) ([]Member, error) {
+	st, ok := n.broker.(broker.Store)
 	if !ok {
 		return nil, ErrNoStore
 	}
 	var raw map[string][]byte
-	err := h.timed("presence", func() error {
+	err := n.timed("presence", func() error {
 		var err error
 		raw, err = st.Members(ctx, presenceSet(channel))
 		return err
@@ -143,13 +132,13 @@ func (h *Hub) Presence(ctx context.Context, channel string) ([]Member, error) {
 // refreshPresence renews the store entries of this node's presence
 // members; called every heartbeat so that they outlive presenceTTL only
 // while this node lives.
-func (h *Hub) refreshPresence() {
-	st, ok := h.broker.(broker.Store)
+func (n *Node) refreshPresence() {
+	st, ok := n.broker.(broker.Store)
 	if !ok {
 		return
 	}
 	sets := make(map[string]map[string][]byte)
-	h.sessions.each(func(s *Session) {
+	n.sessions.each(func(s *Session) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for name, sub := range s.subs {
@@ -168,9 +157,9 @@ func (h *Hub) refreshPresence() {
 		}
 	})
 	for name, members := range sets {
-		ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
-		if err := st.AddMembers(ctx, presenceSet(name), members, h.presenceTTL()); err != nil {
-			h.log.Warn("presence refresh failed", "channel", name, "err", err)
+		ctx, cancel := context.WithTimeout(context.Background(), n.opts.BrokerTimeout)
+		if err := st.AddMembers(ctx, presenceSet(name), members, n.presenceTTL()); err != nil {
+			n.log.Warn("presence refresh failed", "channel", name, "err", err)
 		}
 		cancel()
 	}
@@ -186,9 +175,9 @@ func (s *Session) presence(id json.Number, channel string) {
 		s.reject(id, CodeBadRequest, "presence is off in this namespace (presence: true enables it)", channel)
 		return
 	}
-	ctx, cancel := s.brokerCtx()
+	ctx, cancel := s.node.brokerCtx()
 	defer cancel()
-	members, err := s.hub.Presence(ctx, channel)
+	members, err := s.node.Presence(ctx, channel)
 	if err != nil {
 		s.reject(id, CodeUnavailable, "presence unavailable, retry later: "+err.Error(), channel)
 		return

@@ -6,7 +6,6 @@ import (
 	"net"
 	"runtime/debug"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -21,7 +20,7 @@ import (
 // counts the panic and logs it with its stack. docs/security.md says why.
 
 // recoveredPanics counts the panics recovered on connection goroutines,
-// process-wide (the /echo endpoint has no hub): a process health figure,
+// process-wide (the /echo endpoint has no node): a process health figure,
 // like the goroutine count. It should stay 0; anything else is a bug to
 // report.
 var recoveredPanics atomic.Uint64
@@ -49,29 +48,36 @@ func logPanic(log *slog.Logger, where string, v any, attrs ...any) {
 // the socket, and the cleanup OnClose would have done runs now, since the
 // read loop that calls it is gone.
 func (srv *Server) readLoop(c *gws.Conn) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		s := sessionOf(c)
-		logPanic(srv.hub.log, "ws reader", v, "client", s.id, "remote", c.RemoteAddr().String())
-		s.closeAsync(CloseInternal, internalErrorReason)
-		// Nobody reads the socket any more, so nobody sees the client's
-		// close answer: the writer's linger closes it, and this in case
-		// the writer was done already.
-		time.AfterFunc(2*closeLinger, func() { _ = c.NetConn().Close() })
-		hd := &handler{hub: srv.hub, ips: srv.ips}
-		func() {
-			defer func() {
-				if v := recover(); v != nil {
-					logPanic(srv.hub.log, "ws cleanup", v, "client", s.id)
-				}
-			}()
-			hd.OnClose(c, &gws.CloseError{Code: CloseInternal, Reason: []byte(internalErrorReason)})
-		}()
-	}()
+	// The deferred call is a method, not a closure, and does the work:
+	// this frame sits under every parked read of an idle connection,
+	// which must fit in 2 KB of stack (issue 14).
+	defer srv.endReader(c)
 	c.ReadLoop()
+}
+
+// endReader is readLoop's deferred call: nothing when the loop ended
+// normally, the 1011 close and OnClose's cleanup after a panic.
+func (srv *Server) endReader(c *gws.Conn) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s := sessionOf(c)
+	logPanic(srv.node.log, "ws reader", v, "client", s.id, "remote", c.RemoteAddr().String())
+	s.closeAsync(CloseInternal, internalErrorReason)
+	// Nobody reads the socket any more, so nobody sees the client's
+	// close answer: the writer's linger closes it, and this in case
+	// the writer was done already.
+	time.AfterFunc(2*closeLinger, func() { _ = c.NetConn().Close() })
+	hd := &handler{node: srv.node, ips: srv.ips}
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				logPanic(srv.node.log, "ws cleanup", v, "client", s.id)
+			}
+		}()
+		hd.OnClose(c, &gws.CloseError{Code: CloseInternal, Reason: []byte(internalErrorReason)})
+	}()
 }
 
 // closeOnce reports whether this is the first cleanup of the connection:
@@ -88,14 +94,14 @@ func (s *Session) catchWriterPanic() {
 	if v == nil {
 		return
 	}
-	logPanic(s.hub.log, "writer", v, "client", s.id)
+	logPanic(s.node.log, "writer", v, "client", s.id)
 	s.mu.Lock()
 	s.closed, s.closing = true, false
 	s.mu.Unlock()
 	s.closeCode.CompareAndSwap(0, CloseInternal)
 	defer func() {
 		if v := recover(); v != nil {
-			logPanic(s.hub.log, "writer close", v, "client", s.id)
+			logPanic(s.node.log, "writer close", v, "client", s.id)
 			if t, ok := s.t.(*wsTransport); ok {
 				_ = t.gwsConn.Close()
 			}
@@ -123,18 +129,13 @@ func echoReadLoop(c *gws.Conn) {
 // (bad_frame; frame_too_big is counted by OnClose on 1009) and closes the
 // connection through gws, which sends the close frame the way it sends
 // its own protocol errors.
-func guardConn(nc net.Conn, maxFrame int, deflate bool, h *Hub) (g *frameGuard, start func(c *gws.Conn)) {
+func guardConn(nc net.Conn, maxFrame int, deflate bool, n *Node) (g *frameGuard, start func(c *gws.Conn)) {
 	g = &frameGuard{Conn: nc, max: uint64(max(maxFrame, 0)), deflate: deflate}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			g.raw = rc
-			g.readFn = g.readRaw
-		}
-	}
+	g.useRaw()
 	return g, func(c *gws.Conn) {
 		g.fail = func(code uint16, reason string) {
-			if h != nil && code == CloseProtocol {
-				h.reject(ReasonBadFrame)
+			if n != nil && code == CloseProtocol {
+				n.countRejection(ReasonBadFrame)
 			}
 			_ = c.WriteClose(code, []byte(reason))
 		}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -28,18 +27,13 @@ import (
 // (issue 14).
 const readBufferSize = 256
 
-// Server accepts WebSocket connections for a Hub. It is an http.Handler
+// Server accepts WebSocket connections for a Node. It is an http.Handler
 // for GET /ws.
 type Server struct {
-	hub      *Hub
-	upgrader *gws.Upgrader
-	hd       *handler // the upgrader's; ServeHTTP opens sessions with it
-	// Origins allowed to connect from a browser, besides the server's own
-	// host. "*" allows any.
-	origins map[string]bool
-	anyOrig bool
-	trusted []netip.Prefix
-	ips     *ipLimiter
+	node       *Node
+	upgrader   *gws.Upgrader
+	hd         *handler // the upgrader's; ServeHTTP opens sessions with it
+	*Admission          // origins, per-address limits, client addresses
 	// compression: permessage-deflate for clients that offer it.
 	compression bool
 }
@@ -61,77 +55,40 @@ type ServerOptions struct {
 	TrustedProxies []netip.Prefix
 }
 
-// NewServer returns a WebSocket server for h.
-func NewServer(h *Hub, o ServerOptions) *Server {
-	srv := &Server{
-		hub: h, origins: make(map[string]bool), trusted: o.TrustedProxies, compression: o.Compression,
-		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
-	}
-	for _, o := range o.AllowedOrigins {
-		o = strings.TrimRight(strings.TrimSpace(o), "/")
-		if o == "*" {
-			srv.anyOrig = true
-		} else if o != "" {
-			srv.origins[strings.ToLower(o)] = true
-		}
-	}
-	srv.hd = &handler{hub: h, ips: srv.ips}
+// NewServer returns a WebSocket server for n.
+func NewServer(n *Node, o ServerOptions) *Server {
+	srv := &Server{node: n, Admission: NewAdmission(o), compression: o.Compression}
+	srv.hd = &handler{node: n, ips: srv.ips}
 	srv.upgrader = gws.NewUpgrader(srv.hd, &gws.ServerOption{
-		ReadMaxPayloadSize: h.opts.MaxFrameBytes,
+		ReadMaxPayloadSize: n.opts.MaxFrameBytes,
 		ReadBufferSize:     readBufferSize,
 		ParallelEnabled:    false,
 		CheckUtf8Enabled:   true,
 		HandshakeTimeout:   o.HandshakeTimeout,
 		PermessageDeflate:  gws.PermessageDeflate{Enabled: o.Compression},
 		NewSession:         func() gws.SessionStorage { return new(slot) },
-		Logger:             gwsLogger{h},
+		Logger:             gwsLogger{n},
 	})
 	return srv
-}
-
-// CheckOrigin reports whether a browser on origin may connect to a server
-// reached at host. Requests without an Origin header (non-browser clients)
-// are allowed: Origin only protects browsers' ambient credentials.
-func (srv *Server) CheckOrigin(origin, host string) bool {
-	if origin == "" || srv.anyOrig {
-		return true
-	}
-	if srv.origins[strings.ToLower(strings.TrimRight(origin, "/"))] {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, host)
 }
 
 // ServeHTTP upgrades the request and starts the session. Query: channel
 // (repeatable) subscribes at once; batch=1 packs messages into frames;
 // token authenticates.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !srv.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		srv.hub.reject(ReasonOrigin)
-		httpError(w, http.StatusForbidden, CodeForbidden, "origin not allowed: add it to allowed_origins")
-		return
-	}
-	ip := ClientIP(r, srv.trusted)
-	if !srv.ips.acquire(ip) {
-		srv.hub.reject(ReasonIPLimit)
-		httpError(w, http.StatusTooManyRequests, CodeLimit, "too many connections from your address")
+	ip, aerr := srv.admit(srv.node, r)
+	if aerr != nil {
+		httpError(w, aerr.Status(), aerr.Code, aerr.Message)
 		return
 	}
 	q := r.URL.Query()
 	var claims *Claims
-	authErr := ""
+	var authErr *Error
 	if tok := q.Get("token"); tok != "" {
-		c, err := srv.hub.opts.Verifier.Verify(tok)
-		switch {
-		case err != nil:
-			// Upgrade anyway and close with 1008: a browser cannot read an
-			// HTTP error from a failed handshake, but it can read a reason.
-			authErr = err.Error()
-		case srv.hub.banned(c.Subject):
-			authErr = "this user is banned"
-		}
-		claims = c
+		// Upgrade anyway and close with 1008: a browser cannot read an
+		// HTTP error from a failed handshake, but it can read a reason.
+		c, err := srv.node.Authenticate(tok)
+		authErr, claims = AsError(err), c
 	}
 	nc, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -142,11 +99,11 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
-	t := newWSTransport(nc, srv.hub.writers.pick(), compressed, srv.hub.opts.WriteTimeout)
-	// gws reads from nc itself, not through gwsConn (which only changes
-	// writes): one wrapper frame fewer lets the read goroutine park in a
-	// 2 KB stack instead of 4 (issue 14).
-	guard, arm := guardConn(nc, srv.hub.opts.MaxFrameBytes, compressed, srv.hub) // see wsguard.go
+	t := newWSTransport(nc, srv.node.writers.pick(), compressed, srv.node.opts.WriteTimeout)
+	// The guard sits between the socket and gws's reader (wsguard.go);
+	// gws reads through it, not through gwsConn (which only changes
+	// writes), to keep the read goroutine's parked stack small (issue 14).
+	guard, arm := guardConn(nc, srv.node.opts.MaxFrameBytes, compressed, srv.node) // see wsguard.go
 	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(guard, readBufferSize), r)
 	if err != nil {
 		srv.ips.release(ip)
@@ -155,8 +112,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.conn = conn
 	t.batch = q.Get("batch") == "1"
 	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
-	s := srv.hub.NewSession(t, false)
-	s.setClaims(claims)
+	s := srv.node.NewSession(t, false)
+	s.SetClaims(claims)
 	conn.Session().(*slot).s = s
 	arm(conn)
 	srv.hd.open(conn)
@@ -171,7 +128,7 @@ func httpError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // wsTransport writes a session's frames to a WebSocket. Its writes run
-// on the hub's writer goroutines and never wait for the client (see
+// on the node's writer goroutines and never wait for the client (see
 // wsframe.go); with permessage-deflate negotiated they go through gws
 // instead, on its per-connection write queue, one frame at a time.
 type wsTransport struct {
@@ -184,7 +141,7 @@ type wsTransport struct {
 	out     []byte   // what the socket has not taken yet (raw)
 	initial []string // channels from the query string, until OnOpen
 	ip      string   // client address, for the per-address limit
-	authErr string   // why the handshake's token was refused
+	authErr *Error   // why the handshake's token was refused
 }
 
 // newWSTransport picks the write path for the socket nc: raw unless the
@@ -192,7 +149,7 @@ type wsTransport struct {
 // socket.
 func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Duration) *wsTransport {
 	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}}
-	if sc, ok := nc.(syscall.Conn); ok && !compressed {
+	if sc, ok := nc.(syscall.Conn); ok && !compressed && rawSocketWrites {
 		if rc, err := sc.SyscallConn(); err == nil {
 			t.raw, t.gwsConn.raw = rc, rc
 		}
@@ -402,14 +359,14 @@ func (sl *slot) Delete(string)                  {}
 func (sl *slot) Store(string, any)              {}
 func (sl *slot) Range(f func(string, any) bool) { f("session", sl.s) }
 
-type gwsLogger struct{ h *Hub }
+type gwsLogger struct{ n *Node }
 
-func (l gwsLogger) Error(v ...any) { l.h.log.Error("gws", "err", v) }
+func (l gwsLogger) Error(v ...any) { l.n.log.Error("gws", "err", v) }
 
 // handler adapts gws events to sessions.
 type handler struct {
-	hub *Hub
-	ips *ipLimiter
+	node *Node
+	ips  *ipLimiter
 }
 
 func sessionOf(c *gws.Conn) *Session { return c.Session().(*slot).s }
@@ -428,10 +385,9 @@ func (hd *handler) open(c *gws.Conn) {
 	t := s.t.(*wsTransport)
 	initial := t.initial
 	t.initial = nil
-	hd.hub.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
-	if t.authErr != "" {
-		hd.hub.reject(ReasonToken)
-		s.closeAsync(ClosePolicy, t.authErr)
+	hd.node.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
+	if t.authErr != nil {
+		s.closeAsync(CloseCode(t.authErr.Code), t.authErr.Message)
 		return
 	}
 	s.send(s.welcome(t.batch))
@@ -443,14 +399,14 @@ func (hd *handler) OnClose(c *gws.Conn, err error) {
 		return
 	}
 	s := sessionOf(c)
-	s.Close()
-	hd.hub.countClose(s, err)
+	s.Release()
+	hd.node.countClose(s, err)
 	hd.ips.release(s.t.(*wsTransport).ip)
 	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == CloseTooBig {
-		hd.hub.reject(ReasonFrameTooBig)
+		hd.node.countRejection(ReasonFrameTooBig)
 	}
-	if hd.hub.log.Enabled(context.Background(), slog.LevelDebug) {
-		hd.hub.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
+	if hd.node.log.Enabled(context.Background(), slog.LevelDebug) {
+		hd.node.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
 			"duration", time.Since(time.Unix(0, s.opened)).Round(time.Millisecond))
 	}
 }

@@ -38,11 +38,11 @@ type tryWriter interface {
 }
 
 // Session is one client connection on any transport. Its memory is kept
-// small: a hub with 10,000 idle connections pays for 10,000 of these.
+// small: a node with 10,000 idle connections pays for 10,000 of these.
 type Session struct {
-	hub *Hub
-	t   Transport
-	id  uint64
+	node *Node
+	t    Transport
+	id   uint64
 	// oneWay transports (SSE, long-poll) cannot answer pings; they are not
 	// closed for silence, a dead peer shows up as a write error instead.
 	oneWay bool
@@ -77,8 +77,8 @@ type Session struct {
 
 // NewSession returns a session on t. Sessions of two-way transports are
 // registered for heartbeats by Open; others call Close when done.
-func (h *Hub) NewSession(t Transport, oneWay bool) *Session {
-	s := &Session{hub: h, t: t, id: h.nextID.Add(1), oneWay: oneWay}
+func (n *Node) NewSession(t Transport, oneWay bool) *Session {
+	s := &Session{node: n, t: t, id: n.nextID.Add(1), oneWay: oneWay}
 	s.flushFn = s.flush
 	s.tw, _ = t.(tryWriter)
 	now := time.Now().UnixNano()
@@ -97,7 +97,7 @@ const burstQueueFactor = 8
 // send queues frame for the client without blocking. frame is shared and
 // must not be modified.
 //
-// A session past the hub's MaxQueueBytes is closed as a slow consumer, so
+// A session past the node's MaxQueueBytes is closed as a slow consumer, so
 // that everyone else goes on, once its client has stopped taking data:
 // its socket is full (stalled) and the bytes keep coming. A burst that
 // outruns the writers, not the client (a batch of a thousand messages to a
@@ -109,17 +109,16 @@ func (s *Session) send(frame []byte) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.hub.stats.Dropped.Add(1)
+		s.node.stats.Dropped.Add(1)
 		return
 	}
-	if limit := s.hub.opts.MaxQueueBytes; s.queued+len(frame) > limit && s.queued > 0 &&
+	if limit := s.node.opts.MaxQueueBytes; s.queued+len(frame) > limit && s.queued > 0 &&
 		(s.stalled || s.tw == nil || s.queued+len(frame) > burstQueueFactor*limit) {
 		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
 		queued := s.queued
 		s.mu.Unlock()
-		s.hub.stats.SlowConsumers.Add(1)
-		s.hub.reject(ReasonSlowConsumer)
-		s.hub.log.Debug("slow consumer", "client", s.id, "queued", queued)
+		s.node.countRejection(ReasonSlowConsumer)
+		s.node.log.Debug("slow consumer", "client", s.id, "queued", queued)
 		return
 	}
 	s.queue = append(s.queue, frame)
@@ -241,37 +240,39 @@ func (s *Session) closeLocked(code uint16, reason string) bool {
 	return true
 }
 
-// Open registers the session with the hub (for heartbeats, counts and
+// Open registers the session with the node (for heartbeats, counts and
 // shutdown) and subscribes channels, each answered like a subscribe frame.
 func (s *Session) Open(channels []string, since []*broker.Position) {
-	s.hub.sessions.add(s)
+	s.node.sessions.add(s)
 	for i, ch := range channels {
 		var p *broker.Position
 		if i < len(since) {
 			p = since[i]
 		}
-		s.subscribe("", ch, p)
+		s.node.Subscribe(s, "", ch, p)
 	}
 }
 
-// Close unsubscribes everything and unregisters the session. The
-// transport's reader calls it once the connection is gone.
-func (s *Session) Close() {
+// Release unsubscribes everything and unregisters the session: the
+// cleanup after the connection is gone, which the transport's reader
+// calls. It sends nothing (closeAsync is how the server closes a
+// connection).
+func (s *Session) Release() {
 	s.mu.Lock()
 	s.closed = true
 	subs := s.subs
 	s.subs = nil
 	s.mu.Unlock()
 	for _, sub := range subs {
-		s.hub.detach(sub)
+		s.node.hub.detach(sub)
 		if sub.presence {
-			s.hub.leave(sub)
+			s.node.leave(sub)
 		}
 	}
-	s.hub.sessions.remove(s)
+	s.node.sessions.remove(s)
 }
 
-// sessionSet is the hub's registry of live sessions, sharded to keep
+// sessionSet is the node's registry of live sessions, sharded to keep
 // connects and disconnects from contending.
 type sessionSet struct {
 	shards [16]struct {
@@ -320,25 +321,25 @@ func (set *sessionSet) each(f func(*Session)) {
 }
 
 // heartbeat pings every session each interval and closes those that have
-// sent nothing for HeartbeatTimeout. One loop for the whole hub instead of
+// sent nothing for HeartbeatTimeout. One loop for the whole node instead of
 // a timer per connection.
-func (h *Hub) heartbeat() {
-	defer h.wg.Done()
-	t := time.NewTicker(h.opts.Heartbeat)
+func (n *Node) heartbeat() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.opts.Heartbeat)
 	defer t.Stop()
 	for {
 		select {
-		case <-h.done:
+		case <-n.done:
 			return
 		case now := <-t.C:
-			deadline := now.Add(-h.opts.HeartbeatTimeout).UnixNano()
-			h.sessions.each(func(s *Session) {
+			deadline := now.Add(-n.opts.HeartbeatTimeout).UnixNano()
+			n.sessions.each(func(s *Session) {
 				if s.isClosed() {
 					return // waiting for its client's close answer
 				}
 				if !s.oneWay && s.lastSeen.Load() < deadline {
 					if s.closeAsync(CloseNoPong, "heartbeat timeout: no pong") {
-						h.reject(ReasonNoPong)
+						n.countRejection(ReasonNoPong)
 					}
 					return
 				}
@@ -357,7 +358,7 @@ func (h *Hub) heartbeat() {
 					s.send(wsPingFrame)
 				}
 			})
-			h.refreshPresence()
+			n.refreshPresence()
 		}
 	}
 }

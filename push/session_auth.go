@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// setClaims makes c (nil: anonymous) the session's identity and grants.
-func (s *Session) setClaims(c *Claims) {
+// SetClaims makes c (nil: anonymous) the session's identity and grants:
+// the token a transport authenticated (Node.Authenticate) at connect.
+func (s *Session) SetClaims(c *Claims) {
 	var exp int64
 	s.mu.Lock()
 	s.claims = c
@@ -29,7 +30,7 @@ func (s *Session) authorize(id json.Number, ns *Namespace, channel string) bool 
 	c := s.claims
 	s.mu.Unlock()
 	if c != nil && (ns.Private || !ns.AllowsAnonymous()) && s.tokenExpired(time.Now()) { // session_grace.go
-		s.hub.reject(ReasonForbidden)
+		s.node.countRejection(ReasonForbidden)
 		s.reject(id, CodeTokenExpired, "token expired: send an auth frame with a fresh token first", channel)
 		return false
 	}
@@ -44,7 +45,7 @@ func (s *Session) authorize(id json.Number, ns *Namespace, channel string) bool 
 	default:
 		return true
 	}
-	s.hub.reject(ReasonForbidden)
+	s.node.countRejection(ReasonForbidden)
 	s.reject(id, CodeForbidden, msg, channel)
 	return false
 }
@@ -56,26 +57,21 @@ func (s *Session) auth(id json.Number, token string) {
 		s.reject(id, CodeBadRequest, `missing "token"`, "")
 		return
 	}
-	c, err := s.hub.opts.Verifier.Verify(token)
+	c, err := s.node.Authenticate(token)
 	if err != nil {
-		s.hub.reject(ReasonToken)
-		s.reject(id, CodeUnauthorized, err.Error(), "")
-		return
-	}
-	if s.hub.banned(c.Subject) {
-		s.hub.reject(ReasonToken)
-		s.reject(id, CodeForbidden, "this user is banned", "")
+		e := AsError(err)
+		s.reject(id, e.Code, e.Message, "")
 		return
 	}
 	s.mu.Lock()
 	user := s.user
 	s.mu.Unlock()
 	if user != "" && user != c.Subject {
-		s.hub.reject(ReasonToken)
+		s.node.countRejection(ReasonToken)
 		s.reject(id, CodeForbidden, fmt.Sprintf("token is for %q, this connection is %q", c.Subject, user), "")
 		return
 	}
-	s.setClaims(c)
+	s.SetClaims(c)
 	s.send(encode(ackFrame{Type: "ack", ID: id}))
 }
 
@@ -87,10 +83,10 @@ func (s *Session) checkToken(now time.Time) bool {
 	if exp == 0 || now.UnixNano() < exp {
 		return true
 	}
-	grace := s.hub.opts.TokenGrace
+	grace := s.node.opts.TokenGrace
 	if now.UnixNano() >= exp+grace.Nanoseconds() {
 		if s.closeAsync(CloseTokenExpired, "token expired") {
-			s.hub.reject(ReasonTokenExpired)
+			s.node.countRejection(ReasonTokenExpired)
 		}
 		return false
 	}
@@ -107,8 +103,8 @@ func (s *Session) checkToken(now time.Time) bool {
 // authAdmin makes the session an admin when key is an API key: it may
 // then subscribe to herald:stats (the admin page does).
 func (s *Session) authAdmin(id json.Number, key string) {
-	if !s.hub.isAdminKey(key) {
-		s.hub.reject(ReasonToken)
+	if !s.node.CheckAPIKey(key) {
+		s.node.countRejection(ReasonToken)
 		s.reject(id, CodeUnauthorized, "invalid API key", "")
 		return
 	}
@@ -118,21 +114,19 @@ func (s *Session) authAdmin(id json.Number, key string) {
 	s.send(encode(ackFrame{Type: "ack", ID: id}))
 }
 
-// Authenticate verifies a token for a one-way transport (SSE, long-poll)
-// the way a WebSocket handshake does, bans included.
-func (h *Hub) Authenticate(token string) (*Claims, error) {
-	c, err := h.opts.Verifier.Verify(token)
+// Authenticate verifies a connection token, bans included: the one check
+// for the WebSocket handshake, the auth frame, SSE and long-poll. A
+// refusal is counted (ReasonToken) and is an *Error: unauthorized for a
+// token that does not verify, forbidden for a banned user.
+func (n *Node) Authenticate(token string) (*Claims, error) {
+	c, err := n.opts.Verifier.Verify(token)
 	if err != nil {
-		h.reject(ReasonToken)
-		return nil, err
+		n.countRejection(ReasonToken)
+		return nil, &Error{Code: CodeUnauthorized, Message: err.Error(), Err: err}
 	}
-	if h.banned(c.Subject) {
-		h.reject(ReasonToken)
-		return nil, fmt.Errorf("%w: this user is banned", ErrToken)
+	if n.banned(c.Subject) {
+		n.countRejection(ReasonToken)
+		return nil, &Error{Code: CodeForbidden, Message: "this user is banned", Err: ErrToken}
 	}
 	return c, nil
 }
-
-// SetClaims gives a session opened by an HTTP transport its token's
-// identity and grants (nil: anonymous).
-func (s *Session) SetClaims(c *Claims) { s.setClaims(c) }

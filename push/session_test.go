@@ -40,7 +40,7 @@ func (t *stallTransport) Interrupt() { close(t.interrupted) }
 // limit.
 func TestSlowConsumerIsTheStalledOne(t *testing.T) {
 	const limit = 1000
-	h := NewHub(Options{Node: "t", MaxQueueBytes: limit})
+	h := NewNode(Options{Node: "t", MaxQueueBytes: limit})
 	frame := bytes.Repeat([]byte("x"), 300)
 
 	burst := newStallTransport()

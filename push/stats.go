@@ -2,7 +2,6 @@ package push
 
 import (
 	"errors"
-	"time"
 
 	"github.com/lxzan/gws"
 )
@@ -28,20 +27,20 @@ type Snapshot struct {
 }
 
 // Snapshot returns the node's current figures.
-func (h *Hub) Snapshot() Snapshot {
-	sessions, channels, subs := h.Counts()
+func (n *Node) Snapshot() Snapshot {
+	sessions, channels, subs := n.Counts()
 	s := Snapshot{
-		Node: h.opts.Node, Connections: sessions, Channels: channels, Subscriptions: subs,
-		Received:   h.stats.Published.Load(),
-		Delivered:  h.stats.Delivered.Load(),
-		Dropped:    h.stats.Dropped.Load(),
-		ClientPubs: h.stats.ClientPubs.Load(),
-		Gaps:       h.stats.Gaps.Load(),
-		Reconnects: h.stats.Reconnects.Load(),
-		Rejections: h.Rejections(),
+		Node: n.opts.Node, Connections: sessions, Channels: channels, Subscriptions: subs,
+		Received:   n.stats.Received.Load(),
+		Delivered:  n.stats.Delivered.Load(),
+		Dropped:    n.stats.Dropped.Load(),
+		ClientPubs: n.stats.ClientPubs.Load(),
+		Gaps:       n.stats.Gaps.Load(),
+		Reconnects: n.stats.Reconnects.Load(),
+		Rejections: n.Rejections(),
 		Closes:     make(map[string]uint64, len(closeNames)),
 	}
-	h.sessions.each(func(ss *Session) {
+	n.sessions.each(func(ss *Session) {
 		ss.mu.Lock()
 		q := ss.queued
 		ss.mu.Unlock()
@@ -49,7 +48,7 @@ func (h *Hub) Snapshot() Snapshot {
 		s.MaxQueued = max(s.MaxQueued, q)
 	})
 	for code, name := range closeNames {
-		s.Closes[name] = h.closes[code].Load()
+		s.Closes[name] = n.closes[code].Load()
 	}
 	return s
 }
@@ -108,7 +107,7 @@ func closeKind(code uint16) int {
 
 // countClose records why a WebSocket ended: the code the server sent, or
 // the client's close code, or abnormal when there was no close frame.
-func (h *Hub) countClose(s *Session, err error) {
+func (n *Node) countClose(s *Session, err error) {
 	code := s.closeCode.Load()
 	if code == 0 {
 		var ce *gws.CloseError
@@ -124,16 +123,5 @@ func (h *Hub) countClose(s *Session, err error) {
 	if code != 0 {
 		kind = closeKind(uint16(code))
 	}
-	h.closes[kind].Add(1)
-}
-
-// timed runs a broker call and reports its duration to ObserveBroker.
-func (h *Hub) timed(op string, f func() error) error {
-	if h.opts.ObserveBroker == nil {
-		return f()
-	}
-	start := time.Now()
-	err := f()
-	h.opts.ObserveBroker(op, time.Since(start), err)
-	return err
+	n.closes[kind].Add(1)
 }

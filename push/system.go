@@ -2,7 +2,6 @@ package push
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -40,18 +39,18 @@ type control struct {
 }
 
 // startSystem subscribes the system channels and starts the stats loop.
-func (h *Hub) startSystem(ctx context.Context) {
-	if err := h.broker.Subscribe(ctx, systemChannels...); err != nil {
+func (n *Node) startSystem(ctx context.Context) {
+	if err := n.broker.Subscribe(ctx, systemChannels...); err != nil {
 		// The engine keeps the subscription wanted and makes it when the
 		// broker is back (as for every channel).
-		h.log.Warn("subscribing system channels failed; retried on reconnect", "err", err)
+		n.log.Warn("subscribing system channels failed; retried on reconnect", "err", err)
 	}
-	h.wg.Add(1)
-	go h.reportLoop()
+	n.wg.Add(1)
+	go n.reportLoop()
 }
 
 // handleSystem acts on a message of a system channel.
-func (h *Hub) handleSystem(m *broker.Message) {
+func (n *Node) handleSystem(m *broker.Message) {
 	switch m.Channel {
 	case ControlChannel:
 		var c control
@@ -62,7 +61,7 @@ func (h *Hub) handleSystem(m *broker.Message) {
 		if c.Reason != "" {
 			reason = truncate(c.Reason, 100)
 		}
-		h.sessions.each(func(s *Session) {
+		n.sessions.each(func(s *Session) {
 			s.mu.Lock()
 			match := s.user == c.User
 			s.mu.Unlock()
@@ -71,20 +70,20 @@ func (h *Hub) handleSystem(m *broker.Message) {
 			}
 		})
 	case PresenceChannel:
-		h.fanPresence(m.Data)
+		n.fanPresence(m.Data)
 	case StatsChannel:
 		var r NodeReport
 		if json.Unmarshal(m.Data, &r) == nil && r.Node != "" {
-			h.nodes.put(r, time.Now())
+			n.nodes.put(r, time.Now())
 		}
 	}
 }
 
 // Disconnect closes every connection of user on every node (close code
 // 4004), through the broker.
-func (h *Hub) Disconnect(ctx context.Context, user, reason string, ban time.Duration) error {
+func (n *Node) Disconnect(ctx context.Context, user, reason string, ban time.Duration) error {
 	if ban > 0 {
-		st, ok := h.broker.(broker.Store)
+		st, ok := n.broker.(broker.Store)
 		if !ok {
 			return ErrNoStore
 		}
@@ -93,7 +92,7 @@ func (h *Hub) Disconnect(ctx context.Context, user, reason string, ban time.Dura
 		}
 	}
 	data, _ := json.Marshal(control{Kind: "disconnect", User: user, Reason: reason})
-	_, err := h.broker.Publish(ctx, ControlChannel, data, broker.Retention{})
+	_, err := n.broker.Publish(ctx, ControlChannel, data, broker.Retention{})
 	return err
 }
 
@@ -101,28 +100,19 @@ func banKey(user string) string { return "ban:" + user }
 
 // banned reports whether user is banned. When the store cannot be read it
 // lets the user in: a Redis outage should not lock everyone out.
-func (h *Hub) banned(user string) bool {
-	st, ok := h.broker.(broker.Store)
+func (n *Node) banned(user string) bool {
+	st, ok := n.broker.(broker.Store)
 	if !ok || user == "" {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.BrokerTimeout)
 	defer cancel()
 	v, err := st.GetKey(ctx, banKey(user))
 	if err != nil {
-		h.log.Warn("ban check failed, letting the user in", "user", user, "err", err)
+		n.log.Warn("ban check failed, letting the user in", "user", user, "err", err)
 		return false
 	}
 	return v != nil
-}
-
-// isAdminKey compares key with the admin (API) keys in constant time.
-func (h *Hub) isAdminKey(key string) bool {
-	match := 0
-	for _, k := range h.opts.AdminKeys {
-		match |= subtle.ConstantTimeCompare([]byte(key), []byte(k))
-	}
-	return key != "" && match == 1
 }
 
 // NodeReport is what each node publishes on StatsChannel.
@@ -156,19 +146,19 @@ func (n *nodeReports) put(r NodeReport, now time.Time) {
 
 // Cluster returns the latest report of every node heard from within three
 // stats intervals (a dead node drops out), this node's own fresh.
-func (h *Hub) Cluster() []NodeReport {
-	self := h.report(nil, 0)
+func (n *Node) Cluster() []NodeReport {
+	self := n.report(nil, 0)
 	out := []NodeReport{self}
-	cutoff := time.Now().Add(-3 * h.opts.StatsInterval)
-	h.nodes.mu.Lock()
-	defer h.nodes.mu.Unlock()
-	for name, r := range h.nodes.m {
+	cutoff := time.Now().Add(-3 * n.opts.StatsInterval)
+	n.nodes.mu.Lock()
+	defer n.nodes.mu.Unlock()
+	for name, r := range n.nodes.m {
 		if name == self.Node {
 			continue
 		}
-		if h.nodes.seen[name].Before(cutoff) {
-			delete(h.nodes.m, name)
-			delete(h.nodes.seen, name)
+		if n.nodes.seen[name].Before(cutoff) {
+			delete(n.nodes.m, name)
+			delete(n.nodes.seen, name)
 			continue
 		}
 		out = append(out, r)
@@ -177,22 +167,18 @@ func (h *Hub) Cluster() []NodeReport {
 }
 
 // report builds this node's report; prev and dt give the rates.
-func (h *Hub) report(prev *NodeReport, dt time.Duration) NodeReport {
-	r := NodeReport{Snapshot: h.Snapshot(), At: time.Now(), Channels: make(map[string]int)}
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for name, ch := range sh.channels {
-			if len(r.Channels) >= maxReportChannels {
-				r.Truncated = true
-				break
-			}
-			ch.mu.Lock()
-			r.Channels[name] = len(ch.subs)
-			ch.mu.Unlock()
+func (n *Node) report(prev *NodeReport, dt time.Duration) NodeReport {
+	r := NodeReport{Snapshot: n.Snapshot(), At: time.Now(), Channels: make(map[string]int)}
+	n.hub.eachChannel(func(ch *hubChannel) bool {
+		if len(r.Channels) >= maxReportChannels {
+			r.Truncated = true
+			return false
 		}
-		sh.mu.RUnlock()
-	}
+		ch.mu.Lock()
+		r.Channels[ch.name] = len(ch.subs)
+		ch.mu.Unlock()
+		return true
+	})
 	if prev != nil && dt > 0 {
 		r.ReceivedPerSec = float64(r.Received-prev.Received) / dt.Seconds()
 		r.DeliveredPerSec = float64(r.Delivered-prev.Delivered) / dt.Seconds()
@@ -201,26 +187,26 @@ func (h *Hub) report(prev *NodeReport, dt time.Duration) NodeReport {
 }
 
 // reportLoop publishes this node's report every StatsInterval.
-func (h *Hub) reportLoop() {
-	defer h.wg.Done()
-	t := time.NewTicker(h.opts.StatsInterval)
+func (n *Node) reportLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.opts.StatsInterval)
 	defer t.Stop()
 	var prev *NodeReport
 	last := time.Now()
 	for {
 		select {
-		case <-h.done:
+		case <-n.done:
 			return
 		case now := <-t.C:
-			r := h.report(prev, now.Sub(last))
+			r := n.report(prev, now.Sub(last))
 			prev, last = &r, now
 			data, err := json.Marshal(r)
 			if err != nil {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), h.opts.BrokerTimeout)
-			if _, err := h.broker.Publish(ctx, StatsChannel, data, broker.Retention{}); err != nil {
-				h.log.Debug("stats report not published", "err", err)
+			ctx, cancel := context.WithTimeout(context.Background(), n.opts.BrokerTimeout)
+			if _, err := n.broker.Publish(ctx, StatsChannel, data, broker.Retention{}); err != nil {
+				n.log.Debug("stats report not published", "err", err)
 			}
 			cancel()
 		}
@@ -229,9 +215,9 @@ func (h *Hub) reportLoop() {
 
 // ChannelCounts merges every node's channels with prefix into subscriber
 // counts across the cluster.
-func (h *Hub) ChannelCounts(prefix string) (counts map[string]int, truncated bool) {
+func (n *Node) ChannelCounts(prefix string) (counts map[string]int, truncated bool) {
 	counts = make(map[string]int)
-	for _, r := range h.Cluster() {
+	for _, r := range n.Cluster() {
 		truncated = truncated || r.Truncated
 		for name, n := range r.Channels {
 			if strings.HasPrefix(name, prefix) && !isSystem(name) {

@@ -31,8 +31,15 @@ const CloseProtocol = 1002
 // goroutine (gws's ReadLoop), which owns it.
 type frameGuard struct {
 	net.Conn
-	max     uint64 // largest payload of one message (max_frame_bytes)
-	deflate bool   // permessage-deflate negotiated: RSV1 marks a compressed message
+	// raw reads the socket's descriptor directly when the socket has one
+	// (see read); nil: reads go through Conn.
+	raw     syscall.RawConn
+	rawN    int   // what the last raw read took, for read's closure
+	rawErr  error // and how it failed
+	rawBuf  []byte
+	rawFn   func(fd uintptr) bool // made once: no allocation per read
+	max     uint64                // largest payload of one message (max_frame_bytes)
+	deflate bool                  // permessage-deflate negotiated: RSV1 marks a compressed message
 	// fail closes the connection with code and reason; set before the
 	// read goroutine starts. nil: the guard only reports the error.
 	fail func(code uint16, reason string)
@@ -44,36 +51,6 @@ type frameGuard struct {
 	maskLeft   int      // mask key bytes still to pass
 	fragmented bool     // a message was started without FIN; continuations follow
 	total      uint64   // payload bytes of the fragmented message so far
-
-	// raw reads the socket without net.Conn.Read's three frames: the read
-	// goroutine parks in a 2 KB stack only with them gone (issue 14).
-	// readFn is bound once; p, n and rerr carry one read through it.
-	raw    syscall.RawConn
-	readFn func(fd uintptr) bool
-	p      []byte
-	n      int
-	rerr   error
-}
-
-// readRaw is the read of one Read call, on the socket's descriptor: false
-// (nothing to read yet) makes RawConn.Read wait for the socket.
-func (g *frameGuard) readRaw(fd uintptr) bool {
-	for {
-		n, err := syscall.Read(int(fd), g.p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			g.n, g.rerr = 0, err
-		case n == 0 && len(g.p) > 0:
-			g.n, g.rerr = 0, io.EOF
-		default:
-			g.n, g.rerr = n, nil
-		}
-		return true
-	}
 }
 
 // frameError is why the guard failed a connection: the close code sent and
@@ -93,25 +70,38 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.err
 	}
+	// The raw read is written out here rather than in a function of its
+	// own: one frame fewer under every parked read (see useRaw).
 	var n int
 	var err error
 	if g.raw != nil {
-		g.p = p
-		if err = g.raw.Read(g.readFn); err == nil {
-			n, err = g.n, g.rerr
+		g.rawBuf = p
+		if err = g.raw.Read(g.rawFn); err == nil {
+			n, err = g.rawN, g.rawErr
 		}
-		g.p = nil
+		g.rawBuf = nil
 	} else {
 		n, err = g.Conn.Read(p)
 	}
-	if verr := g.scan(p[:n]); verr != nil {
-		g.err = verr
-		if g.fail != nil {
-			g.fail(verr.code, verr.reason)
+	if n > 0 {
+		if verr := g.scan(p[:n]); verr != nil {
+			return 0, g.failWith(verr)
 		}
-		return 0, verr
 	}
 	return n, err
+}
+
+// failWith makes the connection's failure sticky and closes it. Kept out
+// of Read, which is on the stack of every parked read goroutine, so that
+// Read's frame stays small (issue 14: idle connections park in 2 KB).
+//
+//go:noinline
+func (g *frameGuard) failWith(verr *frameError) error {
+	g.err = verr
+	if g.fail != nil {
+		g.fail(verr.code, verr.reason)
+	}
+	return verr
 }
 
 // scan advances the parser over b.
@@ -252,3 +242,42 @@ func (g *frameGuard) checkLength() *frameError {
 }
 
 var _ io.Reader = (*frameGuard)(nil)
+
+// useRaw switches reads to the socket's descriptor where it has one.
+//
+// Why: a parked read goroutine's stack holds every frame between gws's
+// read loop and the poller, and a wrapper's Read on top of net.Conn's
+// pushed it just past 2 KB, doubling each idle connection's stack to 4 KB
+// (issue 14). Reading the descriptor through syscall.RawConn puts the
+// guard in place of net.Conn's Read instead of above it: the same depth
+// as gws reading the socket itself, deadlines kept (RawConn.Read waits in
+// the poller as net.Conn.Read does).
+func (g *frameGuard) useRaw() {
+	sc, ok := g.Conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	g.raw = raw
+	g.rawFn = func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), g.rawBuf)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				return false // wait for the poller
+			case err != nil:
+				g.rawN, g.rawErr = 0, err
+			case n == 0 && len(g.rawBuf) > 0:
+				g.rawN, g.rawErr = 0, io.EOF
+			default:
+				g.rawN, g.rawErr = n, nil
+			}
+			return true
+		}
+	}
+}

@@ -19,7 +19,7 @@ import (
 // testNode is a hub with a memory broker behind a real HTTP server that
 // serves /ws and /echo, for tests that speak raw bytes to a socket.
 type testNode struct {
-	hub *Hub
+	hub *Node
 	srv *httptest.Server
 }
 
@@ -28,11 +28,11 @@ func startTestNode(t testing.TB, o Options) *testNode {
 	if o.Node == "" {
 		o.Node = "t"
 	}
-	h := NewHub(o)
+	h := NewNode(o)
 	h.Start(context.Background(), broker.NewMemory(h))
 	mux := http.NewServeMux()
 	mux.Handle("/ws", NewServer(h, ServerOptions{HandshakeTimeout: 5 * time.Second}))
-	mux.Handle("/echo", NewEcho(h.opts.MaxFrameBytes, 5*time.Second))
+	mux.Handle("/echo", NewEchoSocket(h.opts.MaxFrameBytes, 5*time.Second))
 	n := &testNode{hub: h, srv: httptest.NewServer(mux)}
 	t.Cleanup(func() {
 		n.srv.CloseClientConnections()
@@ -338,7 +338,7 @@ func (t *panicTransport) Close(code uint16, _ string) { t.closed <- code }
 
 // A panic in a session's writer closes that session with 1011.
 func TestWriterPanicClosesTheSession(t *testing.T) {
-	h := NewHub(Options{Node: "t"})
+	h := NewNode(Options{Node: "t"})
 	tr := &panicTransport{closed: make(chan uint16, 1)}
 	s := h.NewSession(tr, true)
 	before := RecoveredPanics()

@@ -44,6 +44,8 @@ func Run(t *testing.T, newBroker NewBroker) {
 		{"HistoryWithoutRetention", testHistoryNoRetention},
 		{"HistoryRetentionDropped", testHistoryRetentionDropped},
 		{"TTLExpiryStartsNewEpoch", testTTLExpiry},
+		{"Batch", testBatch},
+		{"BatchConcurrent", testBatchConcurrent},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
@@ -372,5 +374,6 @@ func testClosed(t *testing.T, e *env) {
 	if _, err := e.b.History(ctx, "c", broker.HistoryQuery{Limit: 1}); !errors.Is(err, broker.ErrClosed) {
 		t.Errorf("History after Close: %v, want ErrClosed", err)
 	}
+	checkBatchClosed(t, e)
 	// The suite's cleanup closes it again: that must be harmless.
 }

@@ -3,53 +3,15 @@ package redisbroker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/broker"
-	"github.com/redis/go-redis/v9"
 )
-
-// Publish implements broker.Broker with one call of publishScript. An
-// error wrapping broker.ErrUnavailable means Redis could not be reached;
-// when the connection broke after the script was sent, the message may
-// still have been published.
-func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessage, r broker.Retention) (broker.Position, error) {
-	if b.closed.Load() {
-		return broker.Position{}, broker.ErrClosed
-	}
-	if len(data) == 0 {
-		data = json.RawMessage("null") // keep the published JSON well-formed
-	}
-	n := b.names(channel)
-	cmd := "PUBLISH"
-	if b.sharded {
-		cmd = "SPUBLISH"
-	}
-	res, err := publishScript.Run(ctx, b.client, []string{n.pos, n.stream},
-		broker.NewEpoch(), ttlMillis(r.TTL), max(r.Size, 0), time.Now().UnixMilli(),
-		[]byte(data), n.pubsub, cmd, encodeChannel(channel)).StringSlice()
-	if err != nil {
-		if sentButUnanswered(err) {
-			return broker.Position{}, fmt.Errorf("redisbroker: publish %q: %w: %w", channel, broker.ErrUncertain, err)
-		}
-		return broker.Position{}, b.fail("publish", channel, err)
-	}
-	if len(res) != 2 {
-		return broker.Position{}, fmt.Errorf("redisbroker: publish %q: script returned %d values", channel, len(res))
-	}
-	off, err := strconv.ParseUint(res[1], 10, 64)
-	if err != nil {
-		return broker.Position{}, fmt.Errorf("redisbroker: publish %q: bad offset: %w", channel, err)
-	}
-	return broker.Position{Epoch: res[0], Offset: off}, nil
-}
 
 // ttlMillis is a retention TTL for PEXPIRE: the default for 0, and at
 // least a millisecond.
@@ -89,7 +51,7 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 		start = strconv.FormatUint(since+1, 10)
 	}
 	n := b.names(channel)
-	raw, err := historyScript.Run(ctx, b.client, []string{n.pos, n.stream},
+	raw, err := historyScript.Run(ctx, b.client, []string{n.pos, n.stream, n.gen},
 		broker.NewEpoch(), ttlMillis(0), mode, q.Since.Epoch, start, count).Slice()
 	if err != nil {
 		return broker.History{}, b.fail("history", channel, err)
@@ -125,8 +87,8 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	return h, nil
 }
 
-// parseHistory decodes historyScript's reply: {epoch, offset, first entry,
-// entries}. first is the offset of the oldest retained message, 0 if none.
+// parseHistory decodes historyScript's reply: {epoch, offset, first
+// offset, entries}. first is the offset of the oldest retained message, 0 if none.
 func parseHistory(channel string, raw []any) (pos broker.Position, first uint64, msgs []broker.Message, err error) {
 	if len(raw) != 4 {
 		return pos, 0, nil, fmt.Errorf("script returned %d values", len(raw))
@@ -138,13 +100,9 @@ func parseHistory(channel string, raw []any) (pos broker.Position, first uint64,
 		return pos, 0, nil, fmt.Errorf("bad offset %q", offStr)
 	}
 	pos = broker.Position{Epoch: epoch, Offset: off}
-	firsts, _ := raw[2].([]any)
-	if len(firsts) > 0 {
-		m, err := parseEntry(channel, epoch, firsts[0])
-		if err != nil {
-			return pos, 0, nil, err
-		}
-		first = m.Offset
+	firstStr, _ := raw[2].(string)
+	if first, err = strconv.ParseUint(firstStr, 10, 64); err != nil {
+		return pos, 0, nil, fmt.Errorf("bad first offset %q", firstStr)
 	}
 	entries, _ := raw[3].([]any)
 	if len(entries) > 0 {
@@ -186,15 +144,4 @@ func parseEntry(channel, epoch string, e any) (broker.Message, error) {
 		}
 	}
 	return m, nil
-}
-
-// sentButUnanswered reports whether err is a timeout after the command
-// may have reached Redis: a read that timed out, not a dial that failed
-// or a pool that had no connection to give.
-func sentButUnanswered(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return op.Op == "read" && op.Timeout()
-	}
-	return errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, redis.ErrPoolTimeout)
 }

@@ -9,7 +9,7 @@ import (
 // The reconnect detection from confirmations alone, as after a redial made
 // inside a Ping or Subscribe between two reads.
 func TestConfirmDetectsResubscription(t *testing.T) {
-	b := &Broker{prefix: "p:"}
+	b := &Broker{prefix: "p:", genKeys: []string{"p:#gen"}}
 	s := newShard(b, 0)
 	a, c := b.names("a").pubsub, b.names("c").pubsub
 	s.want[a], s.want[c] = "a", "c"

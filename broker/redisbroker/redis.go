@@ -31,15 +31,28 @@
 // no history). Messages are published on the pub/sub channel
 // "<prefix>{<channel>}" as the JSON of a broker.Message. With Redis Cluster
 // the hash tag is the channel's partition instead of its name
-// ("<prefix>{7}<channel>:pos", see Options.Partitions): one SSUBSCRIBE
+// ("<prefix>{<tag>}<channel>:pos", see Options.Partitions; the tags are
+// chosen to spread the partitions evenly over the slots, slots.go): one SSUBSCRIBE
 // command may only name channels of one slot, and a pub/sub connection
 // resubscribes all its channels in one command.
 //
-// A publish is one Lua script: next offset, epoch (a new random one when
-// the channel's state is gone), append to the stream trimmed to the
-// retention size, expire both keys after the retention TTL, PUBLISH (SPUBLISH
-// in Cluster). The script runs atomically, so offsets, history and live
-// order agree.
+// A publish runs in a Lua script: next offset, epoch (a new random one when
+// the channel's state is gone or predates the current generation, see
+// guard.go), append to the stream trimmed to about the retention size (the
+// history script hides entries past it), expire the keys after the
+// retention TTL, PUBLISH (SPUBLISH in Cluster). The script runs
+// atomically, so offsets, history and live order agree. Concurrent
+// publishes and batches are coalesced (batch.go): one pipelined round trip
+// carries them all, one script call up to 64 messages of a partition.
+// A publish fails with broker.ErrUnavailable only when it was never
+// written to a connection; written and unanswered is broker.ErrUncertain.
+//
+// Every new connection checks which Redis process it reached and whether
+// that process's data is durable before anything else runs on it
+// (guard.go): a process that may have come back with older data than it
+// acknowledged starts a new generation, so that no offset is handed out
+// twice in one epoch. docs/guarantees.md has the table per persistence
+// mode.
 //
 // # Delivery
 //
@@ -124,8 +137,14 @@ type Broker struct {
 	handler  broker.Handler
 	log      *slog.Logger
 
-	shards []*shard
-	queues []chan *broker.Message
+	shards  []*shard
+	queues  []chan *broker.Message
+	genKeys []string // generation hash per partition (one without Cluster)
+	tags    []string // hash tag per Cluster partition (slots.go)
+
+	// jobs carries publishes to the publisher goroutines (batch.go).
+	jobs       chan *pubJob
+	publishing sync.WaitGroup
 
 	closed  atomic.Bool
 	done    chan struct{}
@@ -134,8 +153,9 @@ type Broker struct {
 }
 
 var (
-	_ broker.Broker  = (*Broker)(nil)
-	_ broker.Readier = (*Broker)(nil)
+	_ broker.Broker         = (*Broker)(nil)
+	_ broker.Readier        = (*Broker)(nil)
+	_ broker.BatchPublisher = (*Broker)(nil)
 )
 
 // New connects to Redis and returns an engine that delivers to h. It fails
@@ -158,7 +178,8 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	client, readTimeout, err := newClient(opts.URL)
+	b := &Broker{}
+	client, readTimeout, err := newClient(opts.URL, b.onConnect)
 	if err != nil {
 		return nil, err
 	}
@@ -166,13 +187,14 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		// Disabled in the URL; a ping still needs a bound.
 		readTimeout = DefaultIOTimeout
 	}
-	b := &Broker{
+	*b = Broker{
 		opts:    opts,
 		client:  client,
 		prefix:  opts.Prefix,
 		handler: h,
 		log:     opts.Logger,
 		done:    make(chan struct{}),
+		jobs:    make(chan *pubJob, maxPipeline),
 		// A ping is a command like any other: its reply may take up to
 		// the read timeout. Allowing only a ping interval would replace
 		// healthy connections of a busy Redis (or a busy node: a GC
@@ -182,6 +204,17 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		b.cluster, b.sharded = cc, true
+	}
+	parts := 1
+	if b.sharded {
+		parts = opts.Partitions
+	}
+	if b.sharded {
+		b.tags = partitionTags(parts)
+	}
+	b.genKeys = make([]string, parts)
+	for i := range b.genKeys {
+		b.genKeys[i] = b.genKey(i)
 	}
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
@@ -198,11 +231,10 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 			}
 		})
 	}
-	n := 1
-	if b.sharded {
-		n = opts.Partitions
+	for range publishers {
+		b.publishing.Go(b.publisher)
 	}
-	b.shards = make([]*shard, n)
+	b.shards = make([]*shard, parts)
 	for i := range b.shards {
 		b.shards[i] = newShard(b, i)
 	}
@@ -264,6 +296,9 @@ func (b *Broker) Close(ctx context.Context) error {
 			close(q)
 		}
 		b.workers.Wait()
+		// Publishers finish the pipeline in flight, bounded by the I/O
+		// timeouts, before the client closes under them.
+		b.publishing.Wait()
 		close(stopped)
 	}()
 	var err error
@@ -301,7 +336,7 @@ func unavailable(err error) bool {
 	if !errors.As(err, &rerr) {
 		return true // network, timeout, context, pool: Redis was not reached
 	}
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "NOREPLICAS", "MOVED", "ASK", "OOM"} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY", "NOREPLICAS", "MOVED", "ASK", "OOM", "NOSCRIPT"} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}
@@ -323,8 +358,14 @@ func (g libraryLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 // encodeChannel returns the channel's name as a JSON string, for the
-// message the publish script assembles.
+// message the publish script assembles. Valid channel names need no
+// escaping, so they skip the encoder.
 func encodeChannel(channel string) string {
-	b, _ := json.Marshal(channel) // a string always encodes
-	return string(b)
+	for i := 0; i < len(channel); i++ {
+		if c := channel[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(channel) // a string always encodes
+			return string(b)
+		}
+	}
+	return `"` + channel + `"`
 }

@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -13,18 +14,22 @@ import (
 // newClient builds the go-redis client for one of the URL forms of the
 // package doc. It also returns the client's read timeout: how long a reply
 // may take before the connection counts as broken.
-func newClient(raw string) (redis.UniversalClient, time.Duration, error) {
+// onConnect runs on every new connection before it is used.
+func newClient(raw string, onConnect func(context.Context, *redis.Conn) error) (redis.UniversalClient, time.Duration, error) {
 	o, err := parseURL(raw)
 	if err != nil {
 		return nil, 0, err
 	}
 	switch o := o.(type) {
 	case *redis.ClusterOptions:
+		o.OnConnect = onConnect
 		return redis.NewClusterClient(o), o.ReadTimeout, nil
 	case *redis.FailoverOptions:
+		o.OnConnect = onConnect
 		return redis.NewFailoverClient(o), o.ReadTimeout, nil
 	default:
 		opt := o.(*redis.Options)
+		opt.OnConnect = onConnect
 		return redis.NewClient(opt), opt.ReadTimeout, nil
 	}
 }

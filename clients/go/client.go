@@ -5,6 +5,13 @@
 // missed while it is still in history, and reports when the server could
 // not recover (the application should then reload its state).
 //
+// Closes that retrying cannot fix end the client instead (docs/protocol.md,
+// "Close codes"): 4004 (kicked), and 1008 (token refused, user banned) or
+// 4003 (token expired) unless Config.TokenFunc supplies a different
+// token. Done is closed then and Err says why. A subscribe the server
+// refuses (unknown namespace, forbidden, ...) is dropped and reported to
+// SubscribeOptions.OnError; the connection and other channels go on.
+//
 //	c := heraldclient.New(heraldclient.Config{URL: "ws://localhost:8080/ws"})
 //	defer c.Close()
 //	c.Subscribe("news", func(m heraldclient.Message) { fmt.Println(string(m.Data)) })
@@ -29,6 +36,23 @@ import (
 
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("heraldclient: closed")
+
+// CloseError is the server's close that ended the client for good: see
+// Permanent.
+type CloseError struct {
+	Code   uint16
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("heraldclient: closed by the server: %d %s", e.Code, e.Reason)
+}
+
+// Permanent reports whether a close code means reconnecting as before
+// cannot help (docs/protocol.md, "Close codes"): 1008 (token refused or
+// user banned: get a new token), 4003 (token expired: get a new token),
+// 4004 (kicked: do not reconnect automatically).
+func Permanent(code uint16) bool { return code == 1008 || code == 4003 || code == 4004 }
 
 // Position is a place in a channel's stream.
 type Position struct {
@@ -102,6 +126,10 @@ type SubscribeOptions struct {
 	OnReset func(channel string, at Position)
 	// OnSubscribed is called after each (re)subscribe is confirmed.
 	OnSubscribed func(channel string, at Position, recovered bool)
+	// OnError is called when the server refuses the subscribe. The
+	// subscription is dropped, except for code "unavailable" (the broker
+	// is down for now), which is retried on the next connection.
+	OnError func(channel string, err *ServerError)
 }
 
 type subscription struct {
@@ -125,7 +153,9 @@ type Client struct {
 	conn    *gws.Conn
 	nextID  uint64
 	waiters map[uint64]chan reply
+	subIDs  map[uint64]string // subscribe id -> channel, to route its error
 	urlIdx  int
+	err     error // why run stopped for good (*CloseError); set before done closes
 }
 
 type reply struct {
@@ -156,6 +186,7 @@ func New(cfg Config) *Client {
 	c := &Client{
 		cfg: cfg, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		subs: make(map[string]*subscription), waiters: make(map[uint64]chan reply),
+		subIDs: make(map[uint64]string),
 	}
 	go c.run()
 	return c
@@ -253,8 +284,24 @@ func (c *Client) Publish(ctx context.Context, channel string, data any) (Positio
 	case <-ctx.Done():
 		return Position{}, ctx.Err()
 	case <-c.done:
+		if err := c.Err(); err != nil {
+			return Position{}, err
+		}
 		return Position{}, ErrClosed
 	}
+}
+
+// Done is closed when the client has stopped: after Close, or after a
+// permanent close by the server (then Err is not nil).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why the client stopped by itself: a *CloseError, or an error
+// saying why a fresh token could not be had. Nil while it runs and after
+// Close.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Close closes the connection and stops reconnecting.
@@ -292,12 +339,17 @@ func (c *Client) state(e Event) {
 	}
 }
 
+// subscribeFrameLocked is channel's subscribe frame, with an id that
+// routes the server's error to the subscription. Must hold c.mu.
 func (c *Client) subscribeFrameLocked(channel string, s *subscription) []byte {
+	c.nextID++
+	c.subIDs[c.nextID] = channel
 	f := struct {
 		Type    string    `json:"type"`
+		ID      uint64    `json:"id"`
 		Channel string    `json:"channel"`
 		Since   *Position `json:"since,omitempty"`
-	}{Type: "subscribe", Channel: channel}
+	}{Type: "subscribe", ID: c.nextID, Channel: channel}
 	if s.hasPos {
 		p := s.pos
 		f.Since = &p
@@ -307,19 +359,42 @@ func (c *Client) subscribeFrameLocked(channel string, s *subscription) []byte {
 }
 
 // run connects, waits for the connection to end and reconnects with
-// backoff until Close.
+// backoff until Close or a permanent close.
 func (c *Client) run() {
 	defer close(c.done)
-	defer c.state(Event{State: Closed})
+	final := Event{State: Closed}
+	defer func() { c.state(final) }()
 	backoff := c.cfg.MinBackoff
+	var refused string // the token a permanent close refused
 	for c.ctx.Err() == nil {
 		c.state(Event{State: Connecting})
 		start := time.Now()
-		ev := c.connectOnce()
+		ev, token := c.connectOnce(refused)
 		if c.ctx.Err() != nil {
 			return
 		}
-		c.state(ev)
+		if ev.State != Closed {
+			c.state(ev)
+		}
+		if ev.State == Closed || Permanent(ev.Code) && (ev.Code == 4004 || c.cfg.TokenFunc == nil) {
+			// Retrying as before cannot help: stop and say why.
+			err := ev.Err
+			if err == nil {
+				err = &CloseError{Code: ev.Code, Reason: ev.Reason}
+			}
+			c.mu.Lock()
+			c.err = err
+			c.mu.Unlock()
+			c.cancel()
+			final = Event{State: Closed, Code: ev.Code, Reason: ev.Reason, Err: err}
+			c.log.Debug("not reconnecting", "code", ev.Code, "reason", ev.Reason, "err", ev.Err)
+			return
+		}
+		if Permanent(ev.Code) {
+			// 1008 or 4003 with a TokenFunc: reconnect with a fresh token,
+			// but never again with the refused one.
+			refused = token
+		}
 		if time.Since(start) > 10*time.Second {
 			backoff = c.cfg.MinBackoff // it was up for a while: retry fast
 		}
@@ -343,17 +418,22 @@ func (c *Client) nextURL() string {
 	return u
 }
 
-// connectOnce runs one connection to its end and says how it ended.
-func (c *Client) connectOnce() Event {
+// connectOnce runs one connection to its end and says how it ended, and
+// with which token. A TokenFunc that returns refused (the token the server
+// closed a connection for with 1008 or 4003) ends the client: State Closed.
+func (c *Client) connectOnce(refused string) (ev Event, token string) {
 	raw := c.nextURL()
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Event{State: Disconnected, Err: err}
+		return Event{State: Disconnected, Err: err}, ""
 	}
-	token := c.cfg.Token
+	token = c.cfg.Token
 	if c.cfg.TokenFunc != nil {
 		if token, err = c.cfg.TokenFunc(c.ctx); err != nil {
-			return Event{State: Disconnected, Err: err}
+			return Event{State: Disconnected, Err: err}, ""
+		}
+		if refused != "" && token == refused {
+			return Event{State: Closed, Err: errors.New("heraldclient: TokenFunc returned the token the server refused")}, token
 		}
 	}
 	if token != "" {
@@ -372,13 +452,13 @@ func (c *Client) connectOnce() Event {
 	}
 	netConn, err := c.cfg.Dialer.DialContext(c.ctx, "tcp", host)
 	if err != nil {
-		return Event{State: Disconnected, Err: err}
+		return Event{State: Disconnected, Err: err}, token
 	}
 	if secure {
 		tc := tls.Client(netConn, &tls.Config{ServerName: u.Hostname()})
 		if err := tc.HandshakeContext(c.ctx); err != nil {
 			_ = netConn.Close()
-			return Event{State: Disconnected, Err: err}
+			return Event{State: Disconnected, Err: err}, token
 		}
 		netConn = tc
 	}
@@ -392,15 +472,15 @@ func (c *Client) connectOnce() Event {
 	}, netConn)
 	if err != nil {
 		_ = netConn.Close()
-		return Event{State: Disconnected, Err: err}
+		return Event{State: Disconnected, Err: err}, token
 	}
 	h.conn = conn
 	go conn.ReadLoop()
 	select {
 	case ev := <-h.closed:
-		return ev
+		return ev, token
 	case <-c.ctx.Done():
 		_ = conn.WriteClose(1000, []byte("client closing"))
-		return <-h.closed
+		return <-h.closed, token
 	}
 }

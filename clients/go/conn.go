@@ -62,6 +62,7 @@ func (h *connHandler) OnClose(conn *gws.Conn, err error) {
 		w <- reply{err: errors.New("heraldclient: connection lost")}
 		delete(c.waiters, id)
 	}
+	clear(c.subIDs) // unanswered: the next welcome subscribes again
 	c.mu.Unlock()
 	close(h.stop)
 	ev := Event{State: Disconnected, Err: err}
@@ -91,6 +92,7 @@ func (h *connHandler) handle(conn *gws.Conn, f *serverFrame) {
 	case "welcome":
 		c.mu.Lock()
 		c.conn = conn
+		clear(c.subIDs) // frames made while disconnected were never sent
 		frames := make([][]byte, 0, len(c.subs))
 		for name, s := range c.subs {
 			frames = append(frames, c.subscribeFrameLocked(name, s))
@@ -120,6 +122,7 @@ func (h *connHandler) handle(conn *gws.Conn, f *serverFrame) {
 	case "subscribed":
 		at := Position{Epoch: f.Epoch, Offset: f.Offset}
 		c.mu.Lock()
+		delete(c.subIDs, f.ID)
 		s := c.subs[f.Channel]
 		if s == nil {
 			c.mu.Unlock()
@@ -138,6 +141,9 @@ func (h *connHandler) handle(conn *gws.Conn, f *serverFrame) {
 			s.opts.OnSubscribed(f.Channel, at, f.Recovered == nil || *f.Recovered)
 		}
 	case "ack", "error", "history", "presence":
+		if f.Type == "error" && h.subError(f) {
+			return
+		}
 		if f.ID == 0 {
 			if f.Type == "error" {
 				c.log.Warn("herald error", "code", f.Code, "message", f.Message, "channel", f.Channel)
@@ -175,4 +181,33 @@ func (h *connHandler) watchdog(conn *gws.Conn, every time.Duration) {
 			}
 		}
 	}
+}
+
+// subError hands an error answering a subscribe to its subscription and
+// reports whether f was one. A refused subscription is dropped, but for
+// "unavailable" (the broker is down for now): the next connection
+// subscribes it again.
+func (h *connHandler) subError(f *serverFrame) bool {
+	c := h.c
+	c.mu.Lock()
+	channel, ok := c.subIDs[f.ID]
+	if !ok {
+		c.mu.Unlock()
+		return false
+	}
+	delete(c.subIDs, f.ID)
+	s := c.subs[channel]
+	if s != nil && f.Code != "unavailable" && f.Code != "already_subscribed" {
+		delete(c.subs, channel)
+	}
+	c.mu.Unlock()
+	err := &ServerError{Code: f.Code, Message: f.Message}
+	switch {
+	case s == nil:
+	case s.opts.OnError != nil:
+		s.opts.OnError(channel, err)
+	default:
+		c.log.Warn("herald refused a subscription", "channel", channel, "code", f.Code, "message", f.Message)
+	}
+	return true
 }

@@ -25,6 +25,12 @@ export interface StateEvent {
   code?: number;
   reason?: string;
   wasClean?: boolean;
+  /**
+   * On "closed" after a close that retrying cannot fix (1008 token refused
+   * or user banned, 4003 token expired, 4004 disconnected by the server):
+   * the client stopped and will not reconnect.
+   */
+  permanent?: boolean;
 }
 
 export interface DisconnectEvent {
@@ -88,6 +94,12 @@ export interface Options {
   /** How long a request (publish, history, presence) may take, ms; default 10000. */
   timeout?: number;
   onState?: (e: StateEvent) => void;
+  /**
+   * The WebSocket constructor; default globalThis.WebSocket. Pass one where
+   * there is none (Node before 22): `import WebSocket from "ws"`. Without
+   * either, the constructor throws a HeraldError with code "no_websocket".
+   */
+  WebSocket?: new (url: string) => WebSocket;
 }
 
 export interface PublishAck extends Position {
@@ -109,7 +121,7 @@ export interface PresenceReply {
 }
 
 export class HeraldError extends Error {
-  /** The server's error code (forbidden, rate_limited, ...) or timeout, disconnected, closed. */
+  /** The server's error code (forbidden, rate_limited, ...) or timeout, disconnected, closed, no_websocket. */
   code: string;
   channel?: string;
 }
@@ -121,6 +133,9 @@ export class Herald {
   /** This connection's client id and node, from the welcome frame. */
   readonly client: string | null;
   readonly node: string | null;
+  /** After a permanent close by the server: its code and reason. */
+  readonly closeCode?: number;
+  readonly closeReason?: string;
 
   on(event: "state", fn: (e: StateEvent) => void): () => void;
   on(event: "connected", fn: (w: Welcome) => void): () => void;

@@ -14,6 +14,20 @@
 // last position it saw, so nothing published meanwhile is missed while it is
 // still in the channel's history. When the server cannot recover (history
 // window passed, new epoch), the subscription's onReset says so.
+//
+// Closes that retrying cannot fix end the client instead of looping
+// (docs/protocol.md, "Close codes"): 4004 (disconnected by the server),
+// and 1008 (token refused, user banned) or 4003 (token expired) unless
+// the token option is a function that returns a different token. The
+// state then becomes "closed" with the code and reason.
+//
+// Outside browsers, pass a WebSocket implementation where there is no
+// global one (Node before 22): new Herald({url, WebSocket}) with
+// `import WebSocket from "ws"`.
+
+// PERMANENT are the close codes after which reconnecting with the same
+// token cannot help (docs/protocol.md, "Close codes").
+const PERMANENT = new Set([1008, 4003, 4004]);
 
 /** An error frame from the server, or a request that could not complete. */
 export class HeraldError extends Error {
@@ -39,6 +53,11 @@ export class Herald {
    */
   constructor(opts = {}) {
     if (typeof opts == "string") opts = { url: opts };
+    // Fail once, here, rather than on every reconnect.
+    this._WebSocket = opts.WebSocket || globalThis.WebSocket;
+    if (typeof this._WebSocket != "function") {
+      throw new HeraldError("no_websocket", "herald.js: no WebSocket in this environment: pass one, e.g. new Herald({ url, WebSocket }) with WebSocket from the ws package");
+    }
     this.url = wsURL(opts.url);
     this.token = opts.token; // a string, or a function returning one (or a Promise of one)
     this.minBackoff = opts.minBackoff || 250;
@@ -180,21 +199,26 @@ export class Herald {
     if (this._closed) return;
     this._state("connecting");
     let url = this.url;
+    let t;
     try {
-      const t = typeof this.token == "function" ? await this.token() : this.token;
+      t = typeof this.token == "function" ? await this.token() : this.token;
       if (t) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(t);
     } catch (e) {
       return this._down(0, "token: " + e.message, false);
     }
     if (this._closed) return;
+    const refused = this._refused;
+    if (refused && t === refused.token) {
+      return this._end(refused.code, "the token function returned the token the server refused: " + refused.reason);
+    }
     let ws;
     try {
-      ws = this._ws = new WebSocket(url);
+      ws = this._ws = new this._WebSocket(url);
     } catch (e) {
       return this._down(0, e.message, false); // a malformed URL: keep retrying, report it
     }
     ws.onmessage = (e) => this._ws == ws && this._data(e.data);
-    ws.onclose = (e) => this._ws == ws && (this._drop(), this._down(e.code, e.reason, e.wasClean));
+    ws.onclose = (e) => this._ws == ws && (this._drop(), this._down(e.code, e.reason, e.wasClean, t));
   }
 
   // _drop forgets the current socket: its later events are ignored.
@@ -205,13 +229,19 @@ export class Herald {
     this._subIds.clear();
   }
 
-  _down(code, reason, wasClean) {
+  _down(code, reason, wasClean, token) {
     // Sent requests may or may not have been applied: the caller decides.
     for (const [id, w] of this._wait) if (w.sent) this._settle(id, new HeraldError("disconnected", "connection lost before the reply", w.frame.channel));
     if (this._closed) return;
     const info = { code, reason, wasClean };
     this._state("disconnected", info);
     this._emit("disconnected", info);
+    if (PERMANENT.has(code)) {
+      // Only a token function can do better than the refused token, and
+      // only for 1008 and 4003; a kick (4004) is final.
+      if (code == 4004 || typeof this.token != "function") return this._end(code, reason);
+      this._refused = { code, reason, token };
+    }
     if (Date.now() - this._upAt > 5000) this._tries = 0; // it was up a while: retry fast
     // Full jitter spreads the reconnects of many clients after an outage.
     const max = Math.min(this.maxBackoff, this.minBackoff * 2 ** this._tries++);
@@ -222,6 +252,17 @@ export class Herald {
       this._connect();
     };
     this._retry = setTimeout(this._retryNow, delay);
+  }
+
+  // _end stops for good after a close that retrying cannot fix, and says why.
+  _end(code, reason) {
+    this._closed = true;
+    clearTimeout(this._retry);
+    if (this._online) removeEventListener("online", this._online);
+    for (const id of this._wait.keys()) this._settle(id, new HeraldError("closed", `closed by the server: ${code} ${reason}`));
+    this.closeCode = code;
+    this.closeReason = reason;
+    this._state("closed", { code, reason, permanent: true });
   }
 
   _data(text) {
@@ -287,6 +328,7 @@ export class Herald {
 
   _welcome(f) {
     this._ready = true;
+    this._refused = null; // the fresh token was taken
     this._upAt = Date.now();
     this.client = f.client;
     this.node = f.node;

@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
-	heraldclient "github.com/heraldpush/herald/clients/go"
 	"github.com/heraldpush/herald/internal/bench"
 	"github.com/heraldpush/herald/internal/checker"
 )
@@ -87,20 +85,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := checker.Config{
 		WSURLs: wsURLs, HTTPURLs: httpURLs, APIKey: *key, Namespace: *ns,
-		Channels: *channels, Subscribers: *subs, Messages: *msgs, Rate: *rate,
-	}
-	if *drops > 0 {
-		cfg.During = func(ctx context.Context, clients []*heraldclient.Client) {
-			// Spread the drops over the expected publishing time.
-			span := time.Second
-			if *rate > 0 {
-				span = time.Duration(*channels**msgs) * time.Second / time.Duration(*rate)
-			}
-			for i := 0; i < *drops && ctx.Err() == nil; i++ {
-				clients[rand.IntN(len(clients))].DropConnection()
-				time.Sleep(span / time.Duration(*drops))
-			}
-		}
+		Channels: *channels, Subscribers: *subs, Messages: *msgs, Rate: *rate, Drops: *drops,
 	}
 	r, err := checker.Run(ctx, cfg)
 	if err != nil {

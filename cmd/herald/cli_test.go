@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -204,4 +206,120 @@ func TestSubscribeCommandCount(t *testing.T) {
 	if err := cmdSubscribe(context.Background(), nil, &out, &errw); err == nil {
 		t.Fatal("subscribe without channels succeeded")
 	}
+}
+
+// runSubscribe runs herald subscribe with args until it returns; the
+// test ends it if it has not after ReadTimeout.
+func runSubscribe(t *testing.T, args ...string) (stdout, stderr *syncBuffer, done chan error, cancel func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	done = make(chan error, 1)
+	go func() { done <- cmdSubscribe(ctx, args, stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(readTimeout):
+			t.Error("subscribe did not return after its context ended")
+		}
+	})
+	return stdout, stderr, done, cancel
+}
+
+// exited waits for a subscribe that should end by itself.
+func exited(t *testing.T, done chan error, stderr *syncBuffer) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		done <- err // for the cleanup
+		return err
+	case <-time.After(readTimeout):
+		t.Fatalf("subscribe still running after %s; stderr:\n%s", readTimeout, stderr)
+		return nil
+	}
+}
+
+// TestSubscribeCommandRefused: each refused channel gets the server's
+// error on stderr (even with -q); with some channel accepted the command
+// goes on, with none it exits non-zero at once.
+func TestSubscribeCommandRefused(t *testing.T) {
+	n := startTestNode(t, cliConfig())
+
+	out, errw, done, cancel := runSubscribe(t, "-q", "--url", n.URL(), "stocks:AAPL", "bad name", "cli:ok")
+	waitFor(t, readTimeout, "both refusals", func() bool {
+		s := errw.String()
+		return strings.Contains(s, `subscribe stocks:AAPL: refused: unknown_namespace: push: unknown namespace "stocks"`) &&
+			strings.Contains(s, "subscribe bad name: refused: invalid_channel:")
+	})
+	waitFor(t, readTimeout, "the subscription to cli:ok", func() bool { _, _, subs := n.Hub().Counts(); return subs == 1 })
+	n.Publish("cli:ok", "still here")
+	waitFor(t, readTimeout, "the message", func() bool { return len(out.lines()) == 1 })
+	cancel()
+	if err := exited(t, done, errw); err != nil {
+		t.Fatalf("subscribe with one channel accepted: %v", err)
+	}
+
+	_, errw, done, _ = runSubscribe(t, "--url", n.URL(), "stocks:AAPL", "herald:stats")
+	err := exited(t, done, errw)
+	if err == nil || !strings.Contains(err.Error(), "refused every channel") {
+		t.Fatalf("subscribe with every channel refused: %v, want an error", err)
+	}
+	if s := errw.String(); !strings.Contains(s, "subscribe herald:stats: refused: forbidden:") || !strings.Contains(s, "unknown_namespace") {
+		t.Fatalf("stderr %q, want both refusals", s)
+	}
+}
+
+// TestSubscribeCommandPermanentClose: a refused token (1008) and a kick
+// (4004) end herald subscribe with the code and the reason; it does not
+// reconnect.
+func TestSubscribeCommandPermanentClose(t *testing.T) {
+	cfg := cliConfig()
+	cfg.APIKey = "s3cret"
+	cfg.TokenHMACSecret = strings.Repeat("k", 32)
+	n := startTestNode(t, cfg)
+
+	_, errw, done, _ := runSubscribe(t, "--url", n.URL(), "--token", "not-a-jwt", "cli:a")
+	err := exited(t, done, errw)
+	if err == nil || !strings.Contains(err.Error(), "closed the connection with 1008") || !strings.Contains(err.Error(), "not reconnecting") {
+		t.Fatalf("subscribe with a bad token: %v, want the 1008 close", err)
+	}
+	if c := countLines(errw, "connected"); c != 0 {
+		t.Errorf("stderr %q: want no connected notice", errw)
+	}
+
+	var tok bytes.Buffer
+	if err := cmdToken(context.Background(), []string{"--sub", "alice", "--secret", cfg.TokenHMACSecret}, &tok, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	_, errw, done, _ = runSubscribe(t, "--url", n.URL(), "--token", strings.TrimSpace(tok.String()), "cli:a")
+	waitFor(t, readTimeout, "alice subscribed", func() bool { return strings.Contains(errw.String(), "subscribed cli:a") })
+	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/api/disconnect", strings.NewReader(`{"user":"alice","reason":"go away"}`))
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("disconnect: HTTP %d", resp.StatusCode)
+	}
+	err = exited(t, done, errw)
+	if err == nil || !strings.Contains(err.Error(), "closed the connection with 4004 (go away)") {
+		t.Fatalf("subscribe after a kick: %v, want the 4004 close with its reason", err)
+	}
+	if c := countLines(errw, "connected"); c != 1 {
+		t.Errorf("stderr %q: want one connection, no reconnect", errw)
+	}
+}
+
+// countLines counts the complete lines of b that are line.
+func countLines(b *syncBuffer, line string) int {
+	n := 0
+	for _, l := range b.lines() {
+		if l == line {
+			n++
+		}
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -247,5 +248,25 @@ func TestConfigRejects(t *testing.T) {
 		if _, err := cfg.NamespaceRules(); err == nil {
 			t.Errorf("%q: namespaces accepted", file)
 		}
+	}
+}
+
+// TestServeWarnsUnknownEnv: a misspelt HERALD_* variable is a warning at
+// startup naming the variable meant, and the server still starts.
+func TestServeWarnsUnknownEnv(t *testing.T) {
+	t.Setenv("HERALD_REDIS_ULR", "redis://localhost:1/0")
+	ctx, cancel := context.WithCancel(context.Background())
+	var errw syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- cmdServe(ctx, []string{"--listen", "127.0.0.1:0", "--node", "warn-test"}, io.Discard, &errw)
+	}()
+	waitFor(t, readTimeout, "the server up", func() bool { return strings.Contains(errw.String(), "herald serving") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if s := errw.String(); !strings.Contains(s, "HERALD_REDIS_ULR is not a Herald setting (did you mean HERALD_REDIS_URL?)") || !strings.Contains(s, "level=WARN") {
+		t.Fatalf("log %q: want a warning naming HERALD_REDIS_URL", s)
 	}
 }

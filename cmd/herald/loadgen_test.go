@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldpush/herald/broker/brokertest"
 	"github.com/heraldpush/herald/internal/bench"
+	"github.com/heraldpush/herald/push"
 )
 
 // TestBenchLoad runs a small load (200 connections, 5 channels, 2s) against
@@ -188,4 +189,57 @@ func TestBenchLoadSplitReads(t *testing.T) {
 	n := startTestNode(t, cfg)
 	testBenchLoad(t, 40, "--url", chopProxy(t, n.Addr()), "--conns", "40", "--channels", "2", "--rate", "400",
 		"--duration", "2s", "--json", "--pid", strconv.Itoa(os.Getpid()))
+}
+
+// TestBenchCheckProbe: bench --check asks the server first and names the
+// namespace that is missing or keeps no history, in well under the 30 s
+// a subscriber confirmation would wait.
+func TestBenchCheckProbe(t *testing.T) {
+	t.Setenv("HERALD_API_KEY", "")
+	cfg := testConfig()
+	cfg.APIKey = "k"
+	cfg.Namespaces = map[string]*push.Namespace{"live": {}}
+	n := startTestNode(t, cfg)
+	for _, tc := range []struct{ args, want string }{
+		{"--namespace check", `namespace "check" is not configured on ` + n.URL()},
+		{"--namespace live", `namespace "live" keeps no history on ` + n.URL()},
+		{"", "the default namespace (default_namespace) keeps no history"},
+	} {
+		start := time.Now()
+		args := append([]string{"--check", "--url", n.URL(), "--key", "k", "--subscribers", "5"}, strings.Fields(tc.args)...)
+		err := cmdBench(context.Background(), args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("bench %s: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+		if d := time.Since(start); d > readTimeout {
+			t.Errorf("bench %s took %s to fail", tc.args, d)
+		}
+	}
+	err := cmdBench(context.Background(), []string{"--check", "--url", n.URL(), "--namespace", "live"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "HTTP 401 unauthorized") {
+		t.Errorf("bench without the key: %v, want the server's 401", err)
+	}
+}
+
+// TestBenchCheckDrops: bench --check --drops resets subscribers'
+// connections while publishing; every message still arrives once, in
+// order, and the subscribers did reconnect.
+func TestBenchCheckDrops(t *testing.T) {
+	t.Setenv("HERALD_API_KEY", "")
+	cfg := testConfig()
+	cfg.Namespaces = map[string]*push.Namespace{"check": {HistorySize: 1000, HistoryTTL: time.Minute}}
+	n := startTestNode(t, cfg)
+	var stdout, stderr bytes.Buffer
+	err := cmdBench(context.Background(), []string{"--check", "--url", n.URL(), "--namespace", "check", "--json",
+		"--channels", "2", "--subscribers", "5", "--messages", "300", "--rate", "600", "--drops", "5"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench --check --drops: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	var r struct {
+		Expected, Delivered, Reconnects int
+	}
+	decodeJSON(t, stdout.Bytes(), &r)
+	if r.Expected != 2*5*300 || r.Delivered != r.Expected || r.Reconnects == 0 {
+		t.Fatalf("report %s: want every message delivered after reconnects", stdout.String())
+	}
 }

@@ -23,6 +23,12 @@ nothing is missed while it is in the channel's history; when the server
 cannot recover, a "reset" notice goes to standard error. Connection notices
 go to standard error too, so standard output is only messages.
 
+A channel the server refuses (unknown namespace, invalid name, forbidden)
+is reported on standard error with the server's error; when every channel
+is refused, subscribe exits with status 1. So does a close that retrying
+cannot fix: 1008 (token refused, user banned), 4003 (token expired), 4004
+(disconnected by the server).
+
 Flags:
 `
 
@@ -53,13 +59,19 @@ func cmdSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var printed atomic.Int64
+	var printed, refused atomic.Int64
 	var failed atomic.Pointer[error]
+	fail := func(err error) {
+		failed.CompareAndSwap(nil, &err)
+		cancel()
+	}
 	c := heraldclient.New(heraldclient.Config{
 		URL:   wsEndpoint(*url),
 		Token: *token,
 		OnState: func(e heraldclient.Event) {
 			switch {
+			case e.State == heraldclient.Disconnected && heraldclient.Permanent(e.Code):
+				// The client stops; the error says why.
 			case e.State == heraldclient.Disconnected && e.Code != 0:
 				note("disconnected: %d %s; reconnecting", e.Code, e.Reason)
 			case e.State == heraldclient.Disconnected:
@@ -80,8 +92,7 @@ func cmdSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				_, err = fmt.Fprintf(out, "%s\n", b)
 			}
 			if err != nil { // stdout is gone (a closed pipe): stop
-				failed.Store(&err)
-				cancel()
+				fail(err)
 				return
 			}
 			if n := printed.Add(1); *count > 0 && n >= int64(*count) {
@@ -94,14 +105,33 @@ func cmdSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			OnReset: func(channel string, at heraldclient.Position) {
 				note("reset %s: messages were lost (history window passed or new epoch); now at %s:%d", channel, at.Epoch, at.Offset)
 			},
+			OnError: func(channel string, err *heraldclient.ServerError) {
+				// Not a notice: printed with -q too.
+				fmt.Fprintf(stderr, "subscribe %s: refused: %s: %s\n", channel, err.Code, err.Message)
+				if err.Code == "unavailable" {
+					return // the broker is down for now; retried on reconnect
+				}
+				if refused.Add(1) == int64(len(channels)) {
+					fail(fmt.Errorf("subscribe: the server refused every channel (%s)", strings.Join(channels, ", ")))
+				}
+			},
 		})
 		if err != nil {
 			return err
 		}
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-c.Done():
+	}
 	if p := failed.Load(); p != nil {
 		return *p
+	}
+	var ce *heraldclient.CloseError
+	if err := c.Err(); errors.As(err, &ce) {
+		return fmt.Errorf("subscribe: the server closed the connection with %d (%s); not reconnecting", ce.Code, ce.Reason)
+	} else if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
 	}
 	return nil
 }

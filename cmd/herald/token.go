@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,9 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/heraldpush/herald/internal/server"
-	"github.com/heraldpush/herald/push"
 )
 
 // cmdToken mints a connection token signed with the configured HMAC
@@ -56,37 +53,11 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *secret == "" {
 		return errors.New("token: no HMAC secret: set token_hmac_secret (or HERALD_TOKEN_HMAC_SECRET) or pass --secret")
 	}
-	now := time.Now()
-	c := push.Claims{RegisteredClaims: jwt.RegisteredClaims{
-		Subject:   *sub,
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(*ttl)),
-		Issuer:    firstNonEmpty(*iss, cfg.TokenIssuer),
-	}}
-	if a := firstNonEmpty(*aud, cfg.TokenAudience); a != "" {
-		c.Audience = jwt.ClaimStrings{a}
-	}
-	for _, ch := range strings.Split(*channels, ",") {
-		if ch = strings.TrimSpace(ch); ch != "" {
-			c.Channels = append(c.Channels, ch)
-		}
-	}
-	if *info != "" {
-		if !json.Valid([]byte(*info)) {
-			return errors.New("token: --info is not JSON")
-		}
-		c.Info = json.RawMessage(*info)
-	}
-	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(*secret))
+	signed, err := server.MintToken(server.TokenOptions{
+		Secret: *secret, Subject: *sub, Channels: strings.Split(*channels, ","), TTL: *ttl,
+		Info: *info, Audience: firstNonEmpty(*aud, cfg.TokenAudience), Issuer: firstNonEmpty(*iss, cfg.TokenIssuer),
+	})
 	if err != nil {
-		return err
-	}
-	// Check it the way the server will, so a short secret fails here.
-	v, err := push.NewVerifier(push.AuthOptions{HMACSecret: *secret, Audience: firstNonEmpty(*aud, cfg.TokenAudience), Issuer: c.Issuer})
-	if err != nil {
-		return err
-	}
-	if _, err := v.Verify(signed); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, signed)

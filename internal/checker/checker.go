@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -41,6 +42,10 @@ type Config struct {
 	// During runs alongside publishing, with the subscribers: inject faults
 	// there. Publishing does not wait for it, the final tally does.
 	During func(ctx context.Context, subs []*heraldclient.Client)
+	// Drops, without During, resets that many random subscribers'
+	// connections (TCP reset, as a network failure) spread over the
+	// expected publishing time.
+	Drops int
 	// Settle bounds the wait for the last deliveries after publishing.
 	Settle time.Duration
 	// MaxBackoff for the subscribers' reconnects (default 1s).
@@ -125,6 +130,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = time.Second
 	}
+	if cfg.Drops > 0 && cfg.During == nil {
+		cfg.During = randomDrops(cfg)
+	}
 	start := time.Now()
 	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	names := make([]string, cfg.Channels)
@@ -134,9 +142,19 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			names[i] = cfg.Namespace + ":" + names[i]
 		}
 	}
+	probeChannel := "check-" + run + "-probe"
+	if cfg.Namespace != "" {
+		probeChannel = cfg.Namespace + ":" + probeChannel
+	}
+	for _, base := range cfg.HTTPURLs {
+		if err := probe(ctx, cfg, base, probeChannel); err != nil {
+			return Report{}, err
+		}
+	}
 	tallies := make([][]*tally, cfg.Subscribers) // [subscriber][channel]
 	var resets, reconnects, ready atomic.Int64
 	readyCh := make(chan struct{})
+	refusedCh := make(chan error, 1) // the first refused subscribe
 	subs := make([]*heraldclient.Client, cfg.Subscribers)
 	for i := range subs {
 		urls := rotate(cfg.WSURLs, i)
@@ -171,6 +189,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 					})
 				},
 				OnReset: func(string, heraldclient.Position) { resets.Add(1) },
+				OnError: func(channel string, err *heraldclient.ServerError) {
+					select {
+					case refusedCh <- fmt.Errorf("checker: subscribe %s refused: %s: %s", channel, err.Code, err.Message):
+					default:
+					}
+				},
 			})
 			if err != nil {
 				return Report{}, err
@@ -184,6 +208,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}()
 	select {
 	case <-readyCh:
+	case err := <-refusedCh:
+		return Report{}, err
 	case <-ctx.Done():
 		return Report{}, fmt.Errorf("checker: subscribers not ready: %w", ctx.Err())
 	case <-time.After(cfg.Settle):
@@ -371,6 +397,21 @@ func (p *publisher) publish(ctx context.Context, n int, channel string, seq int)
 			}
 		default:
 			return false, fmt.Errorf("checker: publish %s #%d: HTTP %d", channel, seq, resp.StatusCode)
+		}
+	}
+}
+
+// randomDrops is cfg.Drops connection resets of random subscribers, spread
+// over the time publishing should take at cfg.Rate.
+func randomDrops(cfg Config) func(context.Context, []*heraldclient.Client) {
+	return func(ctx context.Context, clients []*heraldclient.Client) {
+		span := time.Second
+		if cfg.Rate > 0 {
+			span = time.Duration(cfg.Channels*cfg.Messages) * time.Second / time.Duration(cfg.Rate)
+		}
+		for i := 0; i < cfg.Drops && ctx.Err() == nil; i++ {
+			clients[rand.IntN(len(clients))].DropConnection()
+			time.Sleep(span / time.Duration(cfg.Drops)) // the spacing is the fault pattern, not a wait
 		}
 	}
 }

@@ -5,6 +5,7 @@ package demo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -46,11 +47,11 @@ func AddNamespaces(namespaces map[string]*push.Namespace) []string {
 	return added
 }
 
-// Feeds publishes the fake feeds in-process, straight to the broker
-// (no HTTP, no API key), until ctx ends. step is the feeds' time unit:
+// Feeds publishes the fake feeds in-process through the node (no HTTP,
+// no API key), until ctx ends. step is the feeds' time unit:
 // one second for people, less in tests.
 type Feeds struct {
-	Hub  *push.Hub
+	Node *push.Node
 	Log  *slog.Logger
 	Step time.Duration
 }
@@ -72,13 +73,13 @@ func (d *Feeds) Run(ctx context.Context) {
 
 // publish sends v to channel with the channel's namespace retention.
 func (d *Feeds) publish(ctx context.Context, channel string, v any) {
-	ns, err := d.Hub.Namespaces().Lookup(channel)
-	if err != nil {
-		d.Log.Error("demo: channel not publishable", "channel", channel, "err", err)
-		return
-	}
 	data, _ := json.Marshal(v)
-	if _, err := d.Hub.Broker().Publish(ctx, channel, data, ns.Retention()); err != nil && ctx.Err() == nil {
+	_, err := d.Node.Publish(ctx, push.Publication{Channel: channel, Data: data})
+	var pe *push.Error
+	switch {
+	case errors.As(err, &pe) && pe.Code != push.CodeUnavailable && pe.Code != push.CodeUncertain:
+		d.Log.Error("demo: channel not publishable", "channel", channel, "err", err)
+	case err != nil && ctx.Err() == nil:
 		d.Log.Warn("demo: publish failed", "channel", channel, "err", err)
 	}
 }

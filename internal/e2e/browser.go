@@ -176,6 +176,29 @@ func TestWSPackageClient(t *testing.T) {
 	runScript(t, "ws-client.mjs", nil, n.base)
 }
 
+// TestHeraldJSInNode runs herald.js in Node with the ws package passed
+// in: refused channels and tokens, a kick, and the one clear error where
+// there is no WebSocket (clients/web/e2e/node-client.mjs).
+func TestHeraldJSInNode(t *testing.T) {
+	requireE2E(t, false)
+	cfg := demoConfig()
+	cfg.APIKey = "node-key"
+	cfg.TokenHMACSecret = secret
+	n := startTestNode(t, cfg)
+	runScript(t, "node-client.mjs", nil, n.base, "node-key", userToken(t, "alice", ""))
+}
+
+// TestBrowserPermanentClose: in Chromium, herald.js stops after 1008 and
+// 4004 instead of reconnecting (clients/web/e2e/permanent.mjs).
+func TestBrowserPermanentClose(t *testing.T) {
+	requireE2E(t, true)
+	cfg := demoConfig()
+	cfg.APIKey = "browser-key"
+	cfg.TokenHMACSecret = secret
+	n := startTestNode(t, cfg)
+	runScript(t, "permanent.mjs", nil, n.base, "browser-key", userToken(t, "alice", ""))
+}
+
 // restartableNode is a node that a test can stop and start again on the
 // same address, as a process restart would.
 type restartableNode struct {

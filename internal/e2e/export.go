@@ -94,3 +94,13 @@ func (p *cutProxy) Hold(refuse bool) { p.hold(refuse) }
 
 // Cut resets every connection through the proxy.
 func (p *cutProxy) Cut() { p.cut() }
+
+// Post sends body to path with the node's first API key, failing t
+// unless the answer is 2xx.
+func (n *testNode) Post(t testing.TB, path, body string) {
+	t.Helper()
+	r := n.in(t).request("POST", path, json.RawMessage(body), nil)
+	if r.Status/100 != 2 {
+		t.Fatalf("POST %s: HTTP %d %s", path, r.Status, r.Body)
+	}
+}

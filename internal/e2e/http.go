@@ -258,3 +258,18 @@ func TestOriginCheck(t *testing.T) {
 		t.Fatalf("dial from a foreign origin: err %v, HTTP %d; want 403", err, status)
 	}
 }
+
+// TestReservedNamespaceHint: publishing to herald:* says the namespace is
+// reserved, not "add it to the config" (the config refuses that name).
+func TestReservedNamespaceHint(t *testing.T) {
+	n := startTestNode(t, e2eConfig())
+	body := expectAPIError(t, n.request("POST", "/api/publish", `{"channel":"herald:mine","data":1}`, nil), 400, push.CodeUnknownNS)
+	if msg := body.Error.Message; !strings.Contains(msg, "reserved for the server's own channels (herald:stats)") || strings.Contains(msg, "add it to the config") {
+		t.Fatalf("message %q, want it to say the namespace is reserved, without the config hint", msg)
+	}
+	cfg := e2eConfig()
+	cfg.Namespaces["herald"] = &push.Namespace{}
+	if _, err := constructor()(context.Background(), cfg, testLogger(t)); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("a node with a herald namespace: %v, want it refused as reserved", err)
+	}
+}

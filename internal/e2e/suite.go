@@ -72,6 +72,8 @@ var tests = []struct {
 	{"BrowserChat", TestBrowserChat},
 	{"BrowserClientReconnects", TestBrowserClientReconnects},
 	{"WSPackageClient", TestWSPackageClient},
+	{"HeraldJSInNode", TestHeraldJSInNode},
+	{"BrowserPermanentClose", TestBrowserPermanentClose},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	// browser_admin.go
@@ -96,6 +98,7 @@ var tests = []struct {
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},
 	{"HTTPErrors", TestHTTPErrors},
+	{"ReservedNamespaceHint", TestReservedNamespaceHint},
 	{"Health", TestHealth},
 	{"Echo", TestEcho},
 	{"WebPage", TestWebPage},

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -86,15 +87,14 @@ func DefaultConfig() Config {
 // LoadFile merges the YAML file at path into c. Unknown keys are errors:
 // a typo should not silently run with defaults.
 func (c *Config) LoadFile(path string) error {
-	f, err := os.Open(path)
+	src, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && err != io.EOF {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", path, yamlError(err, string(src)))
 	}
 	return nil
 }
@@ -113,7 +113,7 @@ func (c *Config) LoadEnv(getenv func(string) string) error {
 			continue
 		}
 		if err := setField(v.Field(i), val); err != nil {
-			return fmt.Errorf("config: %s=%q: %w", EnvName(key), val, err)
+			return envError(v.Field(i), key, val, err)
 		}
 	}
 	return nil
@@ -178,7 +178,7 @@ func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 	ns := &push.Namespaces{Default: c.DefaultNamespace, Named: map[string]*push.Namespace{}}
 	for name, rules := range c.Namespaces {
 		if name == push.SystemNamespace {
-			return nil, fmt.Errorf("config: namespace %q is reserved for the server", name)
+			return nil, fmt.Errorf("config: namespace %q is reserved for the server's own channels (%s): name yours otherwise", name, push.StatsChannel)
 		}
 		if name == "" || strings.ContainsRune(name, ':') || !push.ValidChannel(name) {
 			return nil, fmt.Errorf("config: bad namespace name %q", name)

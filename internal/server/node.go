@@ -57,7 +57,7 @@ func NewLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
 type Node struct {
 	cfg       Config
 	log       *slog.Logger
-	hub       *push.Hub
+	hub       *push.Node
 	broker    broker.Broker
 	api       *api.Server
 	http      *http.Server
@@ -87,7 +87,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		name, _ = os.Hostname()
 	}
 	var metrics *api.Metrics
-	hub := push.NewHub(push.Options{
+	hub := push.NewNode(push.Options{
 		ObserveBroker: func(op string, d time.Duration, err error) {
 			if metrics != nil {
 				metrics.ObserveBroker(op, d, err)
@@ -102,7 +102,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		WriteTimeout:     cfg.WriteTimeout,
 		MaxChannels:      cfg.MaxChannels,
 		Verifier:         verifier,
-		AdminKeys:        cfg.Keys(),
+		APIKeys:          cfg.Keys(),
 		StatsInterval:    cfg.StatsInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
@@ -121,10 +121,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		TrustedProxies:   trusted,
 	})
 	a := api.New(api.Options{
-		Hub:             hub,
+		Node:            hub,
 		WS:              ws,
-		Echo:            push.NewEcho(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
-		APIKeys:         cfg.Keys(),
+		EchoSocket:      push.NewEchoSocket(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
@@ -231,8 +230,8 @@ func openBroker(ctx context.Context, cfg Config, h broker.Handler, logger *slog.
 // Addr is the address the node listens on.
 func (n *Node) Addr() string { return n.addr }
 
-// Hub is the node's hub.
-func (n *Node) Hub() *push.Hub { return n.hub }
+// Hub is the server's push core (a push.Node: the hub is inside it).
+func (n *Node) Hub() *push.Node { return n.hub }
 
 // API is the node's HTTP API.
 func (n *Node) API() *api.Server { return n.api }

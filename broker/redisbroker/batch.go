@@ -1,0 +1,364 @@
+package redisbroker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldpush/herald/broker"
+	"github.com/redis/go-redis/v9"
+)
+
+// Publishes are coalesced: every Publish and PublishBatch call becomes a
+// job on b.jobs, and a few publisher goroutines each take every job
+// waiting (up to maxPipeline messages) and send them as one pipeline of
+// EVALSHA calls, each carrying up to perCall messages, one round trip for
+// all. Redis then reads, runs and
+// answers them in one go, which is where most of its CPU per publish went
+// (a read and a write system call per command). A job is never split, so
+// the messages of a PublishBatch run in their order on one connection; and
+// a caller whose Publish returned sees its next one run after it, so
+// per-channel order is what callers make it.
+//
+// Whether a message may have been published when its pipeline failed is
+// decided exactly: its data goes to go-redis as a pubItem, whose
+// MarshalBinary go-redis calls while it writes the command to the
+// connection. A message whose MarshalBinary never ran was never written
+// (no connection, the dial failed, the pool timed out, a circuit breaker
+// is open, an earlier write failed): ErrUnavailable, not published. One
+// that was written and got no answer (read timeout, EOF, reset, any
+// failure after the write) is ErrUncertain. One that got Redis's answer is
+// whatever Redis said.
+
+const (
+	// publishers is the number of pipelines in flight at once: enough to
+	// keep Redis busy while answers travel back and the next batch is
+	// built, few enough that concurrent publishes still coalesce.
+	publishers = 4
+	// maxPipeline caps the messages one pipeline gathers from several
+	// jobs; a single larger job is sent alone, whole.
+	maxPipeline = 512
+)
+
+// Job states: a job is taken by a publisher or abandoned by its caller
+// (context done, engine closed) before that, never both.
+const (
+	jobQueued int32 = iota
+	jobTaken
+	jobAbandoned
+)
+
+// pubJob is one Publish or PublishBatch call. The caller owns it until it
+// is queued; then the publisher that took it, until done is closed.
+type pubJob struct {
+	items []pubItem
+	state atomic.Int32
+	done  chan struct{}
+}
+
+// pubItem is one message of a job, and the result the publisher fills in.
+type pubItem struct {
+	channel string
+	data    json.RawMessage
+	r       broker.Retention
+	// sent is set when go-redis serializes the message onto a connection
+	// (see MarshalBinary); atomic because a Cluster pipeline writes to
+	// each node from its own goroutine.
+	sent atomic.Bool
+	pos  broker.Position
+	err  error
+}
+
+// MarshalBinary hands go-redis the data as it is, not re-encoded, and
+// records that the command is being written.
+func (it *pubItem) MarshalBinary() ([]byte, error) {
+	it.sent.Store(true)
+	return it.data, nil
+}
+
+// newJob returns a job for pubs.
+func newJob(pubs []broker.Publication) *pubJob {
+	j := &pubJob{items: make([]pubItem, len(pubs)), done: make(chan struct{})}
+	for i, p := range pubs {
+		it := &j.items[i]
+		it.channel, it.data, it.r = p.Channel, p.Data, p.Retention
+		if len(it.data) == 0 {
+			it.data = json.RawMessage("null") // keep the published JSON well-formed
+		}
+	}
+	return j
+}
+
+// Publish implements broker.Broker.
+func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessage, r broker.Retention) (broker.Position, error) {
+	res := b.PublishBatch(ctx, []broker.Publication{{Channel: channel, Data: data, Retention: r}})
+	return res[0].Position, res[0].Err
+}
+
+// PublishBatch implements broker.BatchPublisher: the whole batch is one
+// pipelined round trip (with Cluster, one per node it touches, in
+// parallel).
+func (b *Broker) PublishBatch(ctx context.Context, pubs []broker.Publication) []broker.PublishResult {
+	out := make([]broker.PublishResult, len(pubs))
+	if len(pubs) == 0 {
+		return out
+	}
+	failAll := func(err error) []broker.PublishResult {
+		for i := range out {
+			out[i].Err = fmt.Errorf("redisbroker: publish %q: %w", pubs[i].Channel, err)
+		}
+		return out
+	}
+	if b.closed.Load() {
+		return failAll(broker.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, err))
+	}
+	j := newJob(pubs)
+	select {
+	case b.jobs <- j:
+	case <-ctx.Done():
+		return failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
+	case <-b.done:
+		return failAll(broker.ErrClosed)
+	}
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		if j.state.CompareAndSwap(jobQueued, jobAbandoned) {
+			return failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
+		}
+		// A publisher has it, maybe written: the caller cannot wait.
+		return failAll(fmt.Errorf("%w: %w", broker.ErrUncertain, ctx.Err()))
+	case <-b.done:
+		if j.state.CompareAndSwap(jobQueued, jobAbandoned) {
+			return failAll(broker.ErrClosed)
+		}
+		<-j.done // publishers finish what they took before they stop
+	}
+	for i := range j.items {
+		out[i] = broker.PublishResult{Position: j.items[i].pos, Err: j.items[i].err}
+	}
+	return out
+}
+
+// publisher is one of the engine's publisher goroutines (owned by the
+// engine: started by New, stopped by Close through b.done). It gathers
+// the jobs waiting and publishes them in one pipeline.
+func (b *Broker) publisher() {
+	var (
+		jobs  []*pubJob
+		items []*pubItem
+	)
+	take := func(j *pubJob) {
+		if !j.state.CompareAndSwap(jobQueued, jobTaken) {
+			return // its caller gave up on it
+		}
+		jobs = append(jobs, j)
+		for i := range j.items {
+			items = append(items, &j.items[i])
+		}
+	}
+	for {
+		select {
+		case j := <-b.jobs:
+			take(j)
+		case <-b.done:
+			return
+		}
+	gather:
+		for len(items) < maxPipeline {
+			select {
+			case j := <-b.jobs:
+				take(j)
+			default:
+				break gather
+			}
+		}
+		if len(items) > 0 {
+			b.send(items)
+		}
+		for _, j := range jobs {
+			close(j.done)
+		}
+		clear(jobs)
+		clear(items)
+		jobs, items = jobs[:0], items[:0]
+	}
+}
+
+// perCall caps the messages of one script call: a script blocks Redis
+// while it runs, and 64 messages keep that well under a millisecond.
+const perCall = 64
+
+// scriptCall is one call of publishScript and the messages it carries.
+type scriptCall struct {
+	items []*pubItem
+	cmd   *redis.Cmd
+}
+
+// sent reports whether any message of the call reached a connection.
+func (c *scriptCall) sent() bool {
+	for _, it := range c.items {
+		if it.sent.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// send publishes items in one pipeline and records each one's outcome.
+// Items are grouped into script calls: on one server in their order; with
+// Cluster per partition (a call's keys must share a slot), keeping their
+// order within a partition, which holds every channel's order.
+func (b *Broker) send(items []*pubItem) {
+	var calls []*scriptCall
+	if !b.sharded {
+		for len(items) > 0 {
+			n := min(len(items), perCall)
+			calls = append(calls, &scriptCall{items: items[:n:n]})
+			items = items[n:]
+		}
+	} else {
+		open := make(map[int]*scriptCall)
+		for _, it := range items {
+			p := b.partition(it.channel)
+			c := open[p]
+			if c == nil || len(c.items) == perCall {
+				c = &scriptCall{}
+				open[p] = c
+				calls = append(calls, c)
+			}
+			c.items = append(c.items, it)
+		}
+	}
+	// The context has no deadline: the connection's read and write
+	// timeouts bound the round trip, and callers stop waiting when their
+	// own context ends.
+	ctx := context.Background()
+	b.pipeline(ctx, calls, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
+		return p.EvalSha(ctx, publishScript.Hash(), keys, args...)
+	})
+	// NOSCRIPT means Redis lost its script cache (SCRIPT FLUSH; a
+	// restart reloads it on connect): nothing of that call ran. Send
+	// those again with the script's source, unless a later call with a
+	// message of the same channel may have run, which would reorder the
+	// channel.
+	var again []*scriptCall
+	ran := make(map[string]bool)
+	for i := len(calls) - 1; i >= 0; i-- {
+		c := calls[i]
+		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && !c.touches(ran) {
+			for _, it := range c.items {
+				it.sent.Store(false)
+			}
+			again = append(again, c)
+			continue
+		}
+		for _, it := range c.items {
+			ran[it.channel] = true
+		}
+		b.settle(c)
+	}
+	if len(again) == 0 {
+		return
+	}
+	slices.Reverse(again)
+	b.pipeline(ctx, again, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
+		return p.Eval(ctx, publishSource, keys, args...)
+	})
+	for _, c := range again {
+		b.settle(c)
+	}
+}
+
+// touches reports whether a message of c is on a channel of set.
+func (c *scriptCall) touches(set map[string]bool) bool {
+	for _, it := range c.items {
+		if set[it.channel] {
+			return true
+		}
+	}
+	return false
+}
+
+// pipeline queues each call with queue and executes them all in one
+// round trip (with Cluster, one per node, in parallel).
+func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd) {
+	now := time.Now().UnixMilli()
+	// One fresh id serves every channel of the pipeline that starts an
+	// epoch: epochs need to differ between a channel's lives, not between
+	// channels.
+	fresh := broker.NewEpoch()
+	cmd := "PUBLISH"
+	if b.sharded {
+		cmd = "SPUBLISH"
+	}
+	pipe := b.client.Pipeline()
+	for _, c := range calls {
+		keys := make([]string, 1, 1+2*len(c.items))
+		args := make([]any, 3, 3+5*len(c.items))
+		args[0], args[1], args[2] = fresh, now, cmd
+		for _, it := range c.items {
+			n := b.names(it.channel)
+			keys[0] = n.gen // the same for every message of a call
+			keys = append(keys, n.pos, n.stream)
+			args = append(args, ttlMillis(it.r.TTL), max(it.r.Size, 0), it, n.pubsub, encodeChannel(it.channel))
+		}
+		c.cmd = queue(pipe, keys, args)
+	}
+	// Exec's error is the first command's; each command has its own.
+	_, _ = pipe.Exec(ctx)
+}
+
+// settle records the outcome of every message of c from its command.
+func (b *Broker) settle(c *scriptCall) {
+	res, err := c.cmd.StringSlice()
+	if err != nil {
+		sent := c.sent()
+		for _, it := range c.items {
+			it.err = b.publishError(it.channel, err, sent)
+		}
+		return
+	}
+	if len(res) != 2*len(c.items) {
+		// The script ran: published, but we cannot say where.
+		for _, it := range c.items {
+			it.err = fmt.Errorf("redisbroker: publish %q: %w: script returned %d values for %d messages", it.channel, broker.ErrUncertain, len(res), len(c.items))
+		}
+		return
+	}
+	for i, it := range c.items {
+		off, err := strconv.ParseUint(res[2*i+1], 10, 64)
+		if err != nil {
+			it.err = fmt.Errorf("redisbroker: publish %q: %w: bad offset: %w", it.channel, broker.ErrUncertain, err)
+			continue
+		}
+		it.pos = broker.Position{Epoch: res[2*i], Offset: off}
+	}
+}
+
+// publishError classifies a failed publish: Redis's own answer says what
+// happened; without one, sent tells whether the command may have reached
+// Redis.
+func (b *Broker) publishError(channel string, err error, sent bool) error {
+	var rerr redis.Error
+	switch {
+	case errors.As(err, &rerr):
+		// Redis answered: it refused the script unexecuted (LOADING,
+		// READONLY, ...: unavailable), or the script failed.
+		return b.fail("publish", channel, err)
+	case sent:
+		return fmt.Errorf("redisbroker: publish %q: %w: %w", channel, broker.ErrUncertain, err)
+	case b.closed.Load():
+		return fmt.Errorf("redisbroker: publish %q: %w", channel, broker.ErrClosed)
+	default:
+		return fmt.Errorf("redisbroker: publish %q: %w: %w", channel, broker.ErrUnavailable, err)
+	}
+}

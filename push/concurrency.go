@@ -1,0 +1,73 @@
+package push
+
+// Concurrency in package push, written down in one place.
+//
+// # Lock order
+//
+// A lock on the left may be held while taking one on its right, never the
+// other way round. Locks not named on a chain are leaves: nothing else is
+// taken while holding them.
+//
+//	Hub.stripes[i] -> hubShard.mu -> hubChannel.mu -> Session.mu -> writer.mu
+//	sessionSet.shards[i].mu -> Session.mu -> writer.mu
+//
+// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu.
+//
+// What holds what, and why:
+//
+//   - Hub.stripes[i] (hub.go) serialises the broker Subscribe and
+//     Unsubscribe of the channels hashed to it, so that a detach cannot
+//     unsubscribe the broker after an attach subscribed it. It is the only
+//     lock held across a broker call (Subscribe, Unsubscribe).
+//   - hubShard.mu guards a shard's channel map. Hub.eachChannel holds it
+//     (read) while its callback takes hubChannel.mu.
+//   - hubChannel.mu guards the channel's subscriptions (subs, and each
+//     subscription's idx, buffering, buf, skip) and its recovery state
+//     (stream). The fan-out holds it while queueing frames to sessions
+//     (Session.send takes Session.mu). It is never held across a broker
+//     call: the memory engine delivers while holding its own channel
+//     lock, so a broker call under hubChannel.mu can deadlock
+//     (TestGapFillDoesNotDeadlockTheEngine).
+//   - Session.mu guards the session's queue and state (session.go). It is
+//     held while scheduling a flush (writer.mu, or gws's Async) and never
+//     across a write to the client.
+//   - sessionSet.shards[i].mu guards the registry of sessions; each's
+//     callback (heartbeat, stats, disconnect, presence refresh) takes
+//     Session.mu and must not block.
+//   - recovery.mu guards whether a resync runs or is wanted.
+//   - writer.mu guards a writer goroutine's run queue (writers.go).
+//   - ipLimiter.mu guards the per-address connection counts (admission.go).
+//   - nodeReports.mu guards the other nodes' latest reports (system.go).
+//
+// Beneath push, the memory engine (broker/memory.go) takes Memory.mu ->
+// memChannel.mu and holds memChannel.mu while it waits for room in a
+// delivery queue; its delivery goroutines call Node.HandleMessage, which
+// takes hubChannel.mu. So memChannel.mu -> (queue) -> hubChannel.mu, and
+// push calls no broker method holding hubChannel.mu or Session.mu.
+//
+// Functions named ...Locked must be called with the lock their comment
+// names ("Must hold ch.mu").
+//
+// # Long-lived goroutines
+//
+// Every goroutine that outlives the call that starts it, with its owner:
+//
+//	goroutine              started by                       ended by
+//	Node.heartbeat         Node.Start                       Node.Close (done), waited by Node.wg
+//	Node.reportLoop        Node.Start (startSystem)         Node.Close (done), waited by Node.wg
+//	recovery.resyncLoop    Node.HandleReconnect, one at a   no pass wanted any more, or done during
+//	                       time (requests coalesce)         a retry wait; waited by Node.wg
+//	recovery.fill          a gap or a resync finding the    the channel is live again; its retry
+//	                       broker ahead, one per channel    waits end on done; waited by Node.wg
+//	writer.run (x CPUs)    Node.Start (startWriters)        writers.stop, last in Node.Close
+//	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
+//	                                                        (Interrupt cuts its wait to 1 s)
+//	gws ReadLoop           Server.ServeHTTP, per connection the connection closing (OnClose ->
+//	                                                        Session.Close)
+//	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
+//	/echo ReadLoop         NewEchoSocket's handler              the connection closing
+//
+// SSE and long-poll run their session's flushes on the request's own
+// goroutine, which ends with the request. The engines' goroutines are
+// the engines' own (broker.Memory: delivery queues and sweep, stopped by
+// Close; redisbroker: see its package).
