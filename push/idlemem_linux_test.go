@@ -282,13 +282,13 @@ func maxIdleStackKB() float64 {
 }
 
 // maxIdleKB bounds an idle connection's stack and live heap together
-// (gws's connection and read buffer, the session, its subscription: 3.4
+// (gws's connection and read buffer, the session, its subscription: 2.7
 // KB of heap today, without -race, whose shadow state inflates the heap).
 func maxIdleKB() float64 {
 	if raceEnabled {
 		return 16
 	}
-	return 7
+	return 6
 }
 
 // TestIdleMemoryAfterHeartbeats: idle subscribed connections cost no more

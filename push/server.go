@@ -19,9 +19,13 @@ import (
 	"github.com/lxzan/gws"
 )
 
-// readBufferSize is each connection's read buffer. Frames from clients are
-// small JSON commands; a small buffer keeps idle connections cheap.
-const readBufferSize = 1024
+// readBufferSize is each connection's read buffer, held for as long as the
+// connection lives. Frames from clients are small JSON commands (a pong is
+// 21 bytes on the wire, a subscribe 60-100): 256 bytes read most in one
+// read(2), and a longer frame's rest goes straight from the socket into
+// its message, one read more. 1 KB cost 18,000 idle connections 14 MB
+// (issue 14).
+const readBufferSize = 256
 
 // Server accepts WebSocket connections for a Node. It is an http.Handler
 // for GET /ws.
