@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
@@ -100,7 +101,9 @@ func (n *Node) PublishBatch(ctx context.Context, pubs []Publication) ([]broker.P
 		}
 		cs[i] = c
 	}
-	// The one place a batched broker call can replace the loop.
+	if bp, ok := n.broker.(broker.BatchPublisher); ok {
+		return n.publishBatch(ctx, bp, cs)
+	}
 	out := make([]broker.Position, 0, len(cs))
 	for _, c := range cs {
 		pos, err := n.publish(ctx, c)
@@ -124,6 +127,50 @@ func (n *Node) publish(ctx context.Context, c checked) (broker.Position, error) 
 		return pos, publishError(err)
 	}
 	return pos, nil
+}
+
+// publishBatch hands the whole batch to an engine that publishes it in
+// one round trip (the Redis engine pipelines it). The answer keeps
+// PublishBatch's shape, the positions up to the first failure and its
+// error, with one care: the engine's outcomes are independent after a
+// failure, so when an entry after a refused one may have gone through,
+// the batch's error is outcome_unknown, never "nothing was published".
+func (n *Node) publishBatch(ctx context.Context, bp broker.BatchPublisher, cs []checked) ([]broker.Position, error) {
+	pubs := make([]broker.Publication, len(cs))
+	for i, c := range cs {
+		pubs[i] = broker.Publication{Channel: c.channel, Data: c.data, Retention: c.ret}
+	}
+	var res []broker.PublishResult
+	_ = n.timed("publish", func() error {
+		res = bp.PublishBatch(ctx, pubs)
+		for _, r := range res {
+			if r.Err != nil {
+				return r.Err
+			}
+		}
+		return nil
+	})
+	out := make([]broker.Position, 0, len(cs))
+	for i, r := range res {
+		if r.Err == nil {
+			out = append(out, r.Position)
+			continue
+		}
+		err := r.Err
+		if !errors.Is(err, broker.ErrUncertain) {
+			for _, later := range res[i+1:] {
+				if later.Err == nil || errors.Is(later.Err, broker.ErrUncertain) {
+					err = fmt.Errorf("%w: entry %d was refused, a later one may have been published: %v", broker.ErrUncertain, i, r.Err)
+					break
+				}
+			}
+		}
+		return out, publishError(err)
+	}
+	if len(res) != len(cs) { // an engine bug; never answer 2xx for what it did not answer
+		return out, publishError(fmt.Errorf("%w: the broker answered %d of %d publishes", broker.ErrUncertain, len(res), len(cs)))
+	}
+	return out, nil
 }
 
 // publishError says of a failed publish whether it may have gone through.

@@ -32,6 +32,7 @@ type Server struct {
 	*Admission          // origins, per-address limits, client addresses
 	// compression: permessage-deflate for clients that offer it.
 	compression bool
+	sendBuffer  int // SO_SNDBUF per connection (sndbuf.go)
 }
 
 // ServerOptions configure a Server.
@@ -49,11 +50,15 @@ type ServerOptions struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed
 	// when finding a client's address.
 	TrustedProxies []netip.Prefix
+	// SendBuffer is each connection's kernel send buffer in bytes
+	// (SO_SNDBUF): 0 picks DefaultSendBuffer, < 0 leaves the kernel's
+	// autotuning (up to 4 MiB a connection on Linux).
+	SendBuffer int
 }
 
 // NewServer returns a WebSocket server for n.
 func NewServer(n *Node, o ServerOptions) *Server {
-	srv := &Server{node: n, Admission: NewAdmission(o), compression: o.Compression}
+	srv := &Server{node: n, Admission: NewAdmission(o), compression: o.Compression, sendBuffer: o.SendBuffer}
 	srv.hd = &handler{node: n, ips: srv.ips}
 	srv.upgrader = gws.NewUpgrader(srv.hd, &gws.ServerOption{
 		ReadMaxPayloadSize: n.opts.MaxFrameBytes,
@@ -92,6 +97,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, CodeInternal, "cannot take over the connection: "+err.Error())
 		return
 	}
+	setSendBuffer(nc, srv.sendBuffer) // sndbuf.go
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
@@ -145,7 +151,7 @@ type wsTransport struct {
 // socket.
 func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Duration) *wsTransport {
 	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}}
-	if sc, ok := nc.(syscall.Conn); ok && !compressed {
+	if sc, ok := nc.(syscall.Conn); ok && !compressed && rawSocketWrites {
 		if rc, err := sc.SyscallConn(); err == nil {
 			t.raw, t.gwsConn.raw = rc, rc
 		}
@@ -247,9 +253,13 @@ func (t *wsTransport) Drain() error {
 		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	w := getRawWrite()
-	_, err := w.write(t.raw, t.out, true)
+	rest, err := w.write(t.raw, t.out, true)
 	putRawWrite(w)
 	if err != nil {
+		if t.gwsConn.stop.Load() {
+			t.out = rest // closing: Close tries once more (closeStalled)
+			return err
+		}
 		_ = t.gwsConn.Close()
 		return err
 	}
@@ -329,17 +339,20 @@ func (t *wsTransport) Close(code uint16, reason string) {
 		_ = t.conn.WriteClose(code, []byte(reason))
 		return
 	}
-	if len(t.out) == 0 {
-		w := getRawWrite()
-		rest, err := w.write(t.raw, wsCloseFrame(code, reason), false)
-		putRawWrite(w)
-		tc, ok := t.gwsConn.Conn.(*net.TCPConn)
-		if err == nil && len(rest) == 0 && ok && tc.CloseWrite() == nil {
-			time.AfterFunc(closeLinger, func() { _ = t.gwsConn.Close() })
-			return
-		}
+	// What the socket has not taken (a slow consumer's frame under way)
+	// goes first, then the close frame; a full socket waits for the
+	// client up to stalledCloseLinger, on a goroutine of its own (sndbuf.go).
+	// The deadline Interrupt set has passed: it would fail even this
+	// write, which does not wait.
+	_ = t.conn.SetWriteDeadline(time.Time{})
+	w := getRawWrite()
+	rest, err := w.write(t.raw, append(t.out, wsCloseFrame(code, reason)...), false)
+	putRawWrite(w)
+	if err == nil && len(rest) > 0 {
+		go t.closeStalled(rest)
+		return
 	}
-	_ = t.gwsConn.Close()
+	t.lingerClose(err == nil)
 }
 
 // slot is the per-connection storage gws asks for; we keep one pointer

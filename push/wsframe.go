@@ -116,7 +116,7 @@ func putRawWrite(w *rawWrite) {
 
 func (w *rawWrite) do(fd uintptr) bool {
 	for len(w.p) > 0 {
-		n, err := syscall.Write(int(fd), w.p)
+		n, err := sysWrite(fd, w.p)
 		if n > 0 {
 			w.p = w.p[n:]
 		}

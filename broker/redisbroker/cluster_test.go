@@ -158,6 +158,9 @@ func TestClusterNodeRestart(t *testing.T) {
 	srvs[2].Restart()
 	waitClusterOK(t, srvs)
 	rec.WaitReconnects(t, 1)
+	// Every partition of the node resubscribed, not only the first one
+	// back: a publish before its resubscription would not be delivered.
+	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
 	for _, ch := range []string{onDead, onLive} {
 		var pos broker.Position
 		// Until go-redis has seen the node back, a publish may still fail.

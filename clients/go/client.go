@@ -15,6 +15,9 @@
 //	c := heraldclient.New(heraldclient.Config{URL: "ws://localhost:8080/ws"})
 //	defer c.Close()
 //	c.Subscribe("news", func(m heraldclient.Message) { fmt.Println(string(m.Data)) })
+//
+// Publisher is the other side, for backends: it publishes through the
+// HTTP API with an API key.
 package heraldclient
 
 import (

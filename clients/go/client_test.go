@@ -2,6 +2,7 @@ package heraldclient_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -193,5 +194,40 @@ func TestSubscribeRefused(t *testing.T) {
 	// Dropped: subscribing again is allowed.
 	if err := c.Subscribe("nope:x", func(heraldclient.Message) {}); err != nil {
 		t.Fatalf("subscribe again after a refusal: %v", err)
+	}
+}
+
+// Publisher publishes over HTTP and turns refusals into *APIError with
+// the server's code.
+func TestPublisher(t *testing.T) {
+	cfg := e2e.Config()
+	cfg.APIKey = "k"
+	cfg.Namespaces = map[string]*push.Namespace{"t": {}}
+	n := e2e.Start(t, cfg)
+	c := n.Dial(e2e.Query("channel", "t:p"))
+	c.Welcome()
+	c.Expect("subscribed")
+	p := &heraldclient.Publisher{URL: n.URL(), APIKey: "k"}
+	pos, err := p.Publish(context.Background(), "t:p", json.RawMessage(`{"n":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Channel string
+		Offset  uint64
+	}
+	if json.Unmarshal(pos, &got) != nil || got.Channel != "t:p" || got.Offset != 1 {
+		t.Fatalf("answer %s, want channel t:p at offset 1", pos)
+	}
+	c.ExpectMessage("t:p", map[string]int{"n": 1})
+	for _, tc := range []struct {
+		key, channel, code string
+		status             int
+	}{{"wrong", "t:p", "unauthorized", 401}, {"k", "nope:x", "unknown_namespace", 400}} {
+		_, err := (&heraldclient.Publisher{URL: n.URL(), APIKey: tc.key}).Publish(context.Background(), tc.channel, json.RawMessage(`1`))
+		var ae *heraldclient.APIError
+		if !errors.As(err, &ae) || ae.Status != tc.status || ae.Code != tc.code || ae.Message == "" {
+			t.Errorf("publish %s with key %s: %v, want HTTP %d %s", tc.channel, tc.key, err, tc.status, tc.code)
+		}
 	}
 }

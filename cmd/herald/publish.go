@@ -13,6 +13,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	heraldclient "github.com/heraldpush/herald/clients/go"
 )
 
 const publishUsage = `Usage: herald publish [flags] CHANNEL [DATA]
@@ -29,9 +31,8 @@ Flags:
 
 // publishCmd holds what one run of herald publish needs.
 type publishCmd struct {
-	url, key string
-	client   *http.Client
-	out      io.Writer
+	pub *heraldclient.Publisher
+	out io.Writer
 }
 
 func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -56,7 +57,9 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fs.Usage()
 		return errors.New("publish: want CHANNEL and optionally DATA")
 	}
-	p := publishCmd{url: serverURL(*url), key: *key, client: &http.Client{Timeout: 10 * time.Second}, out: stdout}
+	p := publishCmd{out: stdout, pub: &heraldclient.Publisher{
+		URL: serverURL(*url), APIKey: *key, Client: &http.Client{Timeout: 10 * time.Second},
+	}}
 	if len(pos) > 1 {
 		// Like echo: the words after the channel are the message.
 		return p.publish(ctx, pos[0], strings.Join(pos[1:], " "))
@@ -86,33 +89,10 @@ func messageData(s string) json.RawMessage {
 }
 
 func (p publishCmd) publish(ctx context.Context, channel, data string) error {
-	body, _ := json.Marshal(map[string]any{"channel": channel, "data": messageData(data)})
-	req, err := http.NewRequestWithContext(ctx, "POST", p.url+"/api/publish", bytes.NewReader(body))
+	pos, err := p.pub.Publish(ctx, channel, messageData(data))
 	if err != nil {
-		return fmt.Errorf("publish: %w", err)
+		return fmt.Errorf("publish to %s: %w", channel, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if p.key != "" {
-		req.Header.Set("Authorization", "Bearer "+p.key)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("publish: reading answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			return fmt.Errorf("publish to %s: HTTP %d %s: %s", channel, resp.StatusCode, e.Error.Code, e.Error.Message)
-		}
-		return fmt.Errorf("publish to %s: HTTP %d: %s", channel, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	_, err = fmt.Fprintf(p.out, "%s\n", bytes.TrimSpace(b))
+	_, err = fmt.Fprintf(p.out, "%s\n", pos)
 	return err
 }

@@ -76,6 +76,7 @@ var tests = []struct {
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
+	{"Churn", TestChurn},
 	// browser_admin.go
 	{"BrowserAdminPage", TestBrowserAdminPage},
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},

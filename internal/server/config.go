@@ -36,6 +36,7 @@ type Config struct {
 	MaxRequestBytes  int64         `yaml:"max_request_bytes" help:"largest HTTP request body"`
 	Compression      bool          `yaml:"compression" help:"permessage-deflate for clients that offer it"`
 	MaxConnsPerIP    int           `yaml:"max_connections_per_ip" help:"WebSocket connections from one address (0: no cap)"`
+	SendBuffer       int           `yaml:"send_buffer_bytes" help:"kernel send buffer (SO_SNDBUF) per WebSocket; Linux doubles it; -1: kernel autotuning"`
 	TrustedProxies   []string      `yaml:"trusted_proxies" help:"proxy addresses/CIDRs whose X-Forwarded-For is believed"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close idle HTTP keep-alive connections after this"`
 
@@ -72,6 +73,7 @@ func DefaultConfig() Config {
 		WriteTimeout:     push.DefaultWriteTimeout,
 		MaxFrameBytes:    push.DefaultMaxFrameBytes,
 		MaxQueueBytes:    push.DefaultMaxQueueBytes,
+		SendBuffer:       push.DefaultSendBuffer,
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,

@@ -119,6 +119,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		Compression:      cfg.Compression,
 		MaxConnsPerIP:    cfg.MaxConnsPerIP,
 		TrustedProxies:   trusted,
+		SendBuffer:       cfg.SendBuffer,
 	})
 	a := api.New(api.Options{
 		Node:            hub,
