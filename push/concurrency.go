@@ -57,8 +57,8 @@ package push
 //	Node.reportLoop        Node.Start (startSystem)         Node.Close (done), waited by Node.wg
 //	recovery.resyncLoop    Node.HandleReconnect, one at a   no pass wanted any more, or done during
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
-//	recovery.fill          a gap or a resync finding the    the channel is live again; its retry
-//	                       broker ahead, one per channel    waits end on done; waited by Node.wg
+//	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts
+//	                       broker ahead, one per channel    its reads and waits; waited by Node.wg
 //	writer.run (x CPUs)    Node.Start (startWriters)        writers.stop, last in Node.Close
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)

@@ -147,6 +147,8 @@ type Node struct {
 	// (heartbeat, reportLoop, resync, fills) ends when it sees it, and wg
 	// waits for them.
 	done     chan struct{}
+	life     context.Context // cancelled by Close: ends recovery's broker reads
+	stopLife context.CancelFunc
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	writers  *writers // run WebSocket flushes; started by Start
@@ -168,6 +170,7 @@ type Stats struct {
 func NewNode(opts Options) *Node {
 	opts.setDefaults()
 	n := &Node{opts: opts, log: opts.Logger, done: make(chan struct{})}
+	n.life, n.stopLife = context.WithCancel(context.Background())
 	n.hub.init(&n.stats, n.timedBroker(), n.log, opts.BrokerTimeout)
 	n.recovery.init(n)
 	n.sessions.init()
@@ -206,7 +209,10 @@ func (n *Node) Counts() (sessions, channels, subscriptions int) {
 // Close closes every session with code and reason, waits until they are
 // gone (or ctx ends) and stops the node's goroutines.
 func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
-	n.stopOnce.Do(func() { close(n.done) })
+	n.stopOnce.Do(func() {
+		close(n.done)
+		n.stopLife()
+	})
 	n.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	n.wg.Wait()
 	// The writers send the close frames: stop them last.
@@ -259,6 +265,13 @@ func (n *Node) CheckAPIKey(key string) bool {
 // HasAPIKeys reports whether any API key is configured (keyless mode
 // otherwise: the HTTP API accepts only loopback publishers).
 func (n *Node) HasAPIKeys() bool { return len(n.opts.APIKeys) > 0 }
+
+// recoveryCtx bounds one broker call of recovery (a gap fill, a resync),
+// cut short by Close so that shutdown does not wait on a broker that is
+// down.
+func (n *Node) recoveryCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(n.life, n.opts.BrokerTimeout)
+}
 
 // brokerCtx bounds one broker call made for a client.
 func (n *Node) brokerCtx() (context.Context, context.CancelFunc) {

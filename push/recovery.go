@@ -194,7 +194,7 @@ func (r *recovery) readGap(channel, epoch string, from, to uint64) (broker.Histo
 		Limit: int(min(to-from, DefaultRecoveryMessages)),
 	}
 	for try := 1; ; try++ {
-		ctx, cancel := r.n.brokerCtx()
+		ctx, cancel := r.n.recoveryCtx()
 		hist, err := r.n.history(ctx, channel, q)
 		cancel()
 		if err == nil || !errors.Is(err, broker.ErrUnavailable) || try == fillTries {
@@ -363,7 +363,7 @@ func (r *recovery) resyncOnce(chans []*hubChannel) (failed []*hubChannel) {
 		ch.mu.Lock()
 		before := broker.Position{Epoch: ch.stream.epoch, Offset: ch.stream.last}
 		ch.mu.Unlock()
-		ctx, cancel := r.n.brokerCtx()
+		ctx, cancel := r.n.recoveryCtx()
 		hist, err := r.n.history(ctx, ch.name, broker.HistoryQuery{})
 		cancel()
 		if err != nil {

@@ -148,7 +148,7 @@ func runChurn(t *testing.T, host, base string, d time.Duration) int {
 		for owed := int(time.Since(start).Seconds() * 200); i < owed; i++ {
 			wg.Add(1)
 			n.Add(1)
-			go func(i int) {
+			go func(i int) { // i is the outer loop's, moved by the inner one
 				defer wg.Done()
 				churnOne(host, i)
 			}(i)
