@@ -46,8 +46,7 @@ func keylessCheck(r *http.Request) *push.Error {
 		}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if err != nil || mt != "application/json" {
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" && !isJSONMediaType(ct) {
 			return newError(push.CodeUnsupportedMedia,
 				"send the body as JSON with Content-Type: application/json (without an api_key nothing else is taken, so that web pages cannot publish)")
 		}
@@ -68,4 +67,12 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// isJSONMediaType reports whether ct names application/json, with
+// parameters or in other cases (the exact spelling, the usual one, is
+// checked before this, without parsing).
+func isJSONMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
 }
