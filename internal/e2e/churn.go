@@ -148,10 +148,10 @@ func runChurn(t *testing.T, host, base string, d time.Duration) int {
 		for owed := int(time.Since(start).Seconds() * 200); i < owed; i++ {
 			wg.Add(1)
 			n.Add(1)
-			go func() {
+			go func(i int) { // i is the outer loop's, which this loop advances
 				defer wg.Done()
 				churnOne(host, i)
-			}()
+			}(i)
 		}
 	}
 	tk.Stop()
