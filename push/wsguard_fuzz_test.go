@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -63,8 +64,13 @@ func FuzzWSReadPath(f *testing.F) {
 			}
 			if op == 0x8 && len(p) >= 2 {
 				code := uint16(p[0])<<8 | uint16(p[1])
-				switch code {
-				case CloseNormal, CloseGoingAway, CloseProtocol, 1007, ClosePolicy, CloseTooBig, CloseFlood:
+				switch {
+				case code == CloseNormal, code == CloseGoingAway, code == CloseProtocol, code == 1007,
+					code == ClosePolicy, code == CloseTooBig, code == CloseFlood:
+				case echoable(code) && bytes.IndexByte(in, 0x88) >= 0:
+					// The input may hold a close frame of the client's, whose
+					// code gws answers with (RFC 6455 §5.5.1: an endpoint
+					// typically echoes the status code it received).
 				default:
 					t.Fatalf("closed with %d %q", code, p[2:])
 				}
@@ -87,4 +93,10 @@ func (n *testNode) handshake(t testing.TB, c net.Conn, path string) *rawWS {
 		t.Fatal(err)
 	}
 	return readUpgrade(t, c)
+}
+
+// echoable reports whether a client may send code in a close frame (RFC
+// 6455 §7.4), so that the node's close may carry it back.
+func echoable(code uint16) bool {
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999)
 }

@@ -26,3 +26,13 @@ func (*poller) close() {}
 func dialLoad(context.Context, Config, *poller, *loadRun, string, int) (*loadConn, error) {
 	return nil, errors.ErrUnsupported
 }
+
+func dialStalled(context.Context, Config, []string, []string, int) ([]int, error) {
+	return nil, errors.New("bench: --stalled needs Linux")
+}
+
+func closeAll([]int) {}
+
+func slowConsumerCloses(context.Context, string) int64 { return -1 }
+
+func kernelTCPMemMB() float64 { return 0 }

@@ -45,6 +45,7 @@ type Config struct {
 	PIDs        []int         // server pids, their RSS summed; none: not read
 	PublishOnly bool          // no subscribers
 	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
+	Stalled     int           // subscribers that never read, beside the Conns that do (stalled_linux.go)
 	Progress    io.Writer     // live progress lines; nil: none
 }
 
@@ -84,6 +85,17 @@ type Report struct {
 	RSSPerConnKB     float64 `json:"server_rss_per_connection_kb,omitempty"`
 	ClientRSSIdleMB  float64 `json:"client_rss_connected_mb"`
 	ClientRSSPerConn float64 `json:"client_rss_per_connection_kb"`
+
+	// With --stalled: how many were up, how many the server closed as
+	// slow consumers during the run (its herald_slow_consumer_closes_total,
+	// from the first --url), and the peaks of server RSS and of the
+	// machine's kernel TCP memory while publishing.
+	Stalled         int     `json:"stalled,omitempty"`
+	StalledUp       int     `json:"stalled_up,omitempty"`
+	StalledClosed   int64   `json:"stalled_closed_by_server,omitempty"`
+	ServerRSSPeakMB float64 `json:"server_rss_peak_mb,omitempty"`
+	KernelTCPBaseMB float64 `json:"kernel_tcp_before_mb,omitempty"`
+	KernelTCPPeakMB float64 `json:"kernel_tcp_peak_mb,omitempty"`
 }
 
 func (r *Report) String() string {
@@ -103,6 +115,13 @@ func (r *Report) String() string {
 		row("losses", "%d lost (gaps), %d missing, %d duplicates, %d closed by server", r.Lost, r.Missing, r.Duplicates, r.Closed)
 		row("latency (publish->read)", "p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
 		row("client RSS", "%.1f MB connected, %.1f KB per connection", r.ClientRSSIdleMB, r.ClientRSSPerConn)
+	}
+	if r.Stalled > 0 {
+		row("stalled subscribers", "%d of %d up, %d closed by the server as slow consumers", r.StalledUp, r.Stalled, r.StalledClosed)
+		row("kernel TCP memory", "%.1f MB before, peak %.1f MB (the whole machine)", r.KernelTCPBaseMB, r.KernelTCPPeakMB)
+		if r.ServerRSSPeakMB > 0 {
+			row("server RSS peak", "%.1f MB while publishing", r.ServerRSSPeakMB)
+		}
 	}
 	if r.ServerRSSBaseMB > 0 {
 		row("server RSS", "%.1f MB before, %.1f MB connected, %.1f MB at end", r.ServerRSSBaseMB, r.ServerRSSIdleMB, r.ServerRSSEndMB)
@@ -268,7 +287,50 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			subsPer[i%cfg.Channels]++
 		}
 	}
+	var stalled []int
+	var slowBefore int64
+	if cfg.Stalled > 0 {
+		rep.Stalled = cfg.Stalled
+		rep.KernelTCPBaseMB = kernelTCPMemMB()
+		slowBefore = slowConsumerCloses(ctx, cfg.URLs[0])
+		var err error
+		stalled, err = dialStalled(ctx, cfg, wsBases, chans, cfg.Stalled)
+		defer closeAll(stalled)
+		for _, fd := range stalled {
+			if fd >= 0 {
+				rep.StalledUp++
+			}
+		}
+		if err != nil && rep.FirstError == "" {
+			rep.FirstError = "stalled: " + err.Error()
+		}
+	}
+	// The sampler: peaks of server RSS and kernel TCP memory while
+	// publishing (ends when publish returns).
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			rep.ServerRSSPeakMB = max(rep.ServerRSSPeakMB, serverRSS())
+			rep.KernelTCPPeakMB = max(rep.KernelTCPPeakMB, kernelTCPMemMB())
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	pub := publish(ctx, cfg, strings.TrimRight(cfg.URLs[0], "/"), chans, run, rep)
+	close(stopSampling)
+	<-sampled
+	if cfg.Stalled > 0 {
+		if after := slowConsumerCloses(ctx, cfg.URLs[0]); after >= 0 && slowBefore >= 0 {
+			rep.StalledClosed = after - slowBefore
+		}
+	}
 	for i := range chans {
 		rep.Expected += pub.perChannel[i].Load() * subsPer[i]
 	}
