@@ -122,8 +122,26 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.SetClaims(claims)
 	conn.Session().(*slot).s = s
 	arm(conn)
-	srv.hd.open(conn)
+	srv.open(conn)
 	go srv.readLoop(conn) // recovers panics: recover.go
+}
+
+// open runs the opening work (welcome, the query's subscribes) on the
+// handshake's goroutine. A panic in it closes this connection with 1011,
+// as one in the read loop does; the read loop still starts, so that the
+// client's close answer is read and OnClose cleans the session up.
+// Without this, net/http's own recovery would end the handler with the
+// socket hijacked, the session registered and no reader: a connection
+// left hanging.
+func (srv *Server) open(c *gws.Conn) {
+	defer func() {
+		if v := recover(); v != nil {
+			s := sessionOf(c)
+			logPanic(srv.node.log, "ws open", v, "client", s.id, "remote", c.RemoteAddr().String())
+			s.closeAsync(CloseInternal, internalErrorReason)
+		}
+	}()
+	srv.hd.open(c)
 }
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
