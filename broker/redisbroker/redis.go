@@ -71,7 +71,6 @@ package redisbroker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -355,17 +354,4 @@ type libraryLogger struct{ l *slog.Logger }
 
 func (g libraryLogger) Printf(ctx context.Context, format string, v ...any) {
 	g.l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "source", "go-redis")
-}
-
-// encodeChannel returns the channel's name as a JSON string, for the
-// message the publish script assembles. Valid channel names need no
-// escaping, so they skip the encoder.
-func encodeChannel(channel string) string {
-	for i := 0; i < len(channel); i++ {
-		if c := channel[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(channel) // a string always encodes
-			return string(b)
-		}
-	}
-	return `"` + channel + `"`
 }
