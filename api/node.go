@@ -30,11 +30,6 @@ type Node interface {
 	ChannelCounts(prefix string) (counts map[string]int, truncated bool)
 	Cluster() []push.NodeReport
 	Disconnect(ctx context.Context, user, reason string, ban time.Duration) error
-
-	// The event-stream transports (SSE, long-poll) open sessions.
-	Authenticate(token string) (*push.Claims, error)
-	NewSession(t push.Transport, oneWay bool) *push.Session
-	Options() push.Options
 }
 
 var _ Node = (*push.Node)(nil)

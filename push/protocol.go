@@ -12,6 +12,7 @@ import (
 const (
 	CloseNormal       = 1000
 	CloseGoingAway    = 1001 // server draining: reconnect, elsewhere if need be
+	CloseProtocol     = 1002 // the client broke RFC 6455's framing rules (§7.4.1)
 	ClosePolicy       = 1008 // bad token, forbidden origin
 	CloseTooBig       = 1009 // frame over max_frame_bytes
 	CloseInternal     = 1011

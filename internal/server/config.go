@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/push"
+	"github.com/heraldpush/herald/push/ws"
 	"gopkg.in/yaml.v3"
 )
 
@@ -73,7 +74,7 @@ func DefaultConfig() Config {
 		WriteTimeout:     push.DefaultWriteTimeout,
 		MaxFrameBytes:    push.DefaultMaxFrameBytes,
 		MaxQueueBytes:    push.DefaultMaxQueueBytes,
-		SendBuffer:       push.DefaultSendBuffer,
+		SendBuffer:       ws.DefaultSendBuffer,
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,
