@@ -208,6 +208,9 @@ func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 		if rules.HistorySize < 0 || rules.HistoryTTL < 0 {
 			return nil, fmt.Errorf("config: namespace %q: history_size and history_ttl must not be negative", name)
 		}
+		if rules.IdempotencyWindow < 0 {
+			return nil, fmt.Errorf("config: namespace %q: idempotency_window must not be negative", name)
+		}
 	}
 	return ns, nil
 }
