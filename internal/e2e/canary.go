@@ -246,4 +246,3 @@ func redisCommand(t *testing.T, addr string, args ...string) string {
 	}
 	return strings.TrimSpace(line)
 }
-
