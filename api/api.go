@@ -153,6 +153,9 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := s.node.Ready(ctx); err != nil {
+		if e := push.AsError(err); e.Code == push.CodePubSubStalled {
+			return e
+		}
 		return newError(push.CodeUnavailable, "broker unreachable: "+err.Error())
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "node": s.node.Name()})

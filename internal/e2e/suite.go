@@ -82,6 +82,9 @@ var tests = []struct {
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
 	// browser_presence.go
 	{"BrowserChatPresence", TestBrowserChatPresence},
+	// canary.go
+	{"CanaryPubSubPaused", TestCanaryPubSubPaused},
+	{"CanaryPubSubKilled", TestCanaryPubSubKilled},
 	// checker.go
 	{"CheckerRandomDrops", TestCheckerRandomDrops},
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},

@@ -51,7 +51,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
 	DrainDelay      time.Duration `yaml:"drain_delay" help:"on shutdown, time between failing /readyz and closing connections"`
 
-	StatsInterval time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+	StatsInterval  time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+	CanaryInterval time.Duration `yaml:"canary_interval" help:"how often the node sends a probe through the broker's pub/sub; 3 intervals without one back make /readyz fail (pubsub_stalled)"`
 
 	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
 
@@ -80,6 +81,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:  15 * time.Second,
 		IdleTimeout:      60 * time.Second,
 		StatsInterval:    2 * time.Second,
+		CanaryInterval:   push.DefaultCanaryInterval,
 		TokenLeeway:      push.DefaultLeeway,
 		TokenGrace:       push.DefaultTokenGrace,
 		LogLevel:         "info",

@@ -107,6 +107,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		Verifier:         verifier,
 		APIKeys:          cfg.Keys(),
 		StatsInterval:    cfg.StatsInterval,
+		CanaryInterval:   cfg.CanaryInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
 	})
