@@ -128,6 +128,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
+		Worker:          heraldjs.Worker,
 		CheckOrigin:     ws.CheckOrigin,
 		Metrics:         metrics,
 		OpenAPI:         docs.OpenAPI,
