@@ -74,6 +74,9 @@ var tests = []struct {
 	{"WSPackageClient", TestWSPackageClient},
 	{"HeraldJSInNode", TestHeraldJSInNode},
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
+	// browser_shared.go
+	{"BrowserSharedConnection", TestBrowserSharedConnection},
+	{"HeraldJSSize", TestHeraldJSSize},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	{"Churn", TestChurn},

@@ -138,6 +138,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
+		Worker:          heraldjs.Worker,
 		Metrics:         metrics,
 		OpenAPI:         docs.OpenAPI,
 		Logger:          logger,
