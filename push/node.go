@@ -217,11 +217,25 @@ func (n *Node) Start(ctx context.Context, b broker.Broker) {
 	n.wg.Add(1)
 	go n.heartbeat()
 	n.startSystem(ctx)
-	if p, ok := b.(broker.Presence); ok {
-		n.pstore = p
+	n.pstore, _ = b.(broker.Presence)
+	if n.pstore != nil && n.keepsPresence() {
 		n.wg.Add(1)
 		go n.presenceLoop()
 	}
+}
+
+// keepsPresence reports whether any namespace keeps presence or any
+// webhook wants events: otherwise the presence loop does not run.
+func (n *Node) keepsPresence() bool {
+	if n.opts.Namespaces.Default.Presence.Tracked() || len(n.eventQueues) > 0 {
+		return true
+	}
+	for _, ns := range n.opts.Namespaces.Named {
+		if ns.Presence.Tracked() {
+			return true
+		}
+	}
+	return false
 }
 
 // Options returns the node's options with defaults filled in.

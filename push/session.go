@@ -66,10 +66,10 @@ type Session struct {
 	reason   string
 	subs     map[string]*subscription
 	limiter  *bucket
-	claims   *Claims // nil: anonymous
-	admin    bool    // authenticated with an API key
-	warned   bool    // told the client its token expired
-	errors   int     // rejected frames since the last heartbeat, for flood control
+	claims   *Claims      // nil: anonymous
+	admin    bool         // authenticated with an API key
+	warned   bool         // told the client its token expired
+	errors   int          // rejected frames since the last heartbeat, for flood control
 	online   *subPresence // the session in the cluster's online users; nil: not tracked
 
 	flushFn func()    // s.flush, bound once so that scheduling it never allocates

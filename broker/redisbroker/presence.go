@@ -194,7 +194,9 @@ const reapLimit = 1000
 
 // keyTTL is how long a set's keys live past its latest write: long enough
 // for its connections and a lingering key.
-func keyTTL(ttl, linger time.Duration) int64 { return max((ttl + linger + time.Minute).Milliseconds(), 1) }
+func keyTTL(ttl, linger time.Duration) int64 {
+	return max((ttl + linger + time.Minute).Milliseconds(), 1)
+}
 
 // PresenceJoin implements broker.Presence.
 func (b *Broker) PresenceJoin(ctx context.Context, op broker.PresenceOp) (bool, error) {
