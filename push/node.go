@@ -164,6 +164,7 @@ type Node struct {
 	nodes    nodeReports
 
 	pstore      broker.Presence     // the broker's, nil if it keeps none
+	instance    string              // random per process: names connections in the presence store
 	eventQueues map[string][]string // event type -> queues that want it
 
 	// done is closed by Close; every long-lived goroutine of the node
@@ -200,6 +201,7 @@ func NewNode(opts Options) *Node {
 	n.hub.init(&n.stats, n.timedBroker(), n.log, opts.BrokerTimeout)
 	n.recovery.init(n)
 	n.sessions.init()
+	n.instance = broker.NewEpoch()
 	n.eventQueues = make(map[string][]string)
 	for _, q := range opts.EventQueues {
 		for _, typ := range q.Events {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -97,13 +98,18 @@ func (n *Node) presenceTTL() time.Duration { return 2*n.opts.Heartbeat + 5*time.
 
 func (s *Session) clientID() string { return fmt.Sprintf("%s-%d", s.node.opts.Node, s.id) }
 
+// presenceConn names s in the presence store: unique in the cluster even
+// when two nodes share a name (the host name, for processes on one
+// machine), which the client id shown to others is not.
+func (s *Session) presenceConn() string { return s.node.instance + "-" + strconv.FormatUint(s.id, 10) }
+
 // presenceKey is the key s counts under: its user, or its own connection
 // when anonymous. Must hold s.mu.
 func (s *Session) presenceKeyLocked() string {
 	if s.user != "" {
 		return broker.UserKey(s.user)
 	}
-	return "c:" + s.clientID()
+	return "c:" + s.presenceConn()
 }
 
 func (s *Session) member() (Member, string) {
@@ -127,7 +133,7 @@ func (n *Node) join(sub *subscription) {
 		return
 	}
 	m, key := sub.s.member()
-	op := broker.PresenceOp{Set: presenceSet(sub.ch.name), Key: key, Conn: m.Client, TTL: n.presenceTTL(), Event: n.event("join", sub.ch.name)}
+	op := broker.PresenceOp{Set: presenceSet(sub.ch.name), Key: key, Conn: sub.s.presenceConn(), TTL: n.presenceTTL(), Event: n.event("join", sub.ch.name)}
 	if sub.mode == PresenceMembers {
 		op.Value, _ = json.Marshal(m)
 	}
@@ -164,7 +170,7 @@ func (n *Node) leave(sub *subscription) {
 	defer cancel()
 	var last bool
 	err := n.timed("presence", func() (err error) {
-		last, err = n.pstore.PresenceLeave(ctx, broker.PresenceOp{Set: presenceSet(sub.ch.name), Conn: m.Client, Event: n.event("leave", sub.ch.name)})
+		last, err = n.pstore.PresenceLeave(ctx, broker.PresenceOp{Set: presenceSet(sub.ch.name), Conn: sub.s.presenceConn(), Event: n.event("leave", sub.ch.name)})
 		return err
 	})
 	if err != nil {

@@ -63,7 +63,7 @@ func (n *Node) refreshPresence() {
 		set := presenceSet(name)
 		byConn := make(map[string]*subscription, len(subs))
 		for _, sub := range subs {
-			byConn[sub.s.clientID()] = sub
+			byConn[sub.s.presenceConn()] = sub
 		}
 		for _, sub := range refreshSet(n, set, byConn, func(sub *subscription) *subPresence { return sub.presence }) {
 			n.join(sub)
@@ -73,7 +73,7 @@ func (n *Node) refreshPresence() {
 	if len(online) > 0 {
 		byConn := make(map[string]*Session, len(online))
 		for _, s := range online {
-			byConn[s.clientID()] = s
+			byConn[s.presenceConn()] = s
 		}
 		for _, s := range refreshSet(n, usersSet, byConn, func(s *Session) *subPresence { return s.online }) {
 			s.mu.Lock()

@@ -76,7 +76,7 @@ func (n *Node) joinUser(s *Session, p *subPresence, user string) {
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	op := broker.PresenceOp{Set: usersSet, Key: broker.UserKey(user), Conn: s.clientID(), TTL: n.presenceTTL(), Event: n.event(EventOnline, "")}
+	op := broker.PresenceOp{Set: usersSet, Key: broker.UserKey(user), Conn: s.presenceConn(), TTL: n.presenceTTL(), Event: n.event(EventOnline, "")}
 	err := n.timed("presence", func() error {
 		_, err := n.pstore.PresenceJoin(ctx, op)
 		return err
@@ -106,7 +106,7 @@ func (n *Node) disconnectUser(s *Session) {
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	op := broker.PresenceOp{Set: usersSet, Conn: s.clientID(), Linger: n.opts.OfflineDelay, Event: n.event(EventOffline, "")}
+	op := broker.PresenceOp{Set: usersSet, Conn: s.presenceConn(), Linger: n.opts.OfflineDelay, Event: n.event(EventOffline, "")}
 	if err := n.timed("presence", func() error {
 		_, err := n.pstore.PresenceLeave(ctx, op)
 		return err
