@@ -93,6 +93,11 @@ var tests = []struct {
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},
 	// cluster.go
 	{"PresenceJoinLeave", TestPresenceJoinLeave},
+	// presence.go
+	{"PresenceCountsUsersOnce", TestPresenceCountsUsersOnce},
+	{"PresenceCountsOnly", TestPresenceCountsOnly},
+	// webhook.go
+	{"WebhooksSurviveReceiverOutage", TestWebhooksSurviveReceiverOutage},
 	{"DisconnectAndBan", TestDisconnectAndBan},
 	{"StatsChannelsAndAdmin", TestStatsChannelsAndAdmin},
 	// config.go
