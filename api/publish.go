@@ -209,7 +209,7 @@ func (s *Server) history(c echo.Context) error {
 	}
 	var since broker.Position
 	if v := c.QueryParam("since"); v != "" {
-		pos, err := ParsePosition(v)
+		pos, err := push.ParsePosition(v)
 		if err != nil {
 			return err
 		}
@@ -227,26 +227,4 @@ func (s *Server) history(c echo.Context) error {
 		"channel": channel, "epoch": hist.Position.Epoch, "offset": hist.Position.Offset,
 		"complete": hist.Complete, "messages": msgs,
 	})
-}
-
-// ParsePosition parses "epoch:offset" (the SSE id format) or a bare offset.
-func ParsePosition(v string) (broker.Position, error) {
-	epoch, off, ok := cutLast(v, ':')
-	if !ok {
-		epoch, off = "", v
-	}
-	n, err := strconv.ParseUint(off, 10, 64)
-	if err != nil {
-		return broker.Position{}, newError(push.CodeBadRequest, `since must be "epoch:offset" or an offset`)
-	}
-	return broker.Position{Epoch: epoch, Offset: n}, nil
-}
-
-func cutLast(s string, sep byte) (before, after string, ok bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -179,3 +179,13 @@ type BatchPublisher interface {
 type Readier interface {
 	Ready(ctx context.Context) error
 }
+
+// Resubscriber is implemented by engines whose pub/sub runs over
+// connections of their own (Redis). Resubscribe drops them and subscribes
+// every wanted channel afresh on new ones; the Handler is told
+// (HandleReconnect) once they are back. The node calls it when its pub/sub
+// canary stops coming back: a connection can look alive and deliver
+// nothing.
+type Resubscriber interface {
+	Resubscribe(ctx context.Context) error
+}
