@@ -155,10 +155,9 @@ func messageObjects(ms []broker.Message) []messageObject {
 	return out
 }
 
-
-// FrameType returns the "type" of a server frame without decoding it (for
-// clients, as MessageHead):
-// every server frame starts with {"type":"<type>".
+// FrameType returns the "type" of a server frame without decoding it, for
+// clients as MessageHead is: every server frame starts with
+// {"type":"<type>".
 func FrameType(frame []byte) string {
 	const prefix = `{"type":"`
 	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {
