@@ -46,7 +46,7 @@ type fanout struct {
 
 func newFanout(tb testing.TB, n int) *fanout {
 	tb.Helper()
-	h := NewNode(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
+	h := NewNode(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour, CanaryInterval: time.Hour})
 	b := broker.NewMemory(h)
 	h.Start(context.Background(), b)
 	tb.Cleanup(func() {

@@ -11,7 +11,7 @@ package push
 //	Hub.stripes[i] -> hubShard.mu -> hubChannel.mu -> Session.mu -> writer.mu
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
-// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu.
+// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu.
 //
 // What holds what, and why:
 //
@@ -38,6 +38,8 @@ package push
 //   - writer.mu guards a writer goroutine's run queue (push/ws/writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
+//   - canary.mu guards the pub/sub probe's state (canary.go); no broker
+//     call is made holding it.
 //
 // Beneath push, the memory engine (broker/memory.go) takes Memory.mu ->
 // memChannel.mu and holds memChannel.mu while it waits for room in a
@@ -55,6 +57,8 @@ package push
 //	goroutine              started by                       ended by
 //	Node.heartbeat         Node.Start                       Node.Close (done), waited by Node.wg
 //	Node.reportLoop        Node.Start (startSystem)         Node.Close (done), waited by Node.wg
+//	canary.loop            Node.Start (startSystem)         Node.Close (done), waited by Node.wg;
+//	                                                        its broker calls are cut by Node.life
 //	recovery.resyncLoop    Node.HandleReconnect, one at a   no pass wanted any more, or done during
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts

@@ -66,10 +66,11 @@ type Session struct {
 	reason   string
 	subs     map[string]*subscription
 	limiter  *bucket
-	claims   *Claims // nil: anonymous
-	admin    bool    // authenticated with an API key
-	warned   bool    // told the client its token expired
-	errors   int     // rejected frames since the last heartbeat, for flood control
+	claims   *Claims      // nil: anonymous
+	admin    bool         // authenticated with an API key
+	warned   bool         // told the client its token expired
+	errors   int          // rejected frames since the last heartbeat, for flood control
+	online   *subPresence // the session in the cluster's online users; nil: not tracked
 
 	flushFn func()    // s.flush, bound once so that scheduling it never allocates
 	tw      TryWriter // s.t when it can write without waiting, else nil
@@ -245,6 +246,7 @@ func (s *Session) closeLocked(code uint16, reason string) bool {
 // shutdown) and subscribes channels, each answered like a subscribe frame.
 func (s *Session) Open(channels []string, since []*broker.Position) {
 	s.node.sessions.add(s)
+	s.node.connectUser(s) // online before the joins, in the webhook queues too
 	for i, ch := range channels {
 		var p *broker.Position
 		if i < len(since) {
@@ -266,10 +268,11 @@ func (s *Session) Release() {
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.node.hub.detach(sub)
-		if sub.presence {
+		if sub.presence != nil {
 			s.node.leave(sub)
 		}
 	}
+	s.node.disconnectUser(s)
 	s.node.sessions.remove(s)
 }
 
@@ -359,7 +362,6 @@ func (n *Node) heartbeat() {
 					s.send(p.PingFrame())
 				}
 			})
-			n.refreshPresence()
 		}
 	}
 }

@@ -18,6 +18,7 @@ type Snapshot struct {
 	MaxQueued     int               `json:"max_queued_bytes"`
 	Rejections    map[string]uint64 `json:"rejections"`
 	Closes        map[string]uint64 `json:"closes"`
+	PubSubLag     float64           `json:"pubsub_lag_seconds"` // the broker pub/sub's delay, measured by the canary
 }
 
 // Snapshot returns the node's current figures.
@@ -33,6 +34,7 @@ func (n *Node) Snapshot() Snapshot {
 		Reconnects: n.stats.Reconnects.Load(),
 		Rejections: n.Rejections(),
 		Closes:     make(map[string]uint64, len(closeNames)),
+		PubSubLag:  n.canary.lag().Seconds(),
 	}
 	n.sessions.each(func(ss *Session) {
 		ss.mu.Lock()
