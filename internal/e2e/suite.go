@@ -86,11 +86,19 @@ var tests = []struct {
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
 	// browser_presence.go
 	{"BrowserChatPresence", TestBrowserChatPresence},
+	// canary.go
+	{"CanaryPubSubPaused", TestCanaryPubSubPaused},
+	{"CanaryPubSubKilled", TestCanaryPubSubKilled},
 	// checker.go
 	{"CheckerRandomDrops", TestCheckerRandomDrops},
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},
 	// cluster.go
 	{"PresenceJoinLeave", TestPresenceJoinLeave},
+	// presence.go
+	{"PresenceCountsUsersOnce", TestPresenceCountsUsersOnce},
+	{"PresenceCountsOnly", TestPresenceCountsOnly},
+	// webhook.go
+	{"WebhooksSurviveReceiverOutage", TestWebhooksSurviveReceiverOutage},
 	{"DisconnectAndBan", TestDisconnectAndBan},
 	{"StatsChannelsAndAdmin", TestStatsChannelsAndAdmin},
 	// config.go
@@ -99,6 +107,9 @@ var tests = []struct {
 	{"DebugListen", TestDebugListen},
 	// demo.go
 	{"DemoFeedsPublish", TestDemoFeedsPublish},
+	// idempotency.go
+	{"IdempotentPublish", TestIdempotentPublish},
+	{"IdempotentPublishAcrossNodes", TestIdempotentPublishAcrossNodes},
 	// http.go
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},
