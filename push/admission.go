@@ -11,8 +11,9 @@ import (
 
 // Admission decides who may connect, for every transport: a browser's
 // Origin, the client's address behind trusted proxies, and the cap on
-// connections per address. The WebSocket server admits with it; the event
-// streams (SSE) check origins with the same rule (api.Options.CheckOrigin).
+// connections per address. One is shared by the node's transports
+// (push/ws, push/sse, push/poll), so that the cap counts a client's
+// connections on all of them.
 type Admission struct {
 	// Origins allowed to connect from a browser, besides the server's own
 	// host. "*" allows any.
@@ -22,9 +23,21 @@ type Admission struct {
 	ips     *ipLimiter
 }
 
-// NewAdmission returns the admission rules of o: AllowedOrigins,
-// MaxConnsPerIP and TrustedProxies.
-func NewAdmission(o ServerOptions) *Admission {
+// AdmissionOptions are the rules of an Admission.
+type AdmissionOptions struct {
+	// AllowedOrigins lists origins ("https://app.example.com") allowed
+	// besides the request's own host; "*" allows every origin.
+	AllowedOrigins []string
+	// MaxConnsPerIP caps the open connections from one client address
+	// (0: no cap).
+	MaxConnsPerIP int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed
+	// when finding a client's address.
+	TrustedProxies []netip.Prefix
+}
+
+// NewAdmission returns the admission rules of o.
+func NewAdmission(o AdmissionOptions) *Admission {
 	a := &Admission{
 		origins: make(map[string]bool), trusted: o.TrustedProxies,
 		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
@@ -40,15 +53,15 @@ func NewAdmission(o ServerOptions) *Admission {
 	return a
 }
 
-// admit checks r's origin and takes a connection slot for its client
-// address, counting a refusal on n. The caller releases ip when the
-// connection ends.
-func (a *Admission) admit(n *Node, r *http.Request) (ip string, err *Error) {
-	if !a.CheckOrigin(r.Header.Get("Origin"), r.Host) {
+// Admit checks r's origin and takes a connection slot for its client
+// address, counting a refusal on n. The caller releases ip (Release) when
+// the connection ends.
+func (a *Admission) Admit(n *Node, r *http.Request) (ip string, err *Error) {
+	if !a.checkOrigin(r.Header.Get("Origin"), r.Host) {
 		n.countRejection(ReasonOrigin)
 		return "", Errorf(CodeForbidden, "origin not allowed: add it to allowed_origins")
 	}
-	ip = ClientIP(r, a.trusted)
+	ip = clientIP(r, a.trusted)
 	if !a.ips.acquire(ip) {
 		n.countRejection(ReasonIPLimit)
 		return "", Errorf(CodeLimit, "too many connections from your address")
@@ -56,10 +69,13 @@ func (a *Admission) admit(n *Node, r *http.Request) (ip string, err *Error) {
 	return ip, nil
 }
 
-// CheckOrigin reports whether a browser on origin may connect to a server
+// Release gives back the connection slot Admit took for ip.
+func (a *Admission) Release(ip string) { a.ips.release(ip) }
+
+// checkOrigin reports whether a browser on origin may connect to a server
 // reached at host. Requests without an Origin header (non-browser clients)
 // are allowed: Origin only protects browsers' ambient credentials.
-func (a *Admission) CheckOrigin(origin, host string) bool {
+func (a *Admission) checkOrigin(origin, host string) bool {
 	if origin == "" || a.anyOrig {
 		return true
 	}
@@ -101,11 +117,11 @@ func (l *ipLimiter) release(ip string) {
 	}
 }
 
-// ClientIP returns the address a request came from. Behind a trusted
+// clientIP returns the address a request came from. Behind a trusted
 // proxy (its address is in trusted), it is the right-most X-Forwarded-For
 // entry that is not itself a trusted proxy; otherwise the TCP peer, so
 // that clients cannot forge their address.
-func ClientIP(r *http.Request, trusted []netip.Prefix) string {
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

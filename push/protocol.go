@@ -12,6 +12,7 @@ import (
 const (
 	CloseNormal       = 1000
 	CloseGoingAway    = 1001 // server draining: reconnect, elsewhere if need be
+	CloseProtocol     = 1002 // the client broke RFC 6455's framing rules (§7.4.1)
 	ClosePolicy       = 1008 // bad token, forbidden origin
 	CloseTooBig       = 1009 // frame over max_frame_bytes
 	CloseInternal     = 1011
@@ -52,6 +53,9 @@ type command struct {
 	Cursor  string           `json:"cursor,omitempty"` // presence pages
 	Token   string           `json:"token,omitempty"`
 	Key     string           `json:"key,omitempty"` // auth as admin with an API key
+	// IdempotencyKey of a publish: a retry with the same key publishes
+	// nothing and is acked duplicate.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
 // Server -> client frames other than "message", encoded with encoding/json:
@@ -85,6 +89,9 @@ type (
 		Channel string      `json:"channel,omitempty"`
 		Epoch   string      `json:"epoch,omitempty"`
 		Offset  uint64      `json:"offset,omitempty"`
+		// Duplicate: a publish whose idempotency key was seen; the
+		// position is the first publish's.
+		Duplicate bool `json:"duplicate,omitempty"`
 	}
 	historyFrame struct {
 		Type     string          `json:"type"`
@@ -110,18 +117,6 @@ type (
 		Data    json.RawMessage `json:"data"`
 	}
 )
-
-// pingFrame is shared by every session: it never changes.
-var pingFrame = []byte(`{"type":"ping"}`)
-
-func encode(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own frame types are encoded here; a failure is a bug.
-		panic("push: encode frame: " + err.Error())
-	}
-	return b
-}
 
 // messageCap is the most bytes AppendMessage writes for m: the hub sizes
 // each frame with it, so that encoding allocates once. The constant is the
@@ -167,12 +162,9 @@ func messageObjects(ms []broker.Message) []messageObject {
 	return out
 }
 
-func errFrame(id json.Number, code, msg, channel string) []byte {
-	return encode(errorFrame{Type: "error", ID: id, Code: code, Message: msg, Channel: channel})
-}
-
-// FrameType returns the "type" of a server frame without decoding it:
-// every server frame starts with {"type":"<type>".
+// FrameType returns the "type" of a server frame without decoding it, for
+// clients as MessageHead is: every server frame starts with
+// {"type":"<type>".
 func FrameType(frame []byte) string {
 	const prefix = `{"type":"`
 	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {
@@ -188,7 +180,9 @@ func FrameType(frame []byte) string {
 }
 
 // MessageHead reads the channel, epoch and offset of a frame written by
-// AppendMessage, without decoding its data.
+// AppendMessage, without decoding its data: for clients that read frames
+// off the wire (herald bench). The transports never need it: a queued
+// Frame carries these fields.
 func MessageHead(frame []byte) (channel, epoch string, offset uint64, ok bool) {
 	const prefix = `{"type":"message","channel":"`
 	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {

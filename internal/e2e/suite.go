@@ -74,6 +74,10 @@ var tests = []struct {
 	{"WSPackageClient", TestWSPackageClient},
 	{"HeraldJSInNode", TestHeraldJSInNode},
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
+	// browser_shared.go
+	{"BrowserSharedConnection", TestBrowserSharedConnection},
+	{"BrowserSharedTokens", TestBrowserSharedTokens},
+	{"HeraldJSSize", TestHeraldJSSize},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	{"Churn", TestChurn},
@@ -82,6 +86,9 @@ var tests = []struct {
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
 	// browser_presence.go
 	{"BrowserChatPresence", TestBrowserChatPresence},
+	// canary.go
+	{"CanaryPubSubPaused", TestCanaryPubSubPaused},
+	{"CanaryPubSubKilled", TestCanaryPubSubKilled},
 	// checker.go
 	{"CheckerRandomDrops", TestCheckerRandomDrops},
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},
@@ -100,6 +107,9 @@ var tests = []struct {
 	{"DebugListen", TestDebugListen},
 	// demo.go
 	{"DemoFeedsPublish", TestDemoFeedsPublish},
+	// idempotency.go
+	{"IdempotentPublish", TestIdempotentPublish},
+	{"IdempotentPublishAcrossNodes", TestIdempotentPublishAcrossNodes},
 	// http.go
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},

@@ -1,7 +1,9 @@
-package api
+// Package sse is the Server-Sent Events transport: GET /sse?channel=...
+// carries the same messages as /ws as events, for clients that cannot
+// open a WebSocket or only listen.
+package sse
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,55 +12,79 @@ import (
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
-	"github.com/labstack/echo/v4"
 )
 
-// sse handles GET /sse?channel=...: the same messages as /ws, as
-// Server-Sent Events. Each message event's id is "epoch:offset" (for a
-// stream of several channels, every channel's position joined by ',' in
-// the order of the channel parameters), so that a browser's EventSource
-// resumes through the normal recovery path with Last-Event-ID.
-func (s *Server) sse(c echo.Context) error {
-	r := c.Request()
-	if s.opts.CheckOrigin != nil && !s.opts.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		return newError(push.CodeForbidden, "origin not allowed")
+// Handler serves GET /sse for a node.
+type Handler struct {
+	node  *push.Node
+	admit *push.Admission
+}
+
+// New returns the /sse handler of n. admit is the node's admission, shared
+// with the other transports: a stream is a connection like a WebSocket,
+// from an allowed origin and within the per-address cap (nil: the
+// server's own host only, no cap).
+func New(n *push.Node, admit *push.Admission) *Handler {
+	if admit == nil {
+		admit = push.NewAdmission(push.AdmissionOptions{})
 	}
-	channels := c.QueryParams()["channel"]
+	return &Handler{node: n, admit: admit}
+}
+
+// ServeHTTP streams the channels of the query as Server-Sent Events.
+// Each message event's id is "epoch:offset" (for a stream of several
+// channels, every channel's position joined by ',' in the order of the
+// channel parameters), so that a browser's EventSource resumes through the
+// normal recovery path with Last-Event-ID.
+func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := hd.serve(w, r); err != nil {
+		push.WriteHTTPError(w, err)
+	}
+}
+
+func (hd *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+	ip, aerr := hd.admit.Admit(hd.node, r)
+	if aerr != nil {
+		return aerr
+	}
+	defer hd.admit.Release(ip)
+	q := r.URL.Query()
+	channels := q["channel"]
 	if len(channels) == 0 {
-		return newError(push.CodeBadRequest, "give at least one channel parameter")
+		return push.Errorf(push.CodeBadRequest, "give at least one channel parameter")
 	}
 	for _, ch := range channels {
-		if _, err := s.node.Namespaces().Lookup(ch); err != nil {
+		if _, err := hd.node.Namespaces().Lookup(ch); err != nil {
 			return err
 		}
 	}
-	claims, err := s.authenticate(c)
+	claims, err := hd.node.AuthenticateQuery(r)
 	if err != nil {
 		return err
 	}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
-		last = c.QueryParam("last_event_id")
+		last = q.Get("last_event_id")
 	}
 	since, err := parseEventID(last, len(channels))
 	if err != nil {
 		return err
 	}
 
-	h := c.Response().Header()
+	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	c.Response().WriteHeader(http.StatusOK)
+	w.WriteHeader(http.StatusOK)
 
 	t := &sseTransport{
-		rc:       http.NewResponseController(c.Response().Writer),
-		w:        c.Response().Writer,
+		rc:       http.NewResponseController(w),
+		w:        w,
 		notify:   make(chan func(), 1),
 		done:     make(chan struct{}),
 		channels: channels,
 		pos:      make([]broker.Position, len(channels)),
-		timeout:  s.node.Options().WriteTimeout,
+		timeout:  hd.node.Options().WriteTimeout,
 	}
 	for i, p := range since {
 		if p != nil {
@@ -71,7 +97,7 @@ func (s *Server) sse(c echo.Context) error {
 	}
 	_ = t.rc.Flush()
 
-	sess := s.node.NewSession(t, true)
+	sess := hd.node.NewSession(t, true)
 	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.Open(channels, since)
@@ -95,11 +121,11 @@ func parseEventID(id string, n int) ([]*broker.Position, error) {
 	}
 	parts := strings.Split(id, ",")
 	if len(parts) != n {
-		return nil, newError(push.CodeBadRequest, "Last-Event-ID does not match the channels of this stream")
+		return nil, push.Errorf(push.CodeBadRequest, "Last-Event-ID does not match the channels of this stream")
 	}
 	out := make([]*broker.Position, n)
 	for i, p := range parts {
-		pos, err := ParsePosition(p)
+		pos, err := push.ParsePosition(p)
 		if err != nil {
 			return nil, err
 		}
@@ -133,26 +159,29 @@ func (t *sseTransport) Schedule(flush func()) {
 	}
 }
 
-func (t *sseTransport) Write(frames [][]byte) error {
+func (t *sseTransport) Write(frames []*push.Frame) error {
 	b := t.buf[:0]
 	for _, f := range frames {
-		switch typ := push.FrameType(f); typ {
-		case "ping":
+		switch f.Type {
+		case push.TypePing:
 			b = append(b, ": ping\n\n"...)
-		case "message":
+		case push.TypeMessage:
 			b = append(b, "id: "...)
 			b = t.appendID(b, f)
 			b = append(b, "\nevent: message\ndata: "...)
-			b = append(b, f...)
+			b = append(b, f.Bytes...)
 			b = append(b, "\n\n"...)
 		default:
-			if typ == "subscribed" {
+			if f.Raw {
+				continue // no transport's own frames here; sent by none
+			}
+			if f.Type == push.TypeSubscribed {
 				t.noteSubscribed(f)
 			}
 			b = append(b, "event: "...)
-			b = append(b, typ...)
+			b = append(b, f.Type...)
 			b = append(b, "\ndata: "...)
-			b = append(b, f...)
+			b = append(b, f.Bytes...)
 			b = append(b, "\n\n"...)
 		}
 	}
@@ -171,13 +200,10 @@ func (t *sseTransport) Write(frames [][]byte) error {
 
 // appendID updates the channel's position from the message frame and
 // appends the stream's event id.
-func (t *sseTransport) appendID(b, frame []byte) []byte {
-	ch, epoch, off, ok := push.MessageHead(frame)
-	if ok {
-		for i, name := range t.channels {
-			if name == ch {
-				t.pos[i] = broker.Position{Epoch: epoch, Offset: off}
-			}
+func (t *sseTransport) appendID(b []byte, f *push.Frame) []byte {
+	for i, name := range t.channels {
+		if name == f.Channel {
+			t.pos[i] = f.Position
 		}
 	}
 	for i, p := range t.pos {
@@ -193,37 +219,17 @@ func (t *sseTransport) appendID(b, frame []byte) []byte {
 
 // noteSubscribed takes the channel's position from a subscribed frame
 // unless recovered history follows it (then the messages move it).
-func (t *sseTransport) noteSubscribed(frame []byte) {
-	var f struct {
-		Channel   string `json:"channel"`
-		Epoch     string `json:"epoch"`
-		Offset    uint64 `json:"offset"`
-		Recovered *bool  `json:"recovered"`
-	}
-	if json.Unmarshal(frame, &f) != nil || (f.Recovered != nil && *f.Recovered) {
+func (t *sseTransport) noteSubscribed(f *push.Frame) {
+	if f.Recovered != nil && *f.Recovered {
 		return
 	}
 	for i, name := range t.channels {
 		if name == f.Channel {
-			t.pos[i] = broker.Position{Epoch: f.Epoch, Offset: f.Offset}
+			t.pos[i] = f.Position
 		}
 	}
 }
 
 func (t *sseTransport) Close(code uint16, reason string) {
 	t.once.Do(func() { close(t.done) })
-}
-
-// authenticate reads the optional token query parameter of /sse and
-// /api/poll (EventSource cannot send headers).
-func (s *Server) authenticate(c echo.Context) (*push.Claims, error) {
-	tok := c.QueryParam("token")
-	if tok == "" {
-		return nil, nil
-	}
-	claims, err := s.node.Authenticate(tok)
-	if err != nil {
-		return nil, newError(push.CodeUnauthorized, err.Error())
-	}
-	return claims, nil
 }
