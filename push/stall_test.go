@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/broker"
+	"golang.org/x/sys/unix"
 )
 
 // dialStalled opens a WebSocket on path whose client will not read: its
@@ -201,4 +202,34 @@ func tcpMemBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// A client that stops reading counts as stalled once the kernel holds
+// about send_lowat_bytes for it unsent (TCP_NOTSENT_LOWAT), not once the
+// whole send buffer (64 KiB) is full: what each stalled client costs the
+// writers and the kernel before the queue limit acts (issue 12 item 4).
+func TestStalledAtSendLowat(t *testing.T) {
+	n := startTestNode(t, Options{MaxQueueBytes: 1 << 20}) // not closed while we look
+	n.dialStalled(t, "/ws?channel=news")
+	waitUntil(t, 10*time.Second, "subscribed", func() bool { _, _, subs := n.hub.Counts(); return subs == 1 })
+	var s *Session
+	n.hub.sessions.each(func(x *Session) { s = x })
+	isStalled := func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.stalled }
+	sent := publishUntil(t, n.hub, "news", time.Millisecond, 30*time.Second, isStalled)
+	var unsent, queued int
+	err := s.t.(*wsTransport).raw.Control(func(fd uintptr) {
+		unsent, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQNSD)
+		queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stalled after %d messages of 1 KiB: %d bytes unsent, %d in the send queue", sent, unsent, queued)
+	// The kernel stops a write at the bound, give or take a segment.
+	if unsent < DefaultSendLowat/2 || unsent > DefaultSendLowat+4096 {
+		t.Errorf("unsent bytes when stalled: %d, want about %d (send_lowat_bytes)", unsent, DefaultSendLowat)
+	}
+	if sent > 2*DefaultSendBuffer>>10 {
+		t.Errorf("stalled after %d messages of 1 KiB, past what send_lowat_bytes lets the kernel hold", sent)
+	}
 }

@@ -120,6 +120,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		MaxConnsPerIP:    cfg.MaxConnsPerIP,
 		TrustedProxies:   trusted,
 		SendBuffer:       cfg.SendBuffer,
+		SendLowat:        cfg.SendLowat,
 	})
 	a := api.New(api.Options{
 		Node:            hub,
