@@ -80,6 +80,23 @@ func TestStalledClientThatResumesSees4001(t *testing.T) {
 	}
 }
 
+// dialReader opens a WebSocket on path for a client that reads, with a
+// 2 MiB receive buffer (see TestStalledBesideReaders).
+func (n *testNode) dialReader(t testing.TB, path string) *rawWS {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2<<20)
+		})
+	}}
+	c, err := d.Dial("tcp", n.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return n.handshake(t, c, path)
+}
+
 // rawReader counts the messages a reading client gets.
 type rawReader struct {
 	ws     *rawWS
@@ -109,22 +126,23 @@ func (r *rawReader) run(wg *sync.WaitGroup) {
 // is closed 4001 and its connection gone within the documented time after
 // its close (1 s of Interrupt, stalledCloseLinger, closeLinger); no
 // reader is closed, and each gets every message.
+//
+// It runs under -race too (make test) and, for the timing without the
+// race detector's slowdown, in a step of its own in .ci/run. Under -race
+// on a shared 2-core machine this process's goroutines, the readers among
+// them, can go unscheduled for a second or more: a reader that reads
+// nothing for that long at 500 KiB/s is a slow consumer by any measure,
+// and one was closed 4001 in about half the runs. So the readers keep a
+// 2 MiB receive buffer (what Linux's autotuning grows a fast reader's to
+// anyway), which carries them over such a gap; a server that stopped
+// writing to them would still overflow their queues.
 func TestStalledBesideReaders(t *testing.T) {
-	if raceEnabled {
-		// Under -race on 2 cores, the readers (goroutines of this very
-		// process) can go unscheduled long enough that the writers find
-		// their sockets full: about half the runs closed a reader 4001.
-		// .ci/run runs this test in a step of its own without -race,
-		// where it passed every run (~7 s). The readers' exposure to
-		// stalls is a known open point (issue 12 item 4, the p99 figure).
-		t.Skip("runs without -race: .ci/run's stalled-subscribers step")
-	}
 	const stalled, readers = 2000, 20
 	n := startTestNode(t, Options{MaxQueueBytes: 64 << 10})
 	var wg sync.WaitGroup
 	rs := make([]*rawReader, readers)
 	for i := range rs {
-		rs[i] = &rawReader{ws: n.dialRaw(t, "/ws?channel=feed")}
+		rs[i] = &rawReader{ws: n.dialReader(t, "/ws?channel=feed")}
 		_ = rs[i].ws.SetDeadline(time.Time{})
 	}
 	for range stalled {
@@ -142,12 +160,17 @@ func TestStalledBesideReaders(t *testing.T) {
 	base, peak := tcpMemBytes(), int64(0)
 	sent := publishUntil(t, n.hub, "feed", 2*time.Millisecond, 2*time.Minute, func() bool {
 		peak = max(peak, tcpMemBytes())
-		return slowClosed(n.hub) == stalled
+		return slowClosed(n.hub) >= stalled // more: a reader was closed, reported below
 	})
 	closedAt := time.Since(start)
 	// Each stalled connection is gone (its reader side saw the socket
 	// close) within the linger time after the last close was counted.
 	limit := time.Second + stalledCloseLinger + closeLinger + 2*time.Second
+	if raceEnabled {
+		// The race detector slows timers and goroutines several times;
+		// the documented time is checked by the run without it.
+		limit *= 3
+	}
 	waitUntil(t, limit, "the stalled connections gone", func() bool { return n.hub.sessions.len() == readers })
 	goneAt := time.Since(start)
 	for i, r := range rs {
