@@ -62,6 +62,8 @@ package push
 //	writer.run (x CPUs)    Node.Start (startWriters)        writers.stop, last in Node.Close
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
+//	Session.leaveChannels  Session.send, closing a slow      its subscriptions detached (short-lived;
+//	                       consumer                         Release detaches whatever is left)
 //	gws ReadLoop           Server.ServeHTTP, per connection the connection closing (OnClose ->
 //	                                                        Session.Close)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
