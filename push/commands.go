@@ -61,7 +61,7 @@ func (s *Session) handle(raw []byte) {
 	case "unsubscribe":
 		s.node.Unsubscribe(s, c.ID, c.Channel)
 	case "publish":
-		s.publish(c.ID, c.Channel, c.Data)
+		s.publish(c.ID, c.Channel, c.Data, c.IdempotencyKey)
 	case "history":
 		s.history(c.ID, c.Channel, c.Since, c.Limit)
 	case "auth":
@@ -71,7 +71,7 @@ func (s *Session) handle(raw []byte) {
 			s.auth(c.ID, c.Token)
 		}
 	case "presence":
-		s.presence(c.ID, c.Channel)
+		s.presence(c.ID, c.Channel, c.Cursor, c.Limit)
 	case "":
 		s.reject(c.ID, CodeBadRequest, `missing "type"`, "")
 	default:
@@ -136,7 +136,10 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s, presence: ns.Presence}
+	sub := &subscription{s: s, mode: ns.Presence}
+	if ns.Presence.Tracked() {
+		sub.presence = new(subPresence)
+	}
 	if err := n.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
@@ -167,7 +170,7 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 	s.subs[channel] = sub
 	s.mu.Unlock()
 	n.recovery.activate(sub, id, since, hist, ns.Snapshot)
-	if sub.presence {
+	if sub.presence != nil {
 		n.join(sub)
 	}
 }
@@ -188,13 +191,13 @@ func (n *Node) Unsubscribe(s *Session, id json.Number, channel string) {
 		return
 	}
 	n.hub.detach(sub)
-	if sub.presence {
+	if sub.presence != nil {
 		n.leave(sub)
 	}
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))
 }
 
-func (s *Session) publish(id json.Number, channel string, data json.RawMessage) {
+func (s *Session) publish(id json.Number, channel string, data json.RawMessage, key string) {
 	ns := s.lookup(id, channel)
 	if ns == nil {
 		return
@@ -223,14 +226,16 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 	ctx, cancel := s.node.brokerCtx()
 	defer cancel()
 	// json.Unmarshal copied data out of gws's read buffer: it may be kept.
-	pos, err := s.node.Publish(ctx, Publication{Channel: channel, Data: data})
+	pos, err := s.node.Publish(ctx, Publication{Channel: channel, Data: data, IdempotencyKey: key})
 	if err != nil {
 		e := AsError(err)
 		s.reject(id, e.Code, e.Message, channel)
 		return
 	}
-	s.node.stats.ClientPubs.Add(1)
-	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset}))
+	if !pos.Duplicate {
+		s.node.stats.ClientPubs.Add(1)
+	}
+	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset, Duplicate: pos.Duplicate}))
 }
 
 func (s *Session) history(id json.Number, channel string, since *broker.Position, limit int) {

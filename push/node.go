@@ -15,7 +15,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +33,8 @@ const (
 	DefaultMaxChannels      = 128
 	DefaultRecoveryMessages = 10000
 	DefaultTokenGrace       = 10 * time.Second
+	DefaultOfflineDelay     = 10 * time.Second
+	DefaultEventQueueLen    = 100000
 )
 
 // Options configure a Node. The zero value of each field picks its default.
@@ -72,12 +73,29 @@ type Options struct {
 	// StatsInterval is how often each node reports its figures over the
 	// broker (default 2s).
 	StatsInterval time.Duration
+	// CanaryInterval is how often the node sends a probe through the
+	// broker's pub/sub and expects it back (canary.go); three intervals
+	// without one make Ready fail with CodePubSubStalled. Default
+	// DefaultCanaryInterval.
+	CanaryInterval time.Duration
 	// ObserveBroker, if set, is told the duration of every broker call the
 	// node makes (op is "subscribe", "unsubscribe", "history", "publish",
 	// "presence").
 	ObserveBroker func(op string, d time.Duration, err error)
 	// Logger receives connection-level logs; nil discards them.
 	Logger *slog.Logger
+
+	// EventQueues are the queues presence transitions are recorded in
+	// (one per webhook, read by internal/webhook), each with the event
+	// types it wants: online, offline, join, leave.
+	EventQueues []EventQueue
+	// EventQueueLen bounds each queue (default DefaultEventQueueLen);
+	// events past it are dropped and counted.
+	EventQueueLen int
+	// OfflineDelay is how long a user's last connection must have been
+	// gone before the user is offline (default DefaultOfflineDelay), so
+	// that a reload does not flap.
+	OfflineDelay time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -111,6 +129,15 @@ func (o *Options) setDefaults() {
 	if o.TokenGrace <= 0 {
 		o.TokenGrace = DefaultTokenGrace
 	}
+	if o.CanaryInterval <= 0 {
+		o.CanaryInterval = DefaultCanaryInterval
+	}
+	if o.OfflineDelay <= 0 {
+		o.OfflineDelay = DefaultOfflineDelay
+	}
+	if o.EventQueueLen <= 0 {
+		o.EventQueueLen = DefaultEventQueueLen
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -142,6 +169,11 @@ type Node struct {
 	rejected [numReasons]atomic.Uint64
 	closes   [numCloses]atomic.Uint64
 	nodes    nodeReports
+	canary   canary // the pub/sub probe (canary.go)
+
+	pstore      broker.Presence     // the broker's, nil if it keeps none
+	instance    string              // random per process: names connections in the presence store
+	eventQueues map[string][]string // event type -> queues that want it
 
 	// done is closed by Close; every long-lived goroutine of the node
 	// (heartbeat, reportLoop, resync, fills) ends when it sees it, and wg
@@ -151,7 +183,9 @@ type Node struct {
 	stopLife context.CancelFunc
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-	writers  *writers // run WebSocket flushes; started by Start
+	// afterClose run at the end of Close, once every session is gone
+	// (AfterClose): the WebSocket writers, which send the close frames.
+	afterClose []func()
 }
 
 var _ broker.Handler = (*Node)(nil)
@@ -164,6 +198,9 @@ type Stats struct {
 	ClientPubs atomic.Uint64 // client publishes accepted
 	Gaps       atomic.Uint64 // gaps found and filled or reported
 	Reconnects atomic.Uint64 // broker reconnects
+	// PresenceEvents counts the join and leave events this node told
+	// (one per user transition, not per connection).
+	PresenceEvents atomic.Uint64
 }
 
 // NewNode returns a node. Call Start with its broker before serving.
@@ -174,6 +211,14 @@ func NewNode(opts Options) *Node {
 	n.hub.init(&n.stats, n.timedBroker(), n.log, opts.BrokerTimeout)
 	n.recovery.init(n)
 	n.sessions.init()
+	n.canary.init(n)
+	n.instance = broker.NewEpoch()
+	n.eventQueues = make(map[string][]string)
+	for _, q := range opts.EventQueues {
+		for _, typ := range q.Events {
+			n.eventQueues[typ] = append(n.eventQueues[typ], q.Name)
+		}
+	}
 	return n
 }
 
@@ -181,10 +226,28 @@ func NewNode(opts Options) *Node {
 // the heartbeat and stats loops.
 func (n *Node) Start(ctx context.Context, b broker.Broker) {
 	n.broker = b
-	n.writers = startWriters(runtime.GOMAXPROCS(0))
 	n.wg.Add(1)
 	go n.heartbeat()
 	n.startSystem(ctx)
+	n.pstore, _ = b.(broker.Presence)
+	if n.pstore != nil && n.keepsPresence() {
+		n.wg.Add(1)
+		go n.presenceLoop()
+	}
+}
+
+// keepsPresence reports whether any namespace keeps presence or any
+// webhook wants events: otherwise the presence loop does not run.
+func (n *Node) keepsPresence() bool {
+	if n.opts.Namespaces.Default.Presence.Tracked() || len(n.eventQueues) > 0 {
+		return true
+	}
+	for _, ns := range n.opts.Namespaces.Named {
+		if ns.Presence.Tracked() {
+			return true
+		}
+	}
+	return false
 }
 
 // Options returns the node's options with defaults filled in.
@@ -206,6 +269,11 @@ func (n *Node) Counts() (sessions, channels, subscriptions int) {
 	return n.sessions.len(), channels, subscriptions
 }
 
+// AfterClose has Close run f last, after every session is gone (or Close
+// gave up waiting): a transport lets go there of what its sessions' closes
+// need. Call it before serving.
+func (n *Node) AfterClose(f func()) { n.afterClose = append(n.afterClose, f) }
+
 // Close closes every session with code and reason, waits until they are
 // gone (or ctx ends) and stops the node's goroutines.
 func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
@@ -215,10 +283,12 @@ func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
 	})
 	n.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	n.wg.Wait()
-	// The writers send the close frames: stop them last.
-	if n.writers != nil {
-		defer n.writers.stop()
-	}
+	// The transports' writers send the close frames: stop them last.
+	defer func() {
+		for _, f := range n.afterClose {
+			f()
+		}
+	}()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for n.sessions.len() > 0 {
@@ -235,6 +305,10 @@ func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
 // every other message goes to recovery, which fans it out in order (and
 // fills any gap before it without holding up the broker's goroutine).
 func (n *Node) HandleMessage(m *broker.Message) {
+	if m.Channel == n.canary.channel {
+		n.canary.back(m.Data)
+		return
+	}
 	n.stats.Received.Add(1)
 	if isSystem(m.Channel) {
 		n.handleSystem(m)
@@ -314,11 +388,20 @@ func (s nodeSubscriber) Unsubscribe(ctx context.Context, channel string) error {
 	return s.n.timed("unsubscribe", func() error { return s.n.broker.Unsubscribe(ctx, channel) })
 }
 
-// Ready reports whether the node can serve: its broker, when the engine
-// can tell (broker.Readier), is reachable.
+// Ready reports whether the node can serve: its pub/sub canary comes
+// back (CodePubSubStalled otherwise, with the broker's own error when it
+// has one) and its broker, when the engine can tell (broker.Readier), is
+// reachable.
 func (n *Node) Ready(ctx context.Context) error {
+	var berr error
 	if r, ok := n.broker.(broker.Readier); ok {
-		return r.Ready(ctx)
+		berr = r.Ready(ctx)
 	}
-	return nil
+	if err := n.checkCanary(); err != nil {
+		if berr != nil {
+			err.Message += "; broker: " + berr.Error()
+		}
+		return err
+	}
+	return berr
 }

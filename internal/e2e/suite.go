@@ -74,6 +74,9 @@ var tests = []struct {
 	{"WSPackageClient", TestWSPackageClient},
 	{"HeraldJSInNode", TestHeraldJSInNode},
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
+	// browser_shared.go
+	{"BrowserSharedConnection", TestBrowserSharedConnection},
+	{"HeraldJSSize", TestHeraldJSSize},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	{"Churn", TestChurn},
@@ -82,11 +85,19 @@ var tests = []struct {
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
 	// browser_presence.go
 	{"BrowserChatPresence", TestBrowserChatPresence},
+	// canary.go
+	{"CanaryPubSubPaused", TestCanaryPubSubPaused},
+	{"CanaryPubSubKilled", TestCanaryPubSubKilled},
 	// checker.go
 	{"CheckerRandomDrops", TestCheckerRandomDrops},
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},
 	// cluster.go
 	{"PresenceJoinLeave", TestPresenceJoinLeave},
+	// presence.go
+	{"PresenceCountsUsersOnce", TestPresenceCountsUsersOnce},
+	{"PresenceCountsOnly", TestPresenceCountsOnly},
+	// webhook.go
+	{"WebhooksSurviveReceiverOutage", TestWebhooksSurviveReceiverOutage},
 	{"DisconnectAndBan", TestDisconnectAndBan},
 	{"StatsChannelsAndAdmin", TestStatsChannelsAndAdmin},
 	// config.go
@@ -95,6 +106,9 @@ var tests = []struct {
 	{"DebugListen", TestDebugListen},
 	// demo.go
 	{"DemoFeedsPublish", TestDemoFeedsPublish},
+	// idempotency.go
+	{"IdempotentPublish", TestIdempotentPublish},
+	{"IdempotentPublishAcrossNodes", TestIdempotentPublishAcrossNodes},
 	// http.go
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},

@@ -12,7 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/heraldpush/herald/internal/webhook"
 	"github.com/heraldpush/herald/push"
+	"github.com/heraldpush/herald/push/ws"
 	"gopkg.in/yaml.v3"
 )
 
@@ -51,7 +53,12 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
 	DrainDelay      time.Duration `yaml:"drain_delay" help:"on shutdown, time between failing /readyz and closing connections"`
 
-	StatsInterval time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+	StatsInterval  time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+	CanaryInterval time.Duration `yaml:"canary_interval" help:"how often the node sends a probe through the broker's pub/sub; 3 intervals without one back make /readyz fail (pubsub_stalled)"`
+
+	Webhooks     []webhook.Hook `yaml:"webhooks" help:"presence webhooks: [{url, secret, events: [online, offline, join, leave]}] (YAML in env)"`
+	OfflineDelay time.Duration  `yaml:"offline_delay" help:"a user is offline once its last connection has been gone this long"`
+	WebhookRetry time.Duration  `yaml:"webhook_retry" help:"how long an undelivered webhook event is retried before it is given up"`
 
 	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
 
@@ -74,15 +81,18 @@ func DefaultConfig() Config {
 		WriteTimeout:     push.DefaultWriteTimeout,
 		MaxFrameBytes:    push.DefaultMaxFrameBytes,
 		MaxQueueBytes:    push.DefaultMaxQueueBytes,
-		SendBuffer:       push.DefaultSendBuffer,
-		SendLowat:        push.DefaultSendLowat,
+		SendBuffer:       ws.DefaultSendBuffer,
+		SendLowat:        ws.DefaultSendLowat,
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,
 		IdleTimeout:      60 * time.Second,
 		StatsInterval:    2 * time.Second,
+		CanaryInterval:   push.DefaultCanaryInterval,
 		TokenLeeway:      push.DefaultLeeway,
 		TokenGrace:       push.DefaultTokenGrace,
+		OfflineDelay:     push.DefaultOfflineDelay,
+		WebhookRetry:     webhook.DefaultRetry,
 		LogLevel:         "info",
 		LogFormat:        "text",
 	}
@@ -208,6 +218,9 @@ func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 	for name, rules := range ns.Named {
 		if rules.HistorySize < 0 || rules.HistoryTTL < 0 {
 			return nil, fmt.Errorf("config: namespace %q: history_size and history_ttl must not be negative", name)
+		}
+		if rules.IdempotencyWindow < 0 {
+			return nil, fmt.Errorf("config: namespace %q: idempotency_window must not be negative", name)
 		}
 	}
 	return ns, nil

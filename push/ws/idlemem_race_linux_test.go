@@ -1,0 +1,6 @@
+//go:build linux && race
+
+package ws
+
+// raceEnabled: the race detector makes frames, and so stacks, larger.
+const raceEnabled = true

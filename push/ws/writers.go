@@ -1,0 +1,89 @@
+package ws
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// writers run the flushes of WebSocket sessions. A publish to 10,000
+// subscribers schedules 10,000 flushes; a few goroutines (one per CPU)
+// take them in turn and write without waiting for any one client, instead
+// of a goroutine per connection per message. A connection whose socket is
+// full leaves them (see tryWriter).
+type writers struct {
+	ws   []writer
+	next atomic.Uint32
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// writer is one goroutine's run queue.
+type writer struct {
+	mu    sync.Mutex
+	ready []func()
+	idle  bool          // the goroutine waits on wake
+	wake  chan struct{} // capacity 1: one wake-up per idle spell
+}
+
+func startWriters(n int) *writers {
+	p := &writers{ws: make([]writer, max(n, 1)), done: make(chan struct{})}
+	for i := range p.ws {
+		w := &p.ws[i]
+		w.wake = make(chan struct{}, 1)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			w.run(p.done)
+		}()
+	}
+	return p
+}
+
+// pick assigns a new connection to a writer, in turn.
+func (p *writers) pick() *writer {
+	return &p.ws[int(p.next.Add(1))%len(p.ws)]
+}
+
+// stop ends the goroutines; flushes scheduled after it never run.
+func (p *writers) stop() {
+	p.once.Do(func() { close(p.done) })
+	p.wg.Wait()
+}
+
+// schedule queues f to run on the writer's goroutine. It never blocks.
+func (w *writer) schedule(f func()) {
+	w.mu.Lock()
+	w.ready = append(w.ready, f)
+	wake := w.idle
+	w.idle = false
+	w.mu.Unlock()
+	if wake {
+		w.wake <- struct{}{}
+	}
+}
+
+func (w *writer) run(done <-chan struct{}) {
+	var batch []func()
+	for {
+		w.mu.Lock()
+		if len(w.ready) == 0 {
+			w.idle = true
+			w.mu.Unlock()
+			select {
+			case <-w.wake:
+			case <-done:
+				return
+			}
+			continue
+		}
+		// Swap the queues: schedulers append to the spare while this
+		// batch runs, and neither grows again once large enough.
+		batch, w.ready = w.ready, batch[:0]
+		w.mu.Unlock()
+		for i, f := range batch {
+			f()
+			batch[i] = nil
+		}
+	}
+}

@@ -1,0 +1,46 @@
+package ws
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// A close reason is cut to what a control frame holds (125 bytes with the
+// code), at a rune boundary: it must stay UTF-8.
+func TestWSCloseFrameCutsAtRune(t *testing.T) {
+	reason := strings.Repeat("é", 100) // 200 bytes
+	f := wsCloseFrame(4001, reason)
+	if f[0] != 0x88 || int(f[1]) != len(f)-2 || len(f)-2 > 125 {
+		t.Fatalf("header %x, %d bytes of payload", f[:2], len(f)-2)
+	}
+	if code := uint16(f[2])<<8 | uint16(f[3]); code != 4001 {
+		t.Fatalf("code %d", code)
+	}
+	if got := f[4:]; !utf8.Valid(got) || len(got) != 122 {
+		t.Fatalf("reason %d bytes, valid UTF-8 %v", len(got), utf8.Valid(got))
+	}
+}
+
+// appendFrames gives each message its header (7-, 16- and 64-bit lengths),
+// packs runs of messages on batch connections and leaves control frames
+// whole, in order.
+func TestAppendFrames(t *testing.T) {
+	small, mid, big := []byte(`{"a":1}`), []byte(strings.Repeat("m", 300)), []byte(strings.Repeat("b", 70000))
+	got := appendFrames(nil, [][]byte{small, wsPingFrame, mid, big}, false)
+	want := append([]byte{0x81, 7}, small...)
+	want = append(want, wsPingFrame...)
+	want = append(append(want, 0x81, 126, 1, 44), mid...)
+	want = append(append(want, 0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70), big...)
+	if string(got) != string(want) {
+		t.Fatalf("plain: got %d bytes, want %d", len(got), len(want))
+	}
+
+	got = appendFrames(nil, [][]byte{small, small, wsPingFrame, small}, true)
+	want = append([]byte{0x81, 15}, `{"a":1}`+"\n"+`{"a":1}`...)
+	want = append(want, wsPingFrame...)
+	want = append(append(want, 0x81, 7), small...)
+	if string(got) != string(want) {
+		t.Fatalf("batch: got %q, want %q", got, want)
+	}
+}
