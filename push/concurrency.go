@@ -11,7 +11,8 @@ package push
 //	Hub.stripes[i] -> hubShard.mu -> hubChannel.mu -> Session.mu -> writer.mu
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
-// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu.
+// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu,
+// serverSubs.mu.
 //
 // What holds what, and why:
 //
@@ -40,6 +41,10 @@ package push
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
 //   - canary.mu guards the pub/sub probe's state (canary.go); no broker
 //     call is made holding it.
+//   - serverSubs.mu guards the queue of server-side subscription requests
+//     (serversub.go). Session.pending, guarded by Session.mu, reserves a
+//     channel while it is being subscribed, so that the worker's
+//     subscribe and the client's own never both attach.
 //
 // Beneath push, the memory engine (broker/memory.go) takes Memory.mu ->
 // memChannel.mu and holds memChannel.mu while it waits for room in a
@@ -59,6 +64,8 @@ package push
 //	Node.reportLoop        Node.Start (startSystem)         Node.Close (done), waited by Node.wg
 //	canary.loop            Node.Start (startSystem)         Node.Close (done), waited by Node.wg;
 //	                                                        its broker calls are cut by Node.life
+//	Node.serverSubLoop     Node.Start (startSystem)         Node.Close (done), waited by Node.wg;
+//	                                                        each subscribe is bounded by BrokerTimeout
 //	recovery.resyncLoop    Node.HandleReconnect, one at a   no pass wanted any more, or done during
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts

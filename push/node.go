@@ -152,6 +152,8 @@ type Node struct {
 	nodes    nodeReports
 	canary   canary // the pub/sub probe (canary.go)
 
+	serverSubs serverSubs // server-side subscription requests (serversub.go)
+
 	// done is closed by Close; every long-lived goroutine of the node
 	// (heartbeat, reportLoop, resync, fills) ends when it sees it, and wg
 	// waits for them.
@@ -184,6 +186,7 @@ func NewNode(opts Options) *Node {
 	n.recovery.init(n)
 	n.sessions.init()
 	n.canary.init(n)
+	n.serverSubs.wake = make(chan struct{}, 1)
 	return n
 }
 
