@@ -36,7 +36,7 @@ package push
 //     callback (heartbeat, stats, disconnect, presence refresh) takes
 //     Session.mu and must not block.
 //   - recovery.mu guards whether a resync runs or is wanted.
-//   - writer.mu guards a writer goroutine's run queue (writers.go).
+//   - writer.mu guards a writer goroutine's run queue (push/ws/writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
 //   - canary.mu guards the pub/sub probe's state (canary.go); no broker
@@ -70,13 +70,13 @@ package push
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts
 //	                       broker ahead, one per channel    its reads and waits; waited by Node.wg
-//	writer.run (x CPUs)    Node.Start (startWriters)        writers.stop, last in Node.Close
+//	writer.run (x CPUs)    ws.NewServer (startWriters)      writers.stop, last in Node.Close (AfterClose)
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
-//	gws ReadLoop           Server.ServeHTTP, per connection the connection closing (OnClose ->
-//	                                                        Session.Close)
+//	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
+//	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
-//	/echo ReadLoop         NewEchoSocket's handler              the connection closing
+//	/echo ReadLoop         ws.NewEchoSocket.s handler       the connection closing
 //
 // SSE and long-poll run their session's flushes on the request's own
 // goroutine, which ends with the request. The engines' goroutines are

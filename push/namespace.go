@@ -35,6 +35,9 @@ type Namespace struct {
 	ClientPublish   bool          `yaml:"client_publish" json:"client_publish"`
 	PublishRate     Rate          `yaml:"publish_rate" json:"publish_rate"`
 	MaxMessageBytes int           `yaml:"max_message_bytes" json:"max_message_bytes"`
+	// IdempotencyWindow is how long a publish's idempotency_key is
+	// remembered on its channel; 0 means broker.DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration `yaml:"idempotency_window" json:"idempotency_window"`
 	// Anonymous false requires a valid token (any user) to subscribe or
 	// publish; nil or true lets connections without a token in.
 	Anonymous *bool `yaml:"anonymous" json:"anonymous,omitempty"`

@@ -15,7 +15,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,7 +161,9 @@ type Node struct {
 	stopLife context.CancelFunc
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-	writers  *writers // run WebSocket flushes; started by Start
+	// afterClose run at the end of Close, once every session is gone
+	// (AfterClose): the WebSocket writers, which send the close frames.
+	afterClose []func()
 }
 
 var _ broker.Handler = (*Node)(nil)
@@ -194,7 +195,6 @@ func NewNode(opts Options) *Node {
 // the heartbeat and stats loops.
 func (n *Node) Start(ctx context.Context, b broker.Broker) {
 	n.broker = b
-	n.writers = startWriters(runtime.GOMAXPROCS(0))
 	n.wg.Add(1)
 	go n.heartbeat()
 	n.startSystem(ctx)
@@ -219,6 +219,11 @@ func (n *Node) Counts() (sessions, channels, subscriptions int) {
 	return n.sessions.len(), channels, subscriptions
 }
 
+// AfterClose has Close run f last, after every session is gone (or Close
+// gave up waiting): a transport lets go there of what its sessions' closes
+// need. Call it before serving.
+func (n *Node) AfterClose(f func()) { n.afterClose = append(n.afterClose, f) }
+
 // Close closes every session with code and reason, waits until they are
 // gone (or ctx ends) and stops the node's goroutines.
 func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
@@ -228,10 +233,12 @@ func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
 	})
 	n.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	n.wg.Wait()
-	// The writers send the close frames: stop them last.
-	if n.writers != nil {
-		defer n.writers.stop()
-	}
+	// The transports' writers send the close frames: stop them last.
+	defer func() {
+		for _, f := range n.afterClose {
+			f()
+		}
+	}()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for n.sessions.len() > 0 {

@@ -74,7 +74,9 @@ func TestServerAndClientSubscribeRace(t *testing.T) {
 		if _, _, subs := n.Counts(); subs != 1 {
 			t.Fatalf("round %d: %d subscriptions, want 1", i, subs)
 		}
-		waitFor(t, "the replies", func() bool { return rec.count("sub ")+rec.count("error already_subscribed") == 2 || rec.count("sub ") == 1 })
+		waitFor(t, "the replies", func() bool {
+			return rec.count("sub ")+rec.count("error already_subscribed") == 2 || rec.count("sub ") == 1
+		})
 		s.Release()
 		if _, _, subs := n.Counts(); subs != 0 {
 			t.Fatalf("round %d: %d subscriptions after release, want 0", i, subs)

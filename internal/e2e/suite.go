@@ -98,6 +98,9 @@ var tests = []struct {
 	{"DebugListen", TestDebugListen},
 	// demo.go
 	{"DemoFeedsPublish", TestDemoFeedsPublish},
+	// idempotency.go
+	{"IdempotentPublish", TestIdempotentPublish},
+	{"IdempotentPublishAcrossNodes", TestIdempotentPublishAcrossNodes},
 	// http.go
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/push"
+	"github.com/heraldpush/herald/push/ws"
 	"gopkg.in/yaml.v3"
 )
 
@@ -75,7 +76,7 @@ func DefaultConfig() Config {
 		WriteTimeout:     push.DefaultWriteTimeout,
 		MaxFrameBytes:    push.DefaultMaxFrameBytes,
 		MaxQueueBytes:    push.DefaultMaxQueueBytes,
-		SendBuffer:       push.DefaultSendBuffer,
+		SendBuffer:       ws.DefaultSendBuffer,
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,
@@ -212,6 +213,9 @@ func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 	for name, rules := range ns.Named {
 		if rules.HistorySize < 0 || rules.HistoryTTL < 0 {
 			return nil, fmt.Errorf("config: namespace %q: history_size and history_ttl must not be negative", name)
+		}
+		if rules.IdempotencyWindow < 0 {
+			return nil, fmt.Errorf("config: namespace %q: idempotency_window must not be negative", name)
 		}
 	}
 	return ns, nil
