@@ -22,6 +22,17 @@ import (
 // connections open when the request arrives are subscribed; a token's
 // subs claim subscribes a connection at connect (Session.Open).
 
+// OneChannel is implemented by transports that answer one channel's
+// reads (long-poll): server-side subscriptions leave their sessions out,
+// as the answer to a poll of one channel must not carry another's.
+type OneChannel interface{ OneChannel() }
+
+// takesServerSubs reports whether s gets server-side subscriptions.
+func (s *Session) takesServerSubs() bool {
+	_, one := s.t.(OneChannel)
+	return !one
+}
+
 // maxServerSubQueue bounds the requests waiting for a node's worker; past
 // it a request is dropped and logged (it would take minutes to catch up).
 const maxServerSubQueue = 10000
@@ -122,7 +133,7 @@ func (n *Node) runServerSub(op serverSubOp) {
 	var sessions []*Session
 	n.sessions.each(func(s *Session) {
 		s.mu.Lock()
-		match := s.user == op.user && !s.closed
+		match := s.user == op.user && !s.closed && s.takesServerSubs()
 		s.mu.Unlock()
 		if match {
 			sessions = append(sessions, s)

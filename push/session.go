@@ -257,7 +257,7 @@ func (s *Session) Open(channels []string, since []*broker.Position) {
 	s.mu.Lock()
 	c := s.claims
 	s.mu.Unlock()
-	if c != nil {
+	if c != nil && s.takesServerSubs() {
 		for _, ch := range c.Subs {
 			s.node.subscribe(s, subRequest{channel: ch, server: true})
 		}

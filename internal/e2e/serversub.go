@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -172,6 +173,10 @@ func TestSubsClaim(t *testing.T) {
 	expectServerSubscribed(t, c, "srv:news", "front page")
 	if f := next(t, c, "error"); f.Code != push.CodeUnknownNS || f.Channel != "nope:x" {
 		t.Fatalf("got %s, want unknown_namespace for nope:x", f)
+	}
+	// A long-poll answers its own channel only: the claim leaves it out.
+	if r := n.request("GET", "/api/poll?channel=check:mine&token="+tok, nil, http.Header{}); r.Status != http.StatusOK || strings.Contains(string(r.Body), "srv:news") {
+		t.Fatalf("poll with the subs token: HTTP %d %s, want check:mine alone", r.Status, r.Body)
 	}
 	n.publish("srv:news", "late edition")
 	if m := next(t, c, "message"); m.Channel != "srv:news" || !jsonEqual(t, m.Data, "late edition") {

@@ -184,6 +184,12 @@ func (t *pollTransport) Schedule(flush func()) {
 }
 
 // Write runs in the request goroutine (it runs the flushes), like take.
+// OneChannel implements push.OneChannel: a poll answers its channel only,
+// so server-side subscriptions (and the subs claim) leave it out.
+func (t *pollTransport) OneChannel() {}
+
+var _ push.OneChannel = (*pollTransport)(nil)
+
 func (t *pollTransport) Write(frames [][]byte) error {
 	t.frames = append(t.frames, frames...)
 	return nil
