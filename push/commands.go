@@ -71,7 +71,7 @@ func (s *Session) handle(raw []byte) {
 			s.auth(c.ID, c.Token)
 		}
 	case "presence":
-		s.presence(c.ID, c.Channel)
+		s.presence(c.ID, c.Channel, c.Cursor, c.Limit)
 	case "":
 		s.reject(c.ID, CodeBadRequest, `missing "type"`, "")
 	default:
@@ -171,7 +171,10 @@ func (n *Node) subscribe(s *Session, r subRequest) {
 	}()
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s, presence: ns.Presence}
+	sub := &subscription{s: s, mode: ns.Presence}
+	if ns.Presence.Tracked() {
+		sub.presence = new(subPresence)
+	}
 	if err := n.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
@@ -202,7 +205,7 @@ func (n *Node) subscribe(s *Session, r subRequest) {
 	s.subs[channel] = sub
 	s.mu.Unlock()
 	n.recovery.activate(sub, id, since, hist, ns.Snapshot, r.server)
-	if sub.presence {
+	if sub.presence != nil {
 		n.join(sub)
 	}
 }
@@ -230,7 +233,7 @@ func (n *Node) unsubscribe(s *Session, id json.Number, channel string, server bo
 		return false
 	}
 	n.hub.detach(sub)
-	if sub.presence {
+	if sub.presence != nil {
 		n.leave(sub)
 	}
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel, Server: server}))

@@ -67,10 +67,11 @@ type Session struct {
 	subs     map[string]*subscription
 	pending  map[string]struct{} // channels being subscribed (commands.go)
 	limiter  *bucket
-	claims   *Claims // nil: anonymous
-	admin    bool    // authenticated with an API key
-	warned   bool    // told the client its token expired
-	errors   int     // rejected frames since the last heartbeat, for flood control
+	claims   *Claims      // nil: anonymous
+	admin    bool         // authenticated with an API key
+	warned   bool         // told the client its token expired
+	errors   int          // rejected frames since the last heartbeat, for flood control
+	online   *subPresence // the session in the cluster's online users; nil: not tracked
 
 	flushFn func()    // s.flush, bound once so that scheduling it never allocates
 	tw      TryWriter // s.t when it can write without waiting, else nil
@@ -247,6 +248,7 @@ func (s *Session) closeLocked(code uint16, reason string) bool {
 // those channels already asked for keep their since).
 func (s *Session) Open(channels []string, since []*broker.Position) {
 	s.node.sessions.add(s)
+	s.node.connectUser(s) // online before the joins, in the webhook queues too
 	for i, ch := range channels {
 		var p *broker.Position
 		if i < len(since) {
@@ -276,10 +278,11 @@ func (s *Session) Release() {
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.node.hub.detach(sub)
-		if sub.presence {
+		if sub.presence != nil {
 			s.node.leave(sub)
 		}
 	}
+	s.node.disconnectUser(s)
 	s.node.sessions.remove(s)
 }
 
@@ -369,7 +372,6 @@ func (n *Node) heartbeat() {
 					s.send(p.PingFrame())
 				}
 			})
-			n.refreshPresence()
 		}
 	}
 }

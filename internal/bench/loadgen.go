@@ -47,6 +47,10 @@ type Config struct {
 	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
 	Stalled     int           // subscribers that never read, beside the Conns that do (stalled_linux.go)
 	Progress    io.Writer     // live progress lines; nil: none
+	// Tag names the channels bench.TAG.i; "" picks one at random. Runs
+	// given the same tag load the same channels (connections spread over
+	// several processes, past one process's file limit).
+	Tag string
 }
 
 // Report is what a load run measured.
@@ -240,11 +244,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.PublishOnly {
 		cfg.Conns = 0
 	}
-	var tag [4]byte
-	_, _ = rand.Read(tag[:])
+	tag := cfg.Tag
+	if tag == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		tag = hex.EncodeToString(b[:])
+	}
 	chans := make([]string, cfg.Channels)
 	for i := range chans {
-		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
+		chans[i] = fmt.Sprintf("bench.%s.%d", tag, i)
 	}
 	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels}
 	serverRSS := func() float64 { // 0, not reported, if any cannot be read

@@ -17,7 +17,7 @@ import (
 // snapshot and presence; inbox has user_channels.
 func serverSubConfig(url, name string) server.Config {
 	cfg := clusterConfig(url, name)
-	cfg.Namespaces["srv"] = &push.Namespace{Private: true, HistorySize: 10, HistoryTTL: time.Minute, Snapshot: true, Presence: true}
+	cfg.Namespaces["srv"] = &push.Namespace{Private: true, HistorySize: 10, HistoryTTL: time.Minute, Snapshot: true, Presence: push.PresenceMembers}
 	cfg.Namespaces["inbox"] = &push.Namespace{UserChannels: true, HistorySize: 10, HistoryTTL: time.Minute}
 	return cfg
 }
