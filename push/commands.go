@@ -130,6 +130,16 @@ type subRequest struct {
 	server bool
 }
 
+// refuse answers a failed subscribe. The server's own requests do not
+// count against the connection's flood limit: the client sent nothing.
+func (r subRequest) refuse(s *Session, code, msg, channel string) {
+	if r.server {
+		s.send(errFrame("", code, msg, channel))
+		return
+	}
+	s.reject(r.id, code, msg, channel)
+}
+
 func (n *Node) subscribe(s *Session, r subRequest) {
 	id, channel, since := r.id, r.channel, r.since
 	ns := s.lookup(id, channel)
@@ -161,7 +171,7 @@ func (n *Node) subscribe(s *Session, r subRequest) {
 		return
 	case count >= n.opts.MaxChannels:
 		n.countRejection(ReasonChannelLimit)
-		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", n.opts.MaxChannels), channel)
+		r.refuse(s, CodeLimit, fmt.Sprintf("at most %d channels per connection", n.opts.MaxChannels), channel)
 		return
 	}
 	defer func() {
@@ -176,7 +186,7 @@ func (n *Node) subscribe(s *Session, r subRequest) {
 		sub.presence = new(subPresence)
 	}
 	if err := n.hub.attach(ctx, channel, sub); err != nil {
-		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
+		r.refuse(s, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
 	}
 	q := broker.HistoryQuery{}
@@ -190,7 +200,7 @@ func (n *Node) subscribe(s *Session, r subRequest) {
 	hist, err := n.history(ctx, channel, q)
 	if err != nil {
 		n.hub.detach(sub)
-		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
+		r.refuse(s, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
 	}
 	s.mu.Lock()

@@ -101,3 +101,24 @@ func TestSubsClaimThenSubscribeUser(t *testing.T) {
 	}
 	waitFor(t, "the server subscribe", func() bool { return rec.count("sub ") == 2 })
 }
+
+// TestServerSubscribeRefusalsAreNotFlood: a server-side subscribe the
+// connection cannot take (past max_channels) is answered with an error
+// frame, and many of them do not close the connection as a flood: the
+// client sent nothing.
+func TestServerSubscribeRefusalsAreNotFlood(t *testing.T) {
+	n := newServerSubRig(t)
+	n.opts.MaxChannels = 1
+	s, rec := userSession(n, "alice")
+	n.subscribe(s, subRequest{channel: "a", server: true})
+	for i := 0; i < 2*maxErrors; i++ {
+		n.subscribe(s, subRequest{channel: "b", server: true})
+	}
+	waitFor(t, "the refusals", func() bool { return rec.count("error "+CodeLimit) == 2*maxErrors })
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed || rec.count("sub ") != 1 {
+		t.Fatalf("closed %v, frames %v: want one subscription and the connection open", closed, len(rec.frames))
+	}
+}
