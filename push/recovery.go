@@ -270,13 +270,13 @@ func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Pos
 		if recovered {
 			for i := range hist.Messages {
 				if m := &hist.Messages[i]; m.Offset > since.Offset {
-					s.send(AppendMessage(nil, m, false))
+					s.send(messageFrame(m, false))
 				}
 			}
 		}
 	case snapshot && len(hist.Messages) > 0:
 		s.send(encode(reply))
-		s.send(AppendMessage(nil, &hist.Messages[0], true))
+		s.send(messageFrame(&hist.Messages[0], true))
 	default:
 		s.send(encode(reply))
 	}

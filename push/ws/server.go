@@ -39,6 +39,7 @@ type Server struct {
 	// compression: permessage-deflate for clients that offer it.
 	compression  bool
 	sendBuffer   int // SO_SNDBUF per connection (sndbuf.go)
+	sendLowat    int // TCP_NOTSENT_LOWAT per connection (sndbuf.go)
 	maxFrame     int
 	writeTimeout time.Duration
 }
@@ -56,6 +57,11 @@ type ServerOptions struct {
 	// (SO_SNDBUF): 0 picks DefaultSendBuffer, < 0 leaves the kernel's
 	// autotuning (up to 4 MiB a connection on Linux).
 	SendBuffer int
+	// SendLowat is how many bytes the kernel may hold unsent (waiting for
+	// the client's window) before a write stops (TCP_NOTSENT_LOWAT,
+	// Linux): 0 picks DefaultSendLowat, < 0 leaves the kernel's default
+	// (no limit below SendBuffer).
+	SendLowat int
 }
 
 // NewServer returns a WebSocket server for n. Its writer goroutines stop
@@ -67,7 +73,7 @@ func NewServer(n *push.Node, o ServerOptions) *Server {
 	no := n.Options()
 	srv := &Server{
 		node: n, admit: o.Admission, compression: o.Compression, sendBuffer: o.SendBuffer,
-		maxFrame: no.MaxFrameBytes, writeTimeout: no.WriteTimeout,
+		sendLowat: o.SendLowat, maxFrame: no.MaxFrameBytes, writeTimeout: no.WriteTimeout,
 		writers: startWriters(runtime.GOMAXPROCS(0)),
 	}
 	n.AfterClose(srv.writers.stop)
@@ -110,6 +116,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setSendBuffer(nc, srv.sendBuffer) // sndbuf.go
+	setSendLowat(nc, srv.sendLowat)   // sndbuf.go
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
@@ -243,7 +250,7 @@ func (t *wsTransport) Schedule(flush func()) {
 	t.writer.schedule(flush)
 }
 
-func (t *wsTransport) Write(frames [][]byte) error {
+func (t *wsTransport) Write(frames []*push.Frame) error {
 	done, err := t.TryWrite(frames)
 	if err == nil && !done {
 		err = t.Drain()
@@ -251,7 +258,7 @@ func (t *wsTransport) Write(frames [][]byte) error {
 	return err
 }
 
-func (t *wsTransport) TryWrite(frames [][]byte) (bool, error) {
+func (t *wsTransport) TryWrite(frames []*push.Frame) (bool, error) {
 	if t.raw == nil {
 		return true, t.writeGWS(frames)
 	}
@@ -309,13 +316,13 @@ func (t *wsTransport) Interrupt() {
 
 // writeGWS writes frames through gws (compressed connections); gwsConn
 // bounds each write.
-func (t *wsTransport) writeGWS(frames [][]byte) error {
+func (t *wsTransport) writeGWS(frames []*push.Frame) error {
 	w := getRawWrite()
 	defer putRawWrite(w)
 	for i := 0; i < len(frames); {
 		f := frames[i]
-		if isControl(f) {
-			if err := t.conn.WriteMessage(gws.Opcode(f[0]&0x0F), f[2:]); err != nil {
+		if f.Raw { // a control frame of ours: opcode, length, payload
+			if err := t.conn.WriteMessage(gws.Opcode(f.Bytes[0]&0x0F), f.Bytes[2:]); err != nil {
 				return err
 			}
 			i++
@@ -323,11 +330,11 @@ func (t *wsTransport) writeGWS(frames [][]byte) error {
 		}
 		// A run of messages: one frame each, or one in all on batch.
 		j := i + 1
-		for t.batch && j < len(frames) && !isControl(frames[j]) {
+		for t.batch && j < len(frames) && !frames[j].Raw {
 			j++
 		}
 		if j == i+1 {
-			if err := t.conn.WriteMessage(gws.OpcodeText, f); err != nil {
+			if err := t.conn.WriteMessage(gws.OpcodeText, f.Bytes); err != nil {
 				return err
 			}
 			i = j
@@ -338,7 +345,7 @@ func (t *wsTransport) writeGWS(frames [][]byte) error {
 			if k > i {
 				b = append(b, '\n')
 			}
-			b = append(b, frames[k]...)
+			b = append(b, frames[k].Bytes...)
 		}
 		w.buf = b
 		if err := t.conn.WriteMessage(gws.OpcodeText, b); err != nil {
@@ -470,7 +477,7 @@ func clientCloseCode(err error) uint16 {
 func (hd *handler) OnPing(c *gws.Conn, payload []byte) {
 	s := sessionOf(c)
 	s.Touch()
-	s.Send(wsPongFrame(payload))
+	s.Send(push.RawFrame(wsPongFrame(payload)))
 }
 
 func (hd *handler) OnPong(c *gws.Conn, payload []byte) { sessionOf(c).Touch() }
@@ -501,7 +508,7 @@ func (hd *handler) OnMessage(c *gws.Conn, m *gws.Message) {
 
 // PingFrame is the WebSocket ping the heartbeat sends after its JSON ping
 // (push.Pinger).
-func (t *wsTransport) PingFrame() []byte { return wsPingFrame }
+func (t *wsTransport) PingFrame() *push.Frame { return wsPingFrame }
 
 // Abort closes the socket at once, without a close frame (push.Aborter).
 func (t *wsTransport) Abort() { _ = t.gwsConn.Close() }
