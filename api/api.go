@@ -118,6 +118,8 @@ func New(o Options) *Server {
 	pub(http.MethodGet, "/channels", s.channels)
 	pub(http.MethodGet, "/stats", s.stats)
 	pub(http.MethodPost, "/disconnect", s.disconnect)
+	pub(http.MethodPost, "/subscribe", s.serverSubscribe)
+	pub(http.MethodPost, "/unsubscribe", s.serverUnsubscribe)
 	if o.Script != nil {
 		e.GET("/herald.js", s.script)
 	}

@@ -30,6 +30,10 @@ type Node interface {
 	ChannelCounts(prefix string) (counts map[string]int, truncated bool)
 	Cluster() []push.NodeReport
 	Disconnect(ctx context.Context, user, reason string, ban time.Duration) error
+	// SubscribeUser and UnsubscribeUser are POST /api/subscribe and
+	// /api/unsubscribe: every connection of a user, on every node.
+	SubscribeUser(ctx context.Context, user, channel string) error
+	UnsubscribeUser(ctx context.Context, user, channel string) error
 }
 
 var _ Node = (*push.Node)(nil)

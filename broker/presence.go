@@ -84,8 +84,8 @@ type QueueStats struct {
 type PresenceOp struct {
 	Leave bool // for PresenceApply: a leave, else a join
 	Set   string
-	Key  string // the user ("u:USER") or an anonymous connection's own key
-	Conn string // the connection, unique in the cluster
+	Key   string // the user ("u:USER") or an anonymous connection's own key
+	Conn  string // the connection, unique in the cluster
 	// Value is shown by PresencePage for the key; kept from the key's
 	// first connection. Empty keeps none (presence: counts).
 	Value []byte

@@ -33,6 +33,10 @@ type Claims struct {
 	Channels []string `json:"channels,omitempty"`
 	// Info is shown to others in presence.
 	Info json.RawMessage `json:"info,omitempty"`
+	// Subs lists channels the connection is subscribed to at connect, as
+	// server-side subscriptions (serversub.go): the token's signer decided,
+	// so the namespaces' access rules are not checked again.
+	Subs []string `json:"subs,omitempty"`
 }
 
 // Allows reports whether the claims grant channel.

@@ -114,26 +114,71 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 // history (since) or the snapshot, then live messages are queued to s in
 // order. Refusals are answered to s as error frames with id.
 func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *broker.Position) {
+	n.subscribe(s, subRequest{id: id, channel: channel, since: since})
+}
+
+// subRequest is one subscribe of a session: its own (a subscribe frame,
+// the query of /ws, /sse, /api/poll) or the server's (serversub.go).
+type subRequest struct {
+	id      json.Number
+	channel string
+	since   *broker.Position
+	// server: asked by the application's backend (POST /api/subscribe,
+	// the token's subs claim), which decides who reads what: the
+	// namespace's access rules are not checked, an existing subscription
+	// is left as it is, and the replies carry "server": true.
+	server bool
+}
+
+// refuse answers a failed subscribe. The server's own requests do not
+// count against the connection's flood limit: the client sent nothing.
+func (r subRequest) refuse(s *Session, code, msg, channel string) {
+	if r.server {
+		s.send(errFrame("", code, msg, channel))
+		return
+	}
+	s.reject(r.id, code, msg, channel)
+}
+
+func (n *Node) subscribe(s *Session, r subRequest) {
+	id, channel, since := r.id, r.channel, r.since
 	ns := s.lookup(id, channel)
 	if ns == nil {
 		return
 	}
+	if !r.server && !s.authorize(id, ns, channel) {
+		return
+	}
+	// The channel is reserved (pending) until the subscription is made,
+	// so that a server subscribe and the client's own, on two goroutines,
+	// never both attach.
 	s.mu.Lock()
 	_, dup := s.subs[channel]
-	count := len(s.subs)
+	_, busy := s.pending[channel]
+	count := len(s.subs) + len(s.pending)
+	if !dup && !busy && count < n.opts.MaxChannels {
+		if s.pending == nil {
+			s.pending = make(map[string]struct{}, 1)
+		}
+		s.pending[channel] = struct{}{}
+	}
 	s.mu.Unlock()
-	if dup {
+	switch {
+	case (dup || busy) && r.server:
+		return // already subscribed: nothing to do
+	case dup || busy:
 		s.reject(id, CodeAlreadySub, "already subscribed", channel)
 		return
-	}
-	if !s.authorize(id, ns, channel) {
-		return
-	}
-	if count >= n.opts.MaxChannels {
+	case count >= n.opts.MaxChannels:
 		n.countRejection(ReasonChannelLimit)
-		s.reject(id, CodeLimit, fmt.Sprintf("at most %d channels per connection", n.opts.MaxChannels), channel)
+		r.refuse(s, CodeLimit, fmt.Sprintf("at most %d channels per connection", n.opts.MaxChannels), channel)
 		return
 	}
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, channel)
+		s.mu.Unlock()
+	}()
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
 	sub := &subscription{s: s, mode: ns.Presence}
@@ -141,7 +186,7 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 		sub.presence = new(subPresence)
 	}
 	if err := n.hub.attach(ctx, channel, sub); err != nil {
-		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
+		r.refuse(s, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
 	}
 	q := broker.HistoryQuery{}
@@ -155,7 +200,7 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 	hist, err := n.history(ctx, channel, q)
 	if err != nil {
 		n.hub.detach(sub)
-		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
+		r.refuse(s, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
 	}
 	s.mu.Lock()
@@ -169,7 +214,7 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 	}
 	s.subs[channel] = sub
 	s.mu.Unlock()
-	n.recovery.activate(sub, id, since, hist, ns.Snapshot)
+	n.recovery.activate(sub, id, since, hist, ns.Snapshot, r.server)
 	if sub.presence != nil {
 		n.join(sub)
 	}
@@ -182,19 +227,27 @@ func (n *Node) Unsubscribe(s *Session, id json.Number, channel string) {
 		s.reject(id, CodeBadRequest, `missing "channel"`, "")
 		return
 	}
+	if !n.unsubscribe(s, id, channel, false) {
+		s.reject(id, CodeNotSubscribed, "not subscribed", channel)
+	}
+}
+
+// unsubscribe ends s's subscription of channel and answers s; it reports
+// false when there was none.
+func (n *Node) unsubscribe(s *Session, id json.Number, channel string, server bool) bool {
 	s.mu.Lock()
 	sub := s.subs[channel]
 	delete(s.subs, channel)
 	s.mu.Unlock()
 	if sub == nil {
-		s.reject(id, CodeNotSubscribed, "not subscribed", channel)
-		return
+		return false
 	}
 	n.hub.detach(sub)
 	if sub.presence != nil {
 		n.leave(sub)
 	}
-	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))
+	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel, Server: server}))
+	return true
 }
 
 func (s *Session) publish(id json.Number, channel string, data json.RawMessage, key string) {

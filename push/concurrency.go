@@ -12,7 +12,7 @@ package push
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
 // Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu,
-// presenceBatch.mu. subPresence.mu is taken with no other lock held and
+// presenceBatch.mu, serverSubs.mu. subPresence.mu is taken with no other lock held and
 // is held across the presence store call of its join or leave (waiting
 // on presenceBatch), so that one connection's join and leave are never
 // reordered; it is per subscription (and per session for the online
@@ -49,6 +49,10 @@ package push
 //     set (joined, left): presence.go, presence_users.go.
 //   - canary.mu guards the pub/sub probe's state (canary.go); no broker
 //     call is made holding it.
+//   - serverSubs.mu guards the queue of server-side subscription requests
+//     (serversub.go). Session.pending, guarded by Session.mu, reserves a
+//     channel while it is being subscribed, so that the worker's
+//     subscribe and the client's own never both attach.
 //
 // Beneath push, the memory engine (broker/memory.go) takes Memory.mu ->
 // memChannel.mu and holds memChannel.mu while it waits for room in a
@@ -68,6 +72,8 @@ package push
 //	Node.reportLoop        Node.Start (startSystem)         Node.Close (done), waited by Node.wg
 //	canary.loop            Node.Start (startSystem)         Node.Close (done), waited by Node.wg;
 //	                                                        its broker calls are cut by Node.life
+//	Node.serverSubLoop     Node.Start (startSystem)         Node.Close (done), waited by Node.wg;
+//	                                                        each subscribe is bounded by BrokerTimeout
 //	recovery.resyncLoop    Node.HandleReconnect, one at a   no pass wanted any more, or done during
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts

@@ -41,6 +41,18 @@ type Namespace struct {
 	// Anonymous false requires a valid token (any user) to subscribe or
 	// publish; nil or true lets connections without a token in.
 	Anonymous *bool `yaml:"anonymous" json:"anonymous,omitempty"`
+	// UserChannels makes each channel NS:NAME the user NAME's own: only a
+	// connection whose token's sub is NAME may subscribe (or publish, or
+	// read history) there, with no channel claim needed; others get
+	// forbidden. The HTTP API publishes to them as to any channel.
+	UserChannels bool `yaml:"user_channels" json:"user_channels,omitempty"`
+}
+
+// ChannelUser is the user a channel of a user_channels namespace belongs
+// to: the part of its name after the namespace ("alice" for inbox:alice).
+func ChannelUser(channel string) string {
+	_, name, _ := strings.Cut(channel, ":")
+	return name
 }
 
 // PresenceMode is the presence rule of a namespace: off, true (members:

@@ -171,6 +171,8 @@ type Node struct {
 	nodes    nodeReports
 	canary   canary // the pub/sub probe (canary.go)
 
+	serverSubs serverSubs // server-side subscription requests (serversub.go)
+
 	pstore      broker.Presence     // the broker's, nil if it keeps none
 	pbatch      presenceBatch       // joins and leaves coalesced into few store calls
 	instance    string              // random per process: names connections in the presence store
@@ -213,6 +215,7 @@ func NewNode(opts Options) *Node {
 	n.recovery.init(n)
 	n.sessions.init()
 	n.canary.init(n)
+	n.serverSubs.wake = make(chan struct{}, 1)
 	n.instance = broker.NewEpoch()
 	n.eventQueues = make(map[string][]string)
 	for _, q := range opts.EventQueues {

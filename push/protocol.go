@@ -76,12 +76,14 @@ type (
 		Epoch     string      `json:"epoch"`
 		Offset    uint64      `json:"offset"`
 		Recovered *bool       `json:"recovered,omitempty"`
+		Server    bool        `json:"server,omitempty"` // a server-side subscription (serversub.go)
 	}
 	unsubscribedFrame struct {
 		Type    string      `json:"type"`
 		ID      json.Number `json:"id,omitempty"`
 		Channel string      `json:"channel"`
 		Reason  string      `json:"reason,omitempty"`
+		Server  bool        `json:"server,omitempty"`
 	}
 	ackFrame struct {
 		Type    string      `json:"type"`

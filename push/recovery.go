@@ -249,7 +249,7 @@ func (r *recovery) applyFillLocked(ch *hubChannel, epoch string, from, to uint64
 // snapshot, then whatever arrived live meanwhile, and switches sub to live
 // delivery: the history merge of a subscribe. Takes ch.mu, which orders it
 // against live messages.
-func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Position, hist broker.History, snapshot bool) {
+func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Position, hist broker.History, snapshot, server bool) {
 	ch := sub.ch
 	pos := hist.Position
 	ch.mu.Lock()
@@ -260,7 +260,7 @@ func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Pos
 		}
 	}
 	s := sub.s
-	reply := subscribedFrame{Type: "subscribed", ID: id, Channel: ch.name, Epoch: pos.Epoch, Offset: pos.Offset}
+	reply := subscribedFrame{Type: "subscribed", ID: id, Channel: ch.name, Epoch: pos.Epoch, Offset: pos.Offset, Server: server}
 	sub.skip = pos.Offset
 	switch {
 	case since != nil:

@@ -65,6 +65,7 @@ type Session struct {
 	stalled  bool     // the writer waits for the client's socket to take more
 	reason   string
 	subs     map[string]*subscription
+	pending  map[string]struct{} // channels being subscribed (commands.go)
 	limiter  *bucket
 	claims   *Claims      // nil: anonymous
 	admin    bool         // authenticated with an API key
@@ -250,7 +251,9 @@ func (s *Session) closeLocked(code uint16, reason string) bool {
 }
 
 // Open registers the session with the node (for heartbeats, counts and
-// shutdown) and subscribes channels, each answered like a subscribe frame.
+// shutdown) and subscribes channels, each answered like a subscribe frame,
+// then the channels of its token's subs claim (server-side subscriptions;
+// those channels already asked for keep their since).
 func (s *Session) Open(channels []string, since []*broker.Position) {
 	s.node.sessions.add(s)
 	s.node.connectUser(s) // online before the joins, in the webhook queues too
@@ -260,6 +263,14 @@ func (s *Session) Open(channels []string, since []*broker.Position) {
 			p = since[i]
 		}
 		s.node.Subscribe(s, "", ch, p)
+	}
+	s.mu.Lock()
+	c := s.claims
+	s.mu.Unlock()
+	if c != nil && s.takesServerSubs() {
+		for _, ch := range c.Subs {
+			s.node.subscribe(s, subRequest{channel: ch, server: true})
+		}
 	}
 }
 

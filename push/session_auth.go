@@ -29,13 +29,19 @@ func (s *Session) authorize(id json.Number, ns *Namespace, channel string) bool 
 	s.mu.Lock()
 	c := s.claims
 	s.mu.Unlock()
-	if c != nil && (ns.Private || !ns.AllowsAnonymous()) && s.tokenExpired(time.Now()) { // session_grace.go
+	if c != nil && (ns.Private || ns.UserChannels || !ns.AllowsAnonymous()) && s.tokenExpired(time.Now()) { // session_grace.go
 		s.node.countRejection(ReasonForbidden)
 		s.reject(id, CodeTokenExpired, "token expired: send an auth frame with a fresh token first", channel)
 		return false
 	}
 	msg := ""
 	switch {
+	case ns.UserChannels && c == nil:
+		msg = fmt.Sprintf("user channel: connect with a token whose sub is %q", ChannelUser(channel))
+	case ns.UserChannels && c.Subject != ChannelUser(channel):
+		msg = fmt.Sprintf("user channel: only the user %q may use it", ChannelUser(channel))
+	case ns.UserChannels:
+		return true // the owner; no channel claim needed
 	case c == nil && ns.Private:
 		msg = "private namespace: connect with a token that grants this channel"
 	case c == nil && !ns.AllowsAnonymous():

@@ -16,7 +16,7 @@ import (
 // sessions (authenticated with an API key) may subscribe to the stats.
 const (
 	SystemNamespace = "herald"
-	ControlChannel  = "herald:control"  // disconnect a user everywhere
+	ControlChannel  = "herald:control"  // disconnect, subscribe or unsubscribe a user everywhere
 	PresenceChannel = "herald:presence" // join and leave events
 	StatsChannel    = "herald:stats"    // each node's figures, every StatsInterval
 )
@@ -33,9 +33,10 @@ var systemNamespace = &Namespace{}
 
 // control is a message on ControlChannel.
 type control struct {
-	Kind   string `json:"kind"` // "disconnect"
-	User   string `json:"user"`
-	Reason string `json:"reason,omitempty"`
+	Kind    string `json:"kind"` // "disconnect", "subscribe", "unsubscribe"
+	User    string `json:"user"`
+	Reason  string `json:"reason,omitempty"`
+	Channel string `json:"channel,omitempty"` // subscribe, unsubscribe (serversub.go)
 }
 
 // startSystem subscribes the system channels and starts the stats loop.
@@ -45,9 +46,10 @@ func (n *Node) startSystem(ctx context.Context) {
 		// broker is back (as for every channel).
 		n.log.Warn("subscribing system channels failed; retried on reconnect", "err", err)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.reportLoop()
 	go n.canary.loop()
+	go n.serverSubLoop()
 }
 
 // handleSystem acts on a message of a system channel.
@@ -55,7 +57,17 @@ func (n *Node) handleSystem(m *broker.Message) {
 	switch m.Channel {
 	case ControlChannel:
 		var c control
-		if json.Unmarshal(m.Data, &c) != nil || c.Kind != "disconnect" || c.User == "" {
+		if json.Unmarshal(m.Data, &c) != nil || c.User == "" {
+			return
+		}
+		switch c.Kind {
+		case "subscribe", "unsubscribe":
+			if c.Channel != "" {
+				n.queueServerSub(serverSubOp{subscribe: c.Kind == "subscribe", user: c.User, channel: c.Channel})
+			}
+			return
+		case "disconnect":
+		default:
 			return
 		}
 		reason := "disconnected by the server"

@@ -24,6 +24,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	secret := fs.String("secret", "", "HMAC secret (default: token_hmac_secret from config or HERALD_TOKEN_HMAC_SECRET)")
 	sub := fs.String("sub", "", "user id (required)")
 	channels := fs.String("channels", "", "comma-separated channels or patterns (chat:*) the user may subscribe to in private namespaces")
+	subs := fs.String("subs", "", "comma-separated channels the connection is subscribed to at connect (the subs claim)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
 	info := fs.String("info", "", "JSON shown to others in presence, e.g. '{\"name\":\"Alice\"}'")
 	aud := fs.String("aud", "", "audience (default: token_audience from config)")
@@ -44,7 +45,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	signed, err := server.MintToken(server.TokenOptions{
-		Secret: cmp.Or(*secret, cfg.TokenHMACSecret), Subject: *sub, Channels: strings.Split(*channels, ","), TTL: *ttl,
+		Secret: cmp.Or(*secret, cfg.TokenHMACSecret), Subject: *sub, Channels: strings.Split(*channels, ","), Subs: strings.Split(*subs, ","), TTL: *ttl,
 		Info: *info, Audience: cmp.Or(*aud, cfg.TokenAudience), Issuer: cmp.Or(*iss, cfg.TokenIssuer),
 	})
 	if err != nil {

@@ -238,6 +238,7 @@ type frame struct {
 	HeartbeatMS int64           `json:"heartbeat_ms"`
 	Batch       bool            `json:"batch"`
 	Complete    bool            `json:"complete"`
+	Server      bool            `json:"server"`
 	Messages    []frame         `json:"messages"`
 
 	Raw []byte `json:"-"`

@@ -149,6 +149,10 @@ var tests = []struct {
 	{"ConnectionsPerIP", TestConnectionsPerIP},
 	{"SlowlorisHandshake", TestSlowlorisHandshake},
 	{"TokensOnHTTPTransports", TestTokensOnHTTPTransports},
+	// serversub.go
+	{"ServerSubscribe", TestServerSubscribe},
+	{"SubsClaim", TestSubsClaim},
+	{"UserChannels", TestUserChannels},
 	// sse.go
 	{"SSEStreamAndResume", TestSSEStreamAndResume},
 	{"SSEMultiChannelIDAndErrors", TestSSEMultiChannelIDAndErrors},

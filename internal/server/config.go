@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -214,6 +215,9 @@ func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 			rules = &push.Namespace{}
 		}
 		ns.Named[name] = rules
+	}
+	if ns.Default.UserChannels {
+		return nil, errors.New("config: default_namespace: user_channels needs a namespace (channels NS:USER); set it on a named namespace")
 	}
 	for name, rules := range ns.Named {
 		if rules.HistorySize < 0 || rules.HistoryTTL < 0 {

@@ -100,6 +100,28 @@ func TestNamespaceHeraldReserved(t *testing.T) {
 	}
 }
 
+// user_channels names the user after the namespace: the default
+// namespace (channels without ':') has no place for it.
+func TestUserChannelsNeedANamespace(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DefaultNamespace.UserChannels = true
+	if _, err := cfg.NamespaceRules(); err == nil || !strings.Contains(err.Error(), "user_channels needs a namespace") {
+		t.Fatalf("default_namespace with user_channels: %v", err)
+	}
+	cfg = DefaultConfig()
+	if err := cfg.LoadEnv(func(k string) string {
+		if k == "HERALD_NAMESPACES" {
+			return "inbox: {user_channels: true}"
+		}
+		return ""
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ns, err := cfg.NamespaceRules(); err != nil || !ns.Named["inbox"].UserChannels {
+		t.Fatalf("namespaces.inbox.user_channels: %v", err)
+	}
+}
+
 func TestEditDistance(t *testing.T) {
 	for _, tc := range []struct {
 		a, b string

@@ -16,6 +16,7 @@ type TokenOptions struct {
 	Secret   string   // HMAC secret (token_hmac_secret)
 	Subject  string   // sub: the user
 	Channels []string // private channels or patterns granted; blanks skipped
+	Subs     []string // channels subscribed at connect (the subs claim); blanks skipped
 	TTL      time.Duration
 	Info     string // JSON shown in presence; "" for none
 	Audience string // aud; "" for none
@@ -42,6 +43,11 @@ func MintToken(o TokenOptions) (string, error) {
 	for _, ch := range o.Channels {
 		if ch = strings.TrimSpace(ch); ch != "" {
 			c.Channels = append(c.Channels, ch)
+		}
+	}
+	for _, ch := range o.Subs {
+		if ch = strings.TrimSpace(ch); ch != "" {
+			c.Subs = append(c.Subs, ch)
 		}
 	}
 	if o.Info != "" {

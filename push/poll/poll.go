@@ -186,6 +186,12 @@ func (t *pollTransport) Schedule(flush func()) {
 	}
 }
 
+// OneChannel implements push.OneChannel: a poll answers its channel only,
+// so server-side subscriptions (and the subs claim) leave it out.
+func (t *pollTransport) OneChannel() {}
+
+var _ push.OneChannel = (*pollTransport)(nil)
+
 // Write runs in the request goroutine (it runs the flushes), like take.
 func (t *pollTransport) Write(frames []*push.Frame) error {
 	t.frames = append(t.frames, frames...)
