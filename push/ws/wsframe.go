@@ -45,24 +45,45 @@ func wsCloseFrame(code uint16, reason string) []byte {
 
 // appendTextHeader appends the header of an unmasked, final text frame
 // of n bytes.
-func appendTextHeader(b []byte, n int) []byte {
+func appendTextHeader(b []byte, n int) []byte { return appendHeader(b, 0x81, n) }
+
+// appendHeader appends a server frame's header: first byte b0 (FIN,
+// RSV1, opcode), then the length n.
+func appendHeader(b []byte, b0 byte, n int) []byte {
 	switch {
 	case n < 126:
-		return append(b, 0x81, byte(n))
+		return append(b, b0, byte(n))
 	case n <= 0xFFFF:
-		return binary.BigEndian.AppendUint16(append(b, 0x81, 126), uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, b0, 126), uint16(n))
 	default:
-		return binary.BigEndian.AppendUint64(append(b, 0x81, 127), uint64(n))
+		return binary.BigEndian.AppendUint64(append(b, b0, 127), uint64(n))
 	}
 }
 
+// finalTextCompressed is FIN, RSV1 (permessage-deflate) and text.
+const finalTextCompressed = 0x81 | 0x40
+
 // appendFrames appends frames as WebSocket frames: one text frame each,
 // or, for a batch connection, each run of messages packed into one text
-// frame, '\n'-separated. Control frames go as they are.
-func appendFrames(b []byte, frames []*push.Frame, batch bool) []byte {
+// frame, '\n'-separated. Control frames go as they are. On a connection
+// that compresses (deflate), every message is a frame of its own, with the
+// deflated bytes its frame shares with every compressing connection
+// (deflate.go): a packed run would be this connection's own bytes to
+// deflate.
+func appendFrames(b []byte, frames []*push.Frame, batch, deflate bool) []byte {
 	for i := 0; i < len(frames); {
 		if frames[i].Raw {
 			b = append(b, frames[i].Bytes...)
+			i++
+			continue
+		}
+		if deflate {
+			p, rsv1 := compressedPayload(frames[i])
+			b0 := byte(0x81)
+			if rsv1 {
+				b0 = finalTextCompressed
+			}
+			b = append(appendHeader(b, b0, len(p)), p...)
 			i++
 			continue
 		}
