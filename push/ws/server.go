@@ -203,7 +203,7 @@ func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Durati
 // messages, without waiting, and not at all while a message is half
 // written (the close would land inside it, and the session's own Drain
 // holds the write lock while it waits): closing the socket is what
-// matters then. Writes through gws (compressed connections) are bounded by
+// matters then. Writes through gws (sockets without a descriptor) are bounded by
 // the write timeout instead.
 type gwsConn struct {
 	net.Conn
@@ -312,7 +312,7 @@ func (t *wsTransport) Interrupt() {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 }
 
-// writeGWS writes frames through gws (compressed connections); gwsConn
+// writeGWS writes frames through gws (sockets without a descriptor); gwsConn
 // bounds each write.
 func (t *wsTransport) writeGWS(frames []*push.Frame) error {
 	w := getRawWrite()

@@ -10,11 +10,11 @@ import (
 	"github.com/heraldpush/herald/push"
 )
 
-// The WebSocket transport writes frames itself instead of through gws
-// (unless permessage-deflate was negotiated): every queued frame of a
-// connection goes out in one write(2), the shared message bytes are copied
-// once into a writer's buffer behind a 2-10 byte header, and a write never
-// waits for a slow client (see tryWriter). Server frames are not masked,
+// The WebSocket transport writes frames itself instead of through gws,
+// compressed or not (deflate.go): every queued frame of a connection goes
+// out in one write(2), the shared message bytes are copied once into a
+// writer's buffer behind a 2-10 byte header, and a write never waits for
+// a slow client (see push.TryWriter). Server frames are not masked,
 // so the header is all there is to it.
 
 // Control frames travel in a session's queue as raw frames (push.Frame's
