@@ -81,6 +81,8 @@ package push
 //	                       finds none running               it, so it ends one store call after them
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
+//	Session.leaveChannels  Session.send, closing a slow      its subscriptions detached (short-lived;
+//	                       consumer                         Release detaches whatever is left)
 //	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
 //	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
