@@ -2,6 +2,7 @@ package push
 
 import (
 	"encoding/json"
+	"sync"
 
 	"github.com/heraldpush/herald/broker"
 )
@@ -32,6 +33,22 @@ type Frame struct {
 	Recovered *bool
 	// Err is an error frame's code and message.
 	Err *Error
+
+	// compressed caches Compressed's result: a broadcast is deflated once
+	// per node, by the first writer that needs it.
+	compressed struct {
+		once sync.Once
+		b    []byte
+	}
+}
+
+// Compressed returns the frame's bytes as compress turns them out (a
+// WebSocket's permessage-deflate), computing them once per frame: every
+// connection that compresses gets the same bytes. compress must not keep
+// its argument.
+func (f *Frame) Compressed(compress func(p []byte) []byte) []byte {
+	f.compressed.once.Do(func() { f.compressed.b = compress(f.Bytes) })
+	return f.compressed.b
 }
 
 // Frame types the transports tell apart.

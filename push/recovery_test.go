@@ -169,7 +169,7 @@ func describedAsEncoded(f *Frame) string {
 		ok = ok && (f.Recovered == nil) == (v.Recovered == nil) && (f.Recovered == nil || *f.Recovered == *v.Recovered)
 	}
 	if !ok {
-		return fmt.Sprintf("%s described as %+v", f.Bytes, *f)
+		return fmt.Sprintf("%s described as type %q channel %q position %v recovered %v err %v", f.Bytes, f.Type, f.Channel, f.Position, f.Recovered, f.Err)
 	}
 	return ""
 }

@@ -248,3 +248,15 @@ func (r *restartableNode) restart() {
 
 func (r *restartableNode) addr() string { return r.cfg.Listen }
 func (r *restartableNode) base() string { return "http://" + r.cfg.Listen }
+
+// TestCompressedFramesDecodeInNodeAndChromium: with compression on, Node's
+// ws package and Chromium negotiate permessage-deflate without context
+// takeover and read the server's shared deflated frames back as published
+// (clients/web/e2e/compressed.mjs; push/ws/deflate.go writes them).
+func TestCompressedFramesDecodeInNodeAndChromium(t *testing.T) {
+	requireE2E(t, true)
+	cfg := demoConfig()
+	cfg.Compression = true
+	n := startTestNode(t, cfg)
+	runScript(t, "compressed.mjs", nil, n.base)
+}

@@ -72,6 +72,7 @@ var tests = []struct {
 	{"BrowserChat", TestBrowserChat},
 	{"BrowserClientReconnects", TestBrowserClientReconnects},
 	{"WSPackageClient", TestWSPackageClient},
+	{"CompressedFramesDecodeInNodeAndChromium", TestCompressedFramesDecodeInNodeAndChromium},
 	{"HeraldJSInNode", TestHeraldJSInNode},
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
 	// browser_shared.go

@@ -84,9 +84,13 @@ func NewServer(n *push.Node, o ServerOptions) *Server {
 		ParallelEnabled:    false,
 		CheckUtf8Enabled:   true,
 		HandshakeTimeout:   o.HandshakeTimeout,
-		PermessageDeflate:  gws.PermessageDeflate{Enabled: o.Compression},
-		NewSession:         func() gws.SessionStorage { return new(slot) },
-		Logger:             gwsLogger{n},
+		// Context takeover off both ways: the shared compressed frames
+		// need it (deflate.go); gws answers extensionAnswer.
+		PermessageDeflate: gws.PermessageDeflate{
+			Enabled: o.Compression, ServerContextTakeover: false, ClientContextTakeover: false,
+		},
+		NewSession: func() gws.SessionStorage { return new(slot) },
+		Logger:     gwsLogger{n},
 	})
 	return srv
 }
@@ -169,7 +173,8 @@ func httpError(w http.ResponseWriter, status int, code, msg string) {
 
 // wsTransport writes a session's frames to a WebSocket. Its writes run
 // on the node's writer goroutines and never wait for the client (see
-// wsframe.go); with permessage-deflate negotiated they go through gws
+// wsframe.go), compressed or not (deflate.go). Where the socket has no
+// descriptor to write (not a TCP socket; Windows) they go through gws
 // instead, on its per-connection write queue, one frame at a time.
 type wsTransport struct {
 	conn    *gws.Conn
@@ -177,6 +182,7 @@ type wsTransport struct {
 	raw     syscall.RawConn // nil: write through gws
 	writer  *writer         // runs the flushes when raw
 	batch   bool            // pack pending messages into one frame, '\n'-separated
+	deflate bool            // permessage-deflate negotiated: messages go compressed
 	timeout time.Duration
 	out     []byte      // what the socket has not taken yet (raw)
 	initial []string    // channels from the query string, until OnOpen
@@ -184,12 +190,11 @@ type wsTransport struct {
 	authErr *push.Error // why the handshake's token was refused
 }
 
-// newWSTransport picks the write path for the socket nc: raw unless the
-// connection compresses (gws keeps the compression state) or nc is not a
-// socket.
+// newWSTransport picks the write path for the socket nc: raw unless nc
+// is not a socket.
 func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Duration) *wsTransport {
-	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}}
-	if sc, ok := nc.(syscall.Conn); ok && !compressed && rawSocketIO {
+	t := &wsTransport{writer: w, timeout: timeout, gwsConn: &gwsConn{Conn: nc, timeout: timeout}, deflate: compressed}
+	if sc, ok := nc.(syscall.Conn); ok && rawSocketIO {
 		if rc, err := sc.SyscallConn(); err == nil {
 			t.raw, t.gwsConn.raw = rc, rc
 		}
@@ -205,7 +210,7 @@ func newWSTransport(nc net.Conn, w *writer, compressed bool, timeout time.Durati
 // messages, without waiting, and not at all while a message is half
 // written (the close would land inside it, and the session's own Drain
 // holds the write lock while it waits): closing the socket is what
-// matters then. Writes through gws (compressed connections) are bounded by
+// matters then. Writes through gws (sockets without a descriptor) are bounded by
 // the write timeout instead.
 type gwsConn struct {
 	net.Conn
@@ -264,7 +269,7 @@ func (t *wsTransport) TryWrite(frames []*push.Frame) (bool, error) {
 	}
 	w := getRawWrite()
 	defer putRawWrite(w)
-	w.buf = appendFrames(w.buf[:0], frames, t.batch)
+	w.buf = appendFrames(w.buf[:0], frames, t.batch, t.deflate)
 	if len(t.out) > 0 {
 		t.out = append(t.out, w.buf...)
 		return false, nil
@@ -314,7 +319,7 @@ func (t *wsTransport) Interrupt() {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 }
 
-// writeGWS writes frames through gws (compressed connections); gwsConn
+// writeGWS writes frames through gws (sockets without a descriptor); gwsConn
 // bounds each write.
 func (t *wsTransport) writeGWS(frames []*push.Frame) error {
 	w := getRawWrite()

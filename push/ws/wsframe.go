@@ -10,11 +10,11 @@ import (
 	"github.com/heraldpush/herald/push"
 )
 
-// The WebSocket transport writes frames itself instead of through gws
-// (unless permessage-deflate was negotiated): every queued frame of a
-// connection goes out in one write(2), the shared message bytes are copied
-// once into a writer's buffer behind a 2-10 byte header, and a write never
-// waits for a slow client (see tryWriter). Server frames are not masked,
+// The WebSocket transport writes frames itself instead of through gws,
+// compressed or not (deflate.go): every queued frame of a connection goes
+// out in one write(2), the shared message bytes are copied once into a
+// writer's buffer behind a 2-10 byte header, and a write never waits for
+// a slow client (see push.TryWriter). Server frames are not masked,
 // so the header is all there is to it.
 
 // Control frames travel in a session's queue as raw frames (push.Frame's
@@ -45,24 +45,45 @@ func wsCloseFrame(code uint16, reason string) []byte {
 
 // appendTextHeader appends the header of an unmasked, final text frame
 // of n bytes.
-func appendTextHeader(b []byte, n int) []byte {
+func appendTextHeader(b []byte, n int) []byte { return appendHeader(b, 0x81, n) }
+
+// appendHeader appends a server frame's header: first byte b0 (FIN,
+// RSV1, opcode), then the length n.
+func appendHeader(b []byte, b0 byte, n int) []byte {
 	switch {
 	case n < 126:
-		return append(b, 0x81, byte(n))
+		return append(b, b0, byte(n))
 	case n <= 0xFFFF:
-		return binary.BigEndian.AppendUint16(append(b, 0x81, 126), uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, b0, 126), uint16(n))
 	default:
-		return binary.BigEndian.AppendUint64(append(b, 0x81, 127), uint64(n))
+		return binary.BigEndian.AppendUint64(append(b, b0, 127), uint64(n))
 	}
 }
 
+// finalTextCompressed is FIN, RSV1 (permessage-deflate) and text.
+const finalTextCompressed = 0x81 | 0x40
+
 // appendFrames appends frames as WebSocket frames: one text frame each,
 // or, for a batch connection, each run of messages packed into one text
-// frame, '\n'-separated. Control frames go as they are.
-func appendFrames(b []byte, frames []*push.Frame, batch bool) []byte {
+// frame, '\n'-separated. Control frames go as they are. On a connection
+// that compresses (deflate), every message is a frame of its own, with the
+// deflated bytes its frame shares with every compressing connection
+// (deflate.go): a packed run would be this connection's own bytes to
+// deflate.
+func appendFrames(b []byte, frames []*push.Frame, batch, deflate bool) []byte {
 	for i := 0; i < len(frames); {
 		if frames[i].Raw {
 			b = append(b, frames[i].Bytes...)
+			i++
+			continue
+		}
+		if deflate {
+			p, rsv1 := compressedPayload(frames[i])
+			b0 := byte(0x81)
+			if rsv1 {
+				b0 = finalTextCompressed
+			}
+			b = append(appendHeader(b, b0, len(p)), p...)
 			i++
 			continue
 		}

@@ -29,7 +29,7 @@ func TestWSCloseFrameCutsAtRune(t *testing.T) {
 func TestAppendFrames(t *testing.T) {
 	small, mid, big := []byte(`{"a":1}`), []byte(strings.Repeat("m", 300)), []byte(strings.Repeat("b", 70000))
 	msg := func(b []byte) *push.Frame { return &push.Frame{Type: push.TypeMessage, Bytes: b} }
-	got := appendFrames(nil, []*push.Frame{msg(small), wsPingFrame, msg(mid), msg(big)}, false)
+	got := appendFrames(nil, []*push.Frame{msg(small), wsPingFrame, msg(mid), msg(big)}, false, false)
 	want := append([]byte{0x81, 7}, small...)
 	want = append(want, wsPingFrame.Bytes...)
 	want = append(append(want, 0x81, 126, 1, 44), mid...)
@@ -38,7 +38,7 @@ func TestAppendFrames(t *testing.T) {
 		t.Fatalf("plain: got %d bytes, want %d", len(got), len(want))
 	}
 
-	got = appendFrames(nil, []*push.Frame{msg(small), msg(small), wsPingFrame, msg(small)}, true)
+	got = appendFrames(nil, []*push.Frame{msg(small), msg(small), wsPingFrame, msg(small)}, true, false)
 	want = append([]byte{0x81, 15}, `{"a":1}`+"\n"+`{"a":1}`...)
 	want = append(want, wsPingFrame.Bytes...)
 	want = append(append(want, 0x81, 7), small...)
