@@ -32,6 +32,10 @@ func (s *Server) sse(c echo.Context) error {
 			return err
 		}
 	}
+	maxRate := c.QueryParam("max_rate")
+	if _, err := push.ParseMaxRate(maxRate); err != nil {
+		return err
+	}
 	claims, err := s.authenticate(c)
 	if err != nil {
 		return err
@@ -74,7 +78,7 @@ func (s *Server) sse(c echo.Context) error {
 	sess := s.node.NewSession(t, true)
 	defer sess.Release()
 	sess.SetClaims(claims)
-	sess.Open(channels, since)
+	sess.OpenWith(channels, since, maxRate)
 	for {
 		select {
 		case f := <-t.notify:

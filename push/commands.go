@@ -57,7 +57,7 @@ func (s *Session) handle(raw []byte) {
 	switch c.Type {
 	case "pong":
 	case "subscribe":
-		s.node.Subscribe(s, c.ID, c.Channel, c.Since)
+		s.node.SubscribeWith(s, c.ID, c.Channel, SubscribeOptions{Since: c.Since, MaxRate: c.MaxRate})
 	case "unsubscribe":
 		s.node.Unsubscribe(s, c.ID, c.Channel)
 	case "publish":
@@ -108,12 +108,32 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 	return ns
 }
 
+// SubscribeOptions are what a subscribe may ask besides its channel.
+type SubscribeOptions struct {
+	// Since recovers the messages after this position.
+	Since *broker.Position
+	// MaxRate caps the live messages at this many per second, the newest
+	// winning at each tick (throttle.go); 0: every message. Recovery is
+	// not capped.
+	MaxRate float64
+}
+
 // Subscribe subscribes s to channel, for any transport: the namespace's
 // rules and the token's grants are checked, the broker subscribed when s
 // is the channel's first local subscriber, and the reply, then recovered
 // history (since) or the snapshot, then live messages are queued to s in
 // order. Refusals are answered to s as error frames with id.
 func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *broker.Position) {
+	n.SubscribeWith(s, id, channel, SubscribeOptions{Since: since})
+}
+
+// SubscribeWith is Subscribe with options (max_rate).
+func (n *Node) SubscribeWith(s *Session, id json.Number, channel string, o SubscribeOptions) {
+	since := o.Since
+	if err := CheckMaxRate(o.MaxRate); err != nil {
+		s.reject(id, CodeBadRequest, err.Error(), channel)
+		return
+	}
 	ns := s.lookup(id, channel)
 	if ns == nil {
 		return
@@ -136,7 +156,7 @@ func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *brok
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s, presence: ns.Presence}
+	sub := &subscription{s: s, presence: ns.Presence, th: newThrottle(o.MaxRate, ns.Conflate)}
 	if err := n.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return

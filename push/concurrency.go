@@ -9,9 +9,11 @@ package push
 // taken while holding them.
 //
 //	Hub.stripes[i] -> hubShard.mu -> hubChannel.mu -> Session.mu -> writer.mu
+//	hubChannel.mu -> rateWheel.mu
+//	rateWheel.firing -> hubChannel.mu
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
-// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu.
+// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, rateWheel.mu.
 //
 // What holds what, and why:
 //
@@ -22,7 +24,7 @@ package push
 //   - hubShard.mu guards a shard's channel map. Hub.eachChannel holds it
 //     (read) while its callback takes hubChannel.mu.
 //   - hubChannel.mu guards the channel's subscriptions (subs, and each
-//     subscription's idx, buffering, buf, skip) and its recovery state
+//     subscription's idx, buffering, buf, skip, th) and its recovery state
 //     (stream). The fan-out holds it while queueing frames to sessions
 //     (Session.send takes Session.mu). It is never held across a broker
 //     call: the memory engine delivers while holding its own channel
@@ -34,6 +36,13 @@ package push
 //   - sessionSet.shards[i].mu guards the registry of sessions; each's
 //     callback (heartbeat, stats, disconnect, presence refresh) takes
 //     Session.mu and must not block.
+//   - rateWheel.mu (ratewheel.go) guards the wheel's slots. The fan-out
+//     and the wheel's own deliveries take it under hubChannel.mu to put a
+//     throttled subscription in a slot; advance takes the due entries out
+//     under it and releases it before taking any channel's lock.
+//   - rateWheel.firing serialises advance (the wheel's goroutine, or a
+//     test turning the wheel by hand) over its scratch lists; held while
+//     each due channel's hubChannel.mu is taken in turn.
 //   - recovery.mu guards whether a resync runs or is wanted.
 //   - writer.mu guards a writer goroutine's run queue (writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
@@ -60,6 +69,8 @@ package push
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts
 //	                       broker ahead, one per channel    its reads and waits; waited by Node.wg
 //	writer.run (x CPUs)    Node.Start (startWriters)        writers.stop, last in Node.Close
+//	rateWheel.run (one)    Node.Start                       Node.Close (done), waited by Node.wg;
+//	                                                        sleeps while no subscription is held
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
 //	gws ReadLoop           Server.ServeHTTP, per connection the connection closing (OnClose ->

@@ -35,6 +35,10 @@ type Namespace struct {
 	ClientPublish   bool          `yaml:"client_publish" json:"client_publish"`
 	PublishRate     Rate          `yaml:"publish_rate" json:"publish_rate"`
 	MaxMessageBytes int           `yaml:"max_message_bytes" json:"max_message_bytes"`
+	// Conflate: a subscriber that falls behind its send queue gets the
+	// latest message of each channel only, until its queue drains,
+	// instead of being closed with 4001 (conflate.go).
+	Conflate bool `yaml:"conflate" json:"conflate"`
 	// Anonymous false requires a valid token (any user) to subscribe or
 	// publish; nil or true lets connections without a token in.
 	Anonymous *bool `yaml:"anonymous" json:"anonymous,omitempty"`

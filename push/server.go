@@ -117,7 +117,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t.conn = conn
 	t.batch = q.Get("batch") == "1"
-	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
+	t.initial, t.maxRate, t.ip, t.authErr = q["channel"], q.Get("max_rate"), ip, authErr
 	s := srv.node.NewSession(t, false)
 	s.SetClaims(claims)
 	conn.Session().(*slot).s = s
@@ -164,6 +164,7 @@ type wsTransport struct {
 	timeout time.Duration
 	out     []byte   // what the socket has not taken yet (raw)
 	initial []string // channels from the query string, until OnOpen
+	maxRate string   // the query's max_rate for them, until OnOpen
 	ip      string   // client address, for the per-address limit
 	authErr *Error   // why the handshake's token was refused
 }
@@ -414,15 +415,15 @@ func (hd *handler) OnOpen(*gws.Conn) {}
 func (hd *handler) open(c *gws.Conn) {
 	s := sessionOf(c)
 	t := s.t.(*wsTransport)
-	initial := t.initial
-	t.initial = nil
+	initial, maxRate := t.initial, t.maxRate
+	t.initial, t.maxRate = nil, ""
 	hd.node.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
 	if t.authErr != nil {
 		s.closeAsync(CloseCode(t.authErr.Code), t.authErr.Message)
 		return
 	}
 	s.send(s.welcome(t.batch))
-	s.Open(initial, nil)
+	s.OpenWith(initial, nil, maxRate)
 }
 
 func (hd *handler) OnClose(c *gws.Conn, err error) {
