@@ -63,6 +63,10 @@ var tests = []struct {
 	name string
 	fn   func(*testing.T)
 }{
+	// feeds.go
+	{"MaxRateOverWSAndSSE", TestMaxRateOverWSAndSSE},
+	{"BrowserTickerOnThrottledLink", TestBrowserTickerOnThrottledLink},
+	{"BrowserDanmakuDensity", TestBrowserDanmakuDensity},
 	// badinput.go
 	{"BadInput", TestBadInput},
 	{"OversizedFrame", TestOversizedFrame},
