@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/internal/bench"
@@ -47,42 +43,21 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *key == "" {
 		*key = envOr("HERALD_API_KEY", "")
 	}
-	var wsURLs, httpURLs []string
-	for _, u := range strings.Split(*urls, ",") {
-		u = strings.TrimRight(strings.TrimSpace(u), "/")
-		if u == "" {
-			continue
-		}
-		httpURLs = append(httpURLs, u)
-		wsURLs = append(wsURLs, "ws"+strings.TrimPrefix(u, "http")+"/ws")
-	}
+	httpURLs, wsURLs := bench.SplitURLs(*urls)
 	if !*check {
 		cfg := bench.Config{
 			URLs: httpURLs, Key: *key, Conns: *conns, Channels: *channels,
 			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
 			PublishOnly: *publishOnly, WSBatch: *wsBatch, Stalled: *stalled, Progress: stderr,
 		}
-		for _, s := range strings.Split(*pids, ",") {
-			if s = strings.TrimSpace(s); s == "" {
-				continue
-			}
-			pid, err := strconv.Atoi(s)
-			if err != nil || pid <= 0 {
-				return fmt.Errorf("bench: --pid: %q is not a pid", s)
-			}
-			cfg.PIDs = append(cfg.PIDs, pid)
+		var err error
+		if cfg.PIDs, err = bench.ParsePIDs(*pids); err != nil {
+			return err
 		}
-		for _, s := range strings.Split(*sources, ",") {
-			if s = strings.TrimSpace(s); s == "" {
-				continue
-			}
-			ip := net.ParseIP(s)
-			if ip == nil {
-				return fmt.Errorf("bench: --sources: %q is not an IP address", s)
-			}
-			cfg.Sources = append(cfg.Sources, ip)
+		if cfg.Sources, err = bench.ParseSources(*sources); err != nil {
+			return err
 		}
-		return printLoad(ctx, cfg, *asJSON, stdout)
+		return bench.RunPrint(ctx, cfg, *asJSON, stdout)
 	}
 	cfg := checker.Config{
 		WSURLs: wsURLs, HTTPURLs: httpURLs, APIKey: *key, Namespace: *ns,
@@ -92,40 +67,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := printReport(stdout, r, *asJSON); err != nil {
+	if err := bench.Print(stdout, r, *asJSON); err != nil {
 		return err
 	}
 	if !r.OK() {
 		return fmt.Errorf("bench --check: %d missing, %d duplicated, %d reordered", r.Missing, r.Duplicated, r.Reordered)
 	}
 	return nil
-}
-
-// printLoad runs the load generator and prints its report.
-func printLoad(ctx context.Context, cfg bench.Config, asJSON bool, stdout io.Writer) error {
-	r, err := bench.Run(ctx, cfg)
-	if r == nil {
-		return err
-	}
-	if perr := printReport(stdout, r, asJSON); perr != nil {
-		return perr
-	}
-	if err != nil {
-		return err
-	}
-	if r.Conns > 0 && r.ConnsUp == 0 {
-		return fmt.Errorf("bench: no connection came up: %s", r.FirstError)
-	}
-	return nil
-}
-
-// printReport writes a report as indented JSON or as its String form.
-func printReport(w io.Writer, r fmt.Stringer, asJSON bool) error {
-	if !asJSON {
-		_, err := fmt.Fprintln(w, r)
-		return err
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
 }

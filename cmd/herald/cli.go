@@ -2,10 +2,8 @@ package main
 
 import (
 	"flag"
-	"io"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // parseInterspersed parses flags anywhere among the arguments ("herald
@@ -38,16 +36,4 @@ func serverURL(u string) string {
 		u = "http://" + u
 	}
 	return u
-}
-
-// lockedWriter serialises writes from the client's goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -106,81 +105,6 @@ func TestPublishCommand(t *testing.T) {
 	}
 }
 
-// cliMessage is one line of herald subscribe's output.
-type cliMessage struct {
-	Channel  string          `json:"channel"`
-	Offset   uint64          `json:"offset"`
-	Epoch    string          `json:"epoch"`
-	Snapshot bool            `json:"snapshot"`
-	Data     json.RawMessage `json:"data"`
-}
-
-// TestSubscribeCommandResumes runs herald subscribe through a proxy that
-// cuts the connection while messages are published: it must print every
-// message once, in order, and the channel's snapshot first.
-func TestSubscribeCommandResumes(t *testing.T) {
-	n := startTestNode(t, cliConfig())
-	n.Publish("ticker:x", "latest")
-	p := newCutProxy(t, n.Addr())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errw syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- cmdSubscribe(ctx, []string{"--url", "http://" + p.Addr(), "cli:a", "ticker:x"}, &out, &errw)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("subscribe: %v", err)
-		}
-	})
-	waitFor(t, readTimeout, "both subscriptions", func() bool {
-		s := errw.String()
-		return strings.Contains(s, "subscribed cli:a at ") && strings.Contains(s, "subscribed ticker:x at ")
-	})
-	n.Publish("cli:a", 1)
-	n.Publish("cli:a", 2)
-	waitFor(t, readTimeout, "3 lines", func() bool { return len(out.lines()) >= 3 })
-
-	p.Hold(true)
-	p.Cut()
-	waitFor(t, readTimeout, "the disconnect notice", func() bool { return strings.Contains(errw.String(), "disconnected") })
-	n.Publish("cli:a", 3)
-	n.Publish("cli:a", 4)
-	p.Hold(false)
-	waitFor(t, readTimeout, "the resubscribe", func() bool { return strings.Count(errw.String(), "subscribed cli:a at ") == 2 })
-	n.Publish("cli:a", 5)
-	waitFor(t, readTimeout, "6 lines", func() bool { return len(out.lines()) >= 6 })
-
-	var offsets []uint64
-	snapshots := 0
-	for _, line := range out.lines() {
-		var m cliMessage
-		decodeJSON(t, []byte(line), &m)
-		switch m.Channel {
-		case "ticker:x":
-			if !m.Snapshot || !jsonEqual(t, m.Data, "latest") {
-				t.Errorf("ticker line %s, want the snapshot \"latest\"", line)
-			}
-			snapshots++
-		case "cli:a":
-			if !jsonEqual(t, m.Data, m.Offset) {
-				t.Errorf("line %s: data is not its sequence number", line)
-			}
-			offsets = append(offsets, m.Offset)
-		}
-	}
-	if snapshots != 1 || len(offsets) != 5 {
-		t.Fatalf("got %d snapshot(s) and offsets %v, want 1 and 1..5:\n%s\nstderr:\n%s", snapshots, offsets, out.String(), errw.String())
-	}
-	for i, o := range offsets {
-		if o != uint64(i+1) {
-			t.Fatalf("offsets %v, want 1..5 in order", offsets)
-		}
-	}
-}
-
 func TestSubscribeCommandCount(t *testing.T) {
 	n := startTestNode(t, cliConfig())
 	var out, errw syncBuffer
@@ -237,36 +161,6 @@ func exited(t *testing.T, done chan error, stderr *syncBuffer) error {
 	case <-time.After(readTimeout):
 		t.Fatalf("subscribe still running after %s; stderr:\n%s", readTimeout, stderr)
 		return nil
-	}
-}
-
-// TestSubscribeCommandRefused: each refused channel gets the server's
-// error on stderr (even with -q); with some channel accepted the command
-// goes on, with none it exits non-zero at once.
-func TestSubscribeCommandRefused(t *testing.T) {
-	n := startTestNode(t, cliConfig())
-
-	out, errw, done, cancel := runSubscribe(t, "-q", "--url", n.URL(), "stocks:AAPL", "bad name", "cli:ok")
-	waitFor(t, readTimeout, "both refusals", func() bool {
-		s := errw.String()
-		return strings.Contains(s, `subscribe stocks:AAPL: refused: unknown_namespace: push: unknown namespace "stocks"`) &&
-			strings.Contains(s, "subscribe bad name: refused: invalid_channel:")
-	})
-	waitFor(t, readTimeout, "the subscription to cli:ok", func() bool { _, _, subs := n.Hub().Counts(); return subs == 1 })
-	n.Publish("cli:ok", "still here")
-	waitFor(t, readTimeout, "the message", func() bool { return len(out.lines()) == 1 })
-	cancel()
-	if err := exited(t, done, errw); err != nil {
-		t.Fatalf("subscribe with one channel accepted: %v", err)
-	}
-
-	_, errw, done, _ = runSubscribe(t, "--url", n.URL(), "stocks:AAPL", "herald:stats")
-	err := exited(t, done, errw)
-	if err == nil || !strings.Contains(err.Error(), "refused every channel") {
-		t.Fatalf("subscribe with every channel refused: %v, want an error", err)
-	}
-	if s := errw.String(); !strings.Contains(s, "subscribe herald:stats: refused: forbidden:") || !strings.Contains(s, "unknown_namespace") {
-		t.Fatalf("stderr %q, want both refusals", s)
 	}
 }
 

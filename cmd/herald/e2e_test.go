@@ -9,10 +9,8 @@ var (
 	startTestNode = e2e.Start
 	startCluster  = e2e.StartCluster
 	urls          = e2e.URLs
-	newCutProxy   = e2e.NewCutProxy
 	waitFor       = e2e.WaitFor
 	decodeJSON    = e2e.DecodeJSON
-	jsonEqual     = e2e.JSONEqual
 	query         = e2e.Query
 )
 

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	heraldclient "github.com/heraldpush/herald/clients/go"
+	"github.com/heraldpush/herald/internal/publisher"
 )
 
 const publishUsage = `Usage: herald publish [flags] CHANNEL [DATA]
@@ -28,12 +26,6 @@ order. Use -- before DATA that starts with '-'.
 
 Flags:
 `
-
-// publishCmd holds what one run of herald publish needs.
-type publishCmd struct {
-	pub *heraldclient.Publisher
-	out io.Writer
-}
 
 func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runPublish(ctx, args, os.Stdin, stdout, stderr)
@@ -57,42 +49,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fs.Usage()
 		return errors.New("publish: want CHANNEL and optionally DATA")
 	}
-	p := publishCmd{out: stdout, pub: &heraldclient.Publisher{
+	p := publisher.Command{Out: stdout, Pub: &heraldclient.Publisher{
 		URL: serverURL(*url), APIKey: *key, Client: &http.Client{Timeout: 10 * time.Second},
 	}}
 	if len(pos) > 1 {
 		// Like echo: the words after the channel are the message.
-		return p.publish(ctx, pos[0], strings.Join(pos[1:], " "))
+		return p.Publish(ctx, pos[0], strings.Join(pos[1:], " "))
 	}
-	// One message per line. Lines can be long (a JSON document): allow 4 MiB.
-	sc := bufio.NewScanner(stdin)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		if err := p.publish(ctx, pos[0], line); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
-}
-
-// messageData is DATA as JSON: itself when valid, else a JSON string.
-func messageData(s string) json.RawMessage {
-	if b := bytes.TrimSpace([]byte(s)); json.Valid(b) {
-		return b
-	}
-	b, _ := json.Marshal(s)
-	return b
-}
-
-func (p publishCmd) publish(ctx context.Context, channel, data string) error {
-	pos, err := p.pub.Publish(ctx, channel, messageData(data))
-	if err != nil {
-		return fmt.Errorf("publish to %s: %w", channel, err)
-	}
-	_, err = fmt.Fprintf(p.out, "%s\n", pos)
-	return err
+	return p.Lines(ctx, pos[0], stdin)
 }

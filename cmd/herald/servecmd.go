@@ -49,29 +49,21 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(cfg.Keys()) == 0 {
 		logger.Warn("no api_key configured: the publisher API accepts loopback clients only")
 	}
-	select {
-	case <-ctx.Done():
-	case err := <-n.Served():
-		return err
-	}
-	logger.Info("shutting down", "deadline", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	return n.Shutdown(sctx)
+	return n.Serve(ctx)
 }
 
 // serveConfig builds the configuration: defaults, file, environment, flags.
 func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (server.Config, error) {
-	cfg := server.DefaultConfig()
+	def := server.DefaultConfig()
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", getenv("HERALD_CONFIG"), "YAML config file (env HERALD_CONFIG)")
-	listen := fs.String("listen", cfg.Listen, "address to listen on (HERALD_LISTEN)")
+	listen := fs.String("listen", def.Listen, "address to listen on (HERALD_LISTEN)")
 	key := fs.String("api-key", "", "publisher API key (HERALD_API_KEY)")
 	redis := fs.String("redis", "", "Redis URL, e.g. redis://localhost:6379/0 (HERALD_REDIS_URL); empty: memory broker")
 	origins := fs.String("allowed-origins", "", "comma-separated browser origins allowed besides the own host; * allows all (HERALD_ALLOWED_ORIGINS)")
 	node := fs.String("node", "", "node name (HERALD_NODE; default: host name)")
-	level := fs.String("log-level", cfg.LogLevel, "debug, info, warn, error (HERALD_LOG_LEVEL)")
+	level := fs.String("log-level", def.LogLevel, "debug, info, warn, error (HERALD_LOG_LEVEL)")
 	demo := fs.Bool("demo", false, "publish live demo feeds for the pages at / (HERALD_DEMO); adds the namespaces they need when missing")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: herald serve [flags]\n\nFlags (they override the environment, which overrides the file):\n")
@@ -80,17 +72,13 @@ func serveConfig(args []string, stderr io.Writer, getenv func(string) string) (s
 		server.PrintKeys(stderr)
 	}
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return def, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+		return def, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	if *path != "" {
-		if err := cfg.LoadFile(*path); err != nil {
-			return cfg, err
-		}
-	}
-	if err := cfg.LoadEnv(getenv); err != nil {
+	cfg, err := server.LoadConfig(*path, getenv)
+	if err != nil {
 		return cfg, err
 	}
 	fs.Visit(func(f *flag.Flag) {

@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"sync/atomic"
 
-	heraldclient "github.com/heraldpush/herald/clients/go"
+	"github.com/heraldpush/herald/internal/subscriber"
 )
 
 const subscribeUsage = `Usage: herald subscribe [flags] CHANNEL...
@@ -51,89 +49,9 @@ func cmdSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fs.Usage()
 		return errors.New("subscribe: give at least one channel")
 	}
-	out := &lockedWriter{w: stdout}
-	note := func(format string, a ...any) {
-		if !*quiet {
-			fmt.Fprintf(stderr, format+"\n", a...)
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var printed, refused atomic.Int64
-	var failed atomic.Pointer[error]
-	fail := func(err error) {
-		failed.CompareAndSwap(nil, &err)
-		cancel()
-	}
-	c := heraldclient.New(heraldclient.Config{
-		URL:   wsEndpoint(*url),
-		Token: *token,
-		OnState: func(e heraldclient.Event) {
-			switch {
-			case e.State == heraldclient.Disconnected && heraldclient.Permanent(e.Code):
-				// The client stops; the error says why.
-			case e.State == heraldclient.Disconnected && e.Code != 0:
-				note("disconnected: %d %s; reconnecting", e.Code, e.Reason)
-			case e.State == heraldclient.Disconnected:
-				note("disconnected: %v; reconnecting", e.Err)
-			case e.State == heraldclient.Connected:
-				note("connected")
-			}
-		},
-	})
-	defer c.Close()
-	for _, ch := range channels {
-		err := c.Subscribe(ch, func(m heraldclient.Message) {
-			if *count > 0 && printed.Load() >= int64(*count) {
-				return // done; the client is closing
-			}
-			b, err := json.Marshal(m)
-			if err == nil {
-				_, err = fmt.Fprintf(out, "%s\n", b)
-			}
-			if err != nil { // stdout is gone (a closed pipe): stop
-				fail(err)
-				return
-			}
-			if n := printed.Add(1); *count > 0 && n >= int64(*count) {
-				cancel()
-			}
-		}, heraldclient.SubscribeOptions{
-			OnSubscribed: func(channel string, at heraldclient.Position, recovered bool) {
-				note("subscribed %s at %s:%d", channel, at.Epoch, at.Offset)
-			},
-			OnReset: func(channel string, at heraldclient.Position) {
-				note("reset %s: messages were lost (history window passed or new epoch); now at %s:%d", channel, at.Epoch, at.Offset)
-			},
-			OnError: func(channel string, err *heraldclient.ServerError) {
-				// Not a notice: printed with -q too.
-				fmt.Fprintf(stderr, "subscribe %s: refused: %s: %s\n", channel, err.Code, err.Message)
-				if err.Code == "unavailable" {
-					return // the broker is down for now; retried on reconnect
-				}
-				if refused.Add(1) == int64(len(channels)) {
-					fail(fmt.Errorf("subscribe: the server refused every channel (%s)", strings.Join(channels, ", ")))
-				}
-			},
-		})
-		if err != nil {
-			return err
-		}
-	}
-	select {
-	case <-ctx.Done():
-	case <-c.Done():
-	}
-	if p := failed.Load(); p != nil {
-		return *p
-	}
-	var ce *heraldclient.CloseError
-	if err := c.Err(); errors.As(err, &ce) {
-		return fmt.Errorf("subscribe: the server closed the connection with %d (%s); not reconnecting", ce.Code, ce.Reason)
-	} else if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	return nil
+	return subscriber.Run(ctx, subscriber.Options{
+		URL: wsEndpoint(*url), Token: *token, Channels: channels, Count: *count, Quiet: *quiet,
+	}, stdout, stderr)
 }
 
 // wsEndpoint turns a server base URL into its WebSocket endpoint; a

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -38,37 +39,17 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errors.New("token: --sub is required")
 	}
-	cfg := server.DefaultConfig()
-	if *path != "" {
-		if err := cfg.LoadFile(*path); err != nil {
-			return err
-		}
-	}
-	if err := cfg.LoadEnv(os.Getenv); err != nil {
+	cfg, err := server.LoadConfig(*path, os.Getenv)
+	if err != nil {
 		return err
 	}
-	if *secret == "" {
-		*secret = cfg.TokenHMACSecret
-	}
-	if *secret == "" {
-		return errors.New("token: no HMAC secret: set token_hmac_secret (or HERALD_TOKEN_HMAC_SECRET) or pass --secret")
-	}
 	signed, err := server.MintToken(server.TokenOptions{
-		Secret: *secret, Subject: *sub, Channels: strings.Split(*channels, ","), TTL: *ttl,
-		Info: *info, Audience: firstNonEmpty(*aud, cfg.TokenAudience), Issuer: firstNonEmpty(*iss, cfg.TokenIssuer),
+		Secret: cmp.Or(*secret, cfg.TokenHMACSecret), Subject: *sub, Channels: strings.Split(*channels, ","), TTL: *ttl,
+		Info: *info, Audience: cmp.Or(*aud, cfg.TokenAudience), Issuer: cmp.Or(*iss, cfg.TokenIssuer),
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, signed)
 	return nil
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

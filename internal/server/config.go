@@ -101,6 +101,19 @@ func (c *Config) LoadFile(path string) error {
 	return nil
 }
 
+// LoadConfig is the defaults, then the YAML file at path (none when
+// path is ""), then the environment: what serve starts from before its
+// flags, and what herald token signs with.
+func LoadConfig(path string, getenv func(string) string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		if err := cfg.LoadFile(path); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, cfg.LoadEnv(getenv)
+}
+
 // EnvName is the environment variable overriding a YAML key.
 func EnvName(key string) string { return "HERALD_" + strings.ToUpper(key) }
 

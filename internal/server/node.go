@@ -167,6 +167,21 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 	return n, nil
 }
 
+// Serve waits until ctx ends (SIGTERM, say) and then drains the node
+// within shutdown_timeout; or returns at once the error that stopped the
+// HTTP server.
+func (n *Node) Serve(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case err := <-n.served:
+		return err
+	}
+	n.log.Info("shutting down", "deadline", n.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
 // Shutdown drains the node: /readyz fails first (and drain_delay gives
 // load balancers time to see it), the listener stops accepting, every
 // WebSocket gets 1001 so clients reconnect elsewhere and event streams and

@@ -26,6 +26,9 @@ type TokenOptions struct {
 // a node with the same secret, audience and issuer will, so that a short
 // secret fails here rather than at connect.
 func MintToken(o TokenOptions) (string, error) {
+	if o.Secret == "" {
+		return "", errors.New("token: no HMAC secret: set token_hmac_secret (or HERALD_TOKEN_HMAC_SECRET) or pass --secret")
+	}
 	now := time.Now()
 	c := push.Claims{RegisteredClaims: jwt.RegisteredClaims{
 		Subject:   o.Subject,
