@@ -38,7 +38,8 @@ func messageFrame(offset uint64, sent int64, pad int) []byte {
 // loadStream is what a subscriber reads: the subscribe reply (offset 4),
 // offsets 5 and 6, a batch=1 frame holding 7, 8 and 9, a gap (11 after
 // 9), a duplicate of 11, frames with 16- and 64-bit lengths (12, 13), a
-// WebSocket ping and a JSON ping.
+// WebSocket ping, a JSON ping and a throttled subscription's frame (16,
+// "skipped": 2: not a loss).
 func loadStream(sent int64) []byte {
 	var s []byte
 	s = append(s, serverFrame(opText, []byte(`{"type":"subscribed","channel":"c","offset":4,"epoch":"e"}`))...)
@@ -52,6 +53,9 @@ func loadStream(sent int64) []byte {
 	s = append(s, serverFrame(opPing, []byte("hb"))...)
 	s = append(s, serverFrame(opText, messageFrame(13, sent, 70_000))...)
 	s = append(s, serverFrame(opText, []byte(`{"type":"ping"}`))...)
+	skipping := messageFrame(16, sent, 0)
+	skipping = append(skipping[:len(skipping)-1], `,"skipped":2}`...)
+	s = append(s, serverFrame(opText, skipping)...)
 	return s
 }
 
@@ -100,7 +104,7 @@ func TestLoadConnFrames(t *testing.T) {
 	run := &loadRun{} // one for all: a histogram is large
 	feed := func(t *testing.T, cuts ...int) {
 		c, peer := testLoadConn(t, run)
-		delivered, lost, dups := run.delivered.Load(), run.lost.Load(), run.dups.Load()
+		delivered, lost, dups, skipped := run.delivered.Load(), run.lost.Load(), run.dups.Load(), run.skipped.Load()
 		last := 0
 		for _, cut := range append(cuts, len(stream)) {
 			if _, err := unix.Write(peer, stream[last:cut]); err != nil {
@@ -118,10 +122,10 @@ func TestLoadConnFrames(t *testing.T) {
 				c.readable(buf)
 			}
 		}
-		delivered, lost, dups = run.delivered.Load()-delivered, run.lost.Load()-lost, run.dups.Load()-dups
-		if delivered != 9 || lost != 1 || dups != 1 || c.next != 14 {
-			t.Fatalf("cuts %v: delivered %d lost %d dups %d next %d, want 9, 1, 1, 14",
-				cuts, delivered, lost, dups, c.next)
+		delivered, lost, dups, skipped = run.delivered.Load()-delivered, run.lost.Load()-lost, run.dups.Load()-dups, run.skipped.Load()-skipped
+		if delivered != 10 || lost != 1 || dups != 1 || skipped != 2 || c.next != 17 {
+			t.Fatalf("cuts %v: delivered %d lost %d dups %d skipped %d next %d, want 10, 1, 1, 2, 17",
+				cuts, delivered, lost, dups, skipped, c.next)
 		}
 		if len(c.pending) != 0 || c.dead || <-c.ready != nil {
 			t.Fatalf("cuts %v: %d bytes pending, dead %v", cuts, len(c.pending), c.dead)

@@ -46,6 +46,7 @@ type Config struct {
 	PublishOnly bool          // no subscribers
 	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
 	Stalled     int           // subscribers that never read, beside the Conns that do (stalled_linux.go)
+	MaxRate     float64       // every subscriber asks for max_rate: at most this many messages/s per channel (0: all)
 	Progress    io.Writer     // live progress lines; nil: none
 }
 
@@ -70,8 +71,10 @@ type Report struct {
 	Expected      uint64  `json:"expected_deliveries"`
 	Delivered     uint64  `json:"delivered"`
 	DeliveredPerS float64 `json:"delivered_per_s"`
-	Lost          uint64  `json:"lost"`       // offsets skipped within a connection's stream
-	Missing       uint64  `json:"missing"`    // expected but never received (includes lost)
+	Lost          uint64  `json:"lost"`       // offsets jumped within a connection's stream, beyond what "skipped" said
+	Missing       uint64  `json:"missing"`    // expected but neither received nor skipped (includes lost)
+	MaxRate       float64 `json:"max_rate,omitempty"`
+	Skipped       uint64  `json:"skipped"` // messages the server said it skipped (max_rate, conflate)
 	Duplicates    uint64  `json:"duplicates"` // offsets at or below one already received
 	Closed        int     `json:"closed_by_server"`
 	P50MS         float64 `json:"latency_p50_ms"`
@@ -112,6 +115,9 @@ func (r *Report) String() string {
 	row("request latency", "p50 %.2fms  p99 %.2fms", r.ReqP50MS, r.ReqP99MS)
 	if r.Conns > 0 {
 		row("delivered", "%d of %d: %.0f/s", r.Delivered, r.Expected, r.DeliveredPerS)
+		if r.MaxRate > 0 || r.Skipped > 0 {
+			row("skipped", "%d (max_rate %g): %.1f%% of the expected deliveries", r.Skipped, r.MaxRate, 100*float64(r.Skipped)/float64(max(r.Expected, 1)))
+		}
 		row("losses", "%d lost (gaps), %d missing, %d duplicates, %d closed by server", r.Lost, r.Missing, r.Duplicates, r.Closed)
 		row("latency (publish->read)", "p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
 		row("client RSS", "%.1f MB connected, %.1f KB per connection", r.ClientRSSIdleMB, r.ClientRSSPerConn)
@@ -193,6 +199,7 @@ func (h *histogram) quantiles(qs ...float64) []float64 {
 type loadRun struct {
 	delivered atomic.Uint64
 	lost      atomic.Uint64
+	skipped   atomic.Uint64
 	dups      atomic.Uint64
 	closed    atomic.Int64
 	latency   histogram
@@ -246,7 +253,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range chans {
 		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
 	}
-	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels}
+	if cfg.MaxRate < 0 {
+		return nil, errors.New("bench: --max-rate must be >= 0")
+	}
+	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels, MaxRate: cfg.MaxRate}
 	serverRSS := func() float64 { // 0, not reported, if any cannot be read
 		var sum uint64
 		for _, pid := range cfg.PIDs {
@@ -347,8 +357,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Delivered = run.delivered.Load()
 	rep.DeliveredPerS = float64(rep.Delivered) / rep.Seconds
 	rep.Lost, rep.Duplicates, rep.Closed = run.lost.Load(), run.dups.Load(), int(run.closed.Load())
-	if rep.Expected > rep.Delivered-rep.Duplicates {
-		rep.Missing = rep.Expected - (rep.Delivered - rep.Duplicates)
+	rep.Skipped = run.skipped.Load()
+	if got := rep.Delivered - rep.Duplicates + rep.Skipped; rep.Expected > got {
+		rep.Missing = rep.Expected - got
 	}
 	q := run.latency.quantiles(0.5, 0.9, 0.99)
 	rep.P50MS, rep.P90MS, rep.P99MS = q[0], q[1], q[2]
@@ -375,6 +386,9 @@ func connectAll(ctx context.Context, cfg Config, p *poller, run *loadRun, wsBase
 				u := wsBases[i%len(wsBases)] + "?channel=" + chans[i%len(chans)]
 				if cfg.WSBatch {
 					u += "&batch=1"
+				}
+				if cfg.MaxRate > 0 {
+					u += "&max_rate=" + strconv.FormatFloat(cfg.MaxRate, 'g', -1, 64)
 				}
 				c, err := dialLoad(ctx, cfg, p, run, u, i)
 				if err != nil {

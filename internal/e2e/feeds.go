@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/heraldpush/herald/internal/bench"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -213,4 +215,32 @@ func TestBrowserDanmakuDensity(t *testing.T) {
 			}
 		},
 	}, n.base)
+}
+
+// TestBenchMaxRate: herald bench's subscribers with --max-rate get at
+// most their rate per channel, and the report accounts for every message:
+// delivered or skipped, none lost.
+func TestBenchMaxRate(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the load generator's connections are linux-only (epoll)")
+	}
+	n := startTestNode(t, testConfig())
+	cfg := bench.Config{URLs: []string{n.base}, Conns: 20, Channels: 2, Rate: 400, Publishers: 4, Duration: 2 * time.Second, MaxRate: 5}
+	rep, err := bench.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep)
+	if rep.ConnsUp != cfg.Conns || rep.Published == 0 {
+		t.Fatalf("%d of %d connections up, %d published", rep.ConnsUp, cfg.Conns, rep.Published)
+	}
+	if rep.Lost != 0 || rep.Missing != 0 || rep.Duplicates != 0 || rep.Skipped == 0 {
+		t.Fatalf("lost %d, missing %d, duplicates %d, skipped %d: want every message delivered or skipped", rep.Lost, rep.Missing, rep.Duplicates, rep.Skipped)
+	}
+	// Each connection: at most max_rate a second over the run (and the
+	// first at once, and the last after the end).
+	perConn := float64(rep.Delivered) / float64(rep.ConnsUp)
+	if limit := cfg.MaxRate*(rep.Seconds+1) + 2; perConn > limit {
+		t.Fatalf("%.1f messages per connection in %.1fs at max_rate %g", perConn, rep.Seconds, cfg.MaxRate)
+	}
 }

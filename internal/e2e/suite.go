@@ -67,6 +67,7 @@ var tests = []struct {
 	{"MaxRateOverWSAndSSE", TestMaxRateOverWSAndSSE},
 	{"BrowserTickerOnThrottledLink", TestBrowserTickerOnThrottledLink},
 	{"BrowserDanmakuDensity", TestBrowserDanmakuDensity},
+	{"BenchMaxRate", TestBenchMaxRate},
 	// badinput.go
 	{"BadInput", TestBadInput},
 	{"OversizedFrame", TestOversizedFrame},
