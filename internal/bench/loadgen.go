@@ -71,10 +71,10 @@ type Report struct {
 	Expected      uint64  `json:"expected_deliveries"`
 	Delivered     uint64  `json:"delivered"`
 	DeliveredPerS float64 `json:"delivered_per_s"`
-	Lost          uint64  `json:"lost"`       // offsets jumped within a connection's stream, beyond what "skipped" said
-	Missing       uint64  `json:"missing"`    // expected but neither received nor skipped (includes lost)
+	Lost          uint64  `json:"lost"`    // offsets jumped within a connection's stream, beyond what "skipped" said
+	Missing       uint64  `json:"missing"` // expected but neither received nor skipped (includes lost)
 	MaxRate       float64 `json:"max_rate,omitempty"`
-	Skipped       uint64  `json:"skipped"` // messages the server said it skipped (max_rate, conflate)
+	Skipped       uint64  `json:"skipped"`    // messages the server said it skipped (max_rate, conflate)
 	Duplicates    uint64  `json:"duplicates"` // offsets at or below one already received
 	Closed        int     `json:"closed_by_server"`
 	P50MS         float64 `json:"latency_p50_ms"`
