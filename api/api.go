@@ -26,10 +26,13 @@ const DefaultMaxRequestBytes = 4 << 20
 type Options struct {
 	// Node is Herald's core (a *push.Node).
 	Node Node
-	// WS serves GET /ws; EchoSocket serves GET /echo (a WebSocket that echoes
-	// frames back, for checking a network path; nothing to do with Echo, the
-	// HTTP framework).
+	// The transports (push/ws, push/sse, push/poll): WS serves GET /ws,
+	// SSE GET /sse, Poll GET /api/poll; EchoSocket serves GET /echo (a
+	// WebSocket that echoes frames back, for checking a network path;
+	// nothing to do with Echo, the HTTP framework).
 	WS         http.Handler
+	SSE        http.Handler
+	Poll       http.Handler
 	EchoSocket http.Handler
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int64
@@ -46,9 +49,6 @@ type Options struct {
 	OpenAPI []byte
 	// Metrics, if set, is served at /metrics and times publishes.
 	Metrics *Metrics
-	// CheckOrigin decides whether a browser page on origin may open an
-	// event stream on host (the WebSocket server's rule); nil allows all.
-	CheckOrigin func(origin, host string) bool
 }
 
 // Server is the HTTP API.
@@ -89,8 +89,12 @@ func New(o Options) *Server {
 		e.GET("/echo", echo.WrapHandler(o.EchoSocket))
 	}
 	// Subscriber endpoints: open like /ws (private namespaces need tokens).
-	e.GET("/sse", s.sse)
-	e.GET("/api/poll", s.poll)
+	if o.SSE != nil {
+		e.GET("/sse", echo.WrapHandler(o.SSE))
+	}
+	if o.Poll != nil {
+		e.GET("/api/poll", echo.WrapHandler(o.Poll))
+	}
 	if o.OpenAPI != nil {
 		e.GET("/api/openapi.yaml", func(c echo.Context) error {
 			return c.Blob(http.StatusOK, "application/yaml", o.OpenAPI)
@@ -149,6 +153,9 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	if err := s.node.Ready(ctx); err != nil {
+		if e := push.AsError(err); e.Code == push.CodePubSubStalled {
+			return e
+		}
 		return newError(push.CodeUnavailable, "broker unreachable: "+err.Error())
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready", "node": s.node.Name()})

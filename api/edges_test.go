@@ -47,37 +47,6 @@ func post(t *testing.T, url, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// timeout=0 answers the position (never the empty one) and a private
-// channel without a token 403, every time: the wait starts after the
-// subscribe is answered.
-func TestPollTimeoutZeroIsDeterministic(t *testing.T) {
-	ns := &push.Namespaces{Named: map[string]*push.Namespace{"priv": {Private: true}}}
-	srv := serve(t, push.Options{Namespaces: ns}, Options{})
-	if code, b := post(t, srv.URL+"/api/publish", `{"channel":"news","data":1}`); code != 200 {
-		t.Fatalf("publish: %d %s", code, b)
-	}
-	for i := range 200 {
-		resp, err := http.Get(srv.URL + "/api/poll?channel=news&timeout=0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var a pollAnswer
-		err = json.NewDecoder(resp.Body).Decode(&a)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || a.Epoch == "" || a.Offset != 1 {
-			t.Fatalf("poll %d: HTTP %d %+v %v, want the position 1", i, resp.StatusCode, a, err)
-		}
-		resp, err = http.Get(srv.URL + "/api/poll?channel=priv:x&timeout=0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden {
-			t.Fatalf("private poll %d without a token: HTTP %d, want 403", i, resp.StatusCode)
-		}
-	}
-}
-
 // One fan-in cap on every path: the channels of a publish, and a batch's
 // entries times their channels.
 func TestFanInCap(t *testing.T) {

@@ -98,6 +98,7 @@ var (
 	descRejections    = desc("rejections_total", "Refusals and limit closes by reason.", "reason")
 	descCloses        = desc("connection_closes_total", "WebSocket connections ended, by close reason.", "reason")
 	descSlow          = desc("slow_consumer_closes_total", "Clients closed because their send queue overflowed.")
+	descPubSubLag     = desc("broker_pubsub_lag_seconds", "The broker pub/sub's delay as the node's canary measures it: the round trip of the newest probe back, or how long the next one has been out when longer (canary_interval).")
 	descPanics        = desc("panics_recovered_total", "Panics recovered on connection goroutines (each closed its connection with 1011 or its request with 500); should stay 0.")
 )
 
@@ -106,7 +107,7 @@ type nodeCollector struct{ node Snapshotter }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descReceived, descDelivered,
-		descDropped, descSkipped, descConflated, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics} {
+		descDropped, descSkipped, descConflated, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics, descPubSubLag} {
 		ch <- d
 	}
 }
@@ -124,6 +125,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descChannels, s.Channels)
 	gauge(descQueued, s.QueuedBytes)
 	gauge(descMaxQueued, s.MaxQueued)
+	ch <- prometheus.MustNewConstMetric(descPubSubLag, prometheus.GaugeValue, s.PubSubLag)
 	counter(descReceived, s.Received)
 	counter(descDelivered, s.Delivered)
 	counter(descDropped, s.Dropped)

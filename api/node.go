@@ -23,18 +23,13 @@ type Node interface {
 	CheckAPIKey(key string) bool
 	HasAPIKeys() bool
 
-	Publish(ctx context.Context, p push.Publication) (broker.Position, error)
-	PublishBatch(ctx context.Context, pubs []push.Publication) ([]broker.Position, error)
+	Publish(ctx context.Context, p push.Publication) (push.Published, error)
+	PublishBatch(ctx context.Context, pubs []push.Publication) ([]push.Published, error)
 	History(ctx context.Context, channel string, since broker.Position, limit int) (broker.History, error)
 	Presence(ctx context.Context, channel string) ([]push.Member, error)
 	ChannelCounts(prefix string) (counts map[string]int, truncated bool)
 	Cluster() []push.NodeReport
 	Disconnect(ctx context.Context, user, reason string, ban time.Duration) error
-
-	// The event-stream transports (SSE, long-poll) open sessions.
-	Authenticate(token string) (*push.Claims, error)
-	NewSession(t push.Transport, oneWay bool) *push.Session
-	Options() push.Options
 }
 
 var _ Node = (*push.Node)(nil)

@@ -17,12 +17,16 @@ type publishRequest struct {
 	Channel  string          `json:"channel"`
 	Channels []string        `json:"channels"`
 	Data     json.RawMessage `json:"data"`
+	// IdempotencyKey applies to each channel of the request: a retry with
+	// the same key publishes nothing and answers duplicate.
+	IdempotencyKey string `json:"idempotency_key"`
 }
 
 type publishResult struct {
-	Channel string `json:"channel"`
-	Epoch   string `json:"epoch"`
-	Offset  uint64 `json:"offset"`
+	Channel   string `json:"channel"`
+	Epoch     string `json:"epoch"`
+	Offset    uint64 `json:"offset"`
+	Duplicate bool   `json:"duplicate,omitempty"`
 }
 
 // appendJSON appends r as c.JSON writes it, newline included.
@@ -33,6 +37,9 @@ func (r publishResult) appendJSON(b []byte) []byte {
 	b = appendJSONString(b, r.Epoch)
 	b = append(b, `,"offset":`...)
 	b = strconv.AppendUint(b, r.Offset, 10)
+	if r.Duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
 	return append(b, "}\n"...)
 }
 
@@ -61,23 +68,23 @@ func expand(req publishRequest) ([]push.Publication, error) {
 		return nil, newError(push.CodeBadRequest, `missing "channel" (or "channels")`)
 	}
 	if req.Channel != "" {
-		return []push.Publication{{Channel: req.Channel, Data: req.Data}}, nil
+		return []push.Publication{{Channel: req.Channel, Data: req.Data, IdempotencyKey: req.IdempotencyKey}}, nil
 	}
 	if err := checkFanIn(len(req.Channels)); err != nil { // fanin.go
 		return nil, err
 	}
 	pubs := make([]push.Publication, len(req.Channels))
 	for i, name := range req.Channels {
-		pubs[i] = push.Publication{Channel: name, Data: req.Data}
+		pubs[i] = push.Publication{Channel: name, Data: req.Data, IdempotencyKey: req.IdempotencyKey}
 	}
 	return pubs, nil
 }
 
 // results pairs the publications with the positions the node answered.
-func results(pubs []push.Publication, pos []broker.Position) []publishResult {
+func results(pubs []push.Publication, pos []push.Published) []publishResult {
 	out := make([]publishResult, len(pos))
 	for i, p := range pos {
-		out[i] = publishResult{Channel: pubs[i].Channel, Epoch: p.Epoch, Offset: p.Offset}
+		out[i] = publishResult{Channel: pubs[i].Channel, Epoch: p.Epoch, Offset: p.Offset, Duplicate: p.Duplicate}
 	}
 	return out
 }
@@ -130,10 +137,10 @@ func (s *Server) publish(c echo.Context) error {
 		return err
 	}
 	if req.Channel != "" && len(req.Channels) == 0 {
-		pos, err := s.node.Publish(c.Request().Context(), push.Publication{Channel: req.Channel, Data: req.Data})
+		pos, err := s.node.Publish(c.Request().Context(), push.Publication{Channel: req.Channel, Data: req.Data, IdempotencyKey: req.IdempotencyKey})
 		var res []publishResult
 		if err == nil {
-			res = []publishResult{{Channel: req.Channel, Epoch: pos.Epoch, Offset: pos.Offset}}
+			res = []publishResult{{Channel: req.Channel, Epoch: pos.Epoch, Offset: pos.Offset, Duplicate: pos.Duplicate}}
 		}
 		return s.answer(c, start, true, res, err)
 	}
@@ -202,7 +209,7 @@ func (s *Server) history(c echo.Context) error {
 	}
 	var since broker.Position
 	if v := c.QueryParam("since"); v != "" {
-		pos, err := ParsePosition(v)
+		pos, err := push.ParsePosition(v)
 		if err != nil {
 			return err
 		}
@@ -220,26 +227,4 @@ func (s *Server) history(c echo.Context) error {
 		"channel": channel, "epoch": hist.Position.Epoch, "offset": hist.Position.Offset,
 		"complete": hist.Complete, "messages": msgs,
 	})
-}
-
-// ParsePosition parses "epoch:offset" (the SSE id format) or a bare offset.
-func ParsePosition(v string) (broker.Position, error) {
-	epoch, off, ok := cutLast(v, ':')
-	if !ok {
-		epoch, off = "", v
-	}
-	n, err := strconv.ParseUint(off, 10, 64)
-	if err != nil {
-		return broker.Position{}, newError(push.CodeBadRequest, `since must be "epoch:offset" or an offset`)
-	}
-	return broker.Position{Epoch: epoch, Offset: n}, nil
-}
-
-func cutLast(s string, sep byte) (before, after string, ok bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -37,7 +37,7 @@ func (w *benchWriter) reset() {
 // wires it. The request and writer are reused, so allocs/op is the
 // server's own per-request work above net/http.
 func BenchmarkPublish(b *testing.B) {
-	node := push.NewNode(push.Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
+	node := push.NewNode(push.Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour, CanaryInterval: time.Hour})
 	br := broker.NewMemory(node)
 	node.Start(context.Background(), br)
 	b.Cleanup(func() {

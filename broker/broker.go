@@ -115,19 +115,50 @@ type Broker interface {
 	Close(ctx context.Context) error
 }
 
-// Publication is one message of a batch: what Broker.Publish takes.
+// Publication is one message of a batch: what Broker.Publish takes, and
+// optionally an idempotency key.
 type Publication struct {
 	Channel   string
 	Data      json.RawMessage
 	Retention Retention
+	// IdempotencyKey, when set (1-MaxIdempotencyKey bytes), makes the
+	// publish happen at most once per channel and key within
+	// IdempotencyWindow: a later publication with the same channel and key
+	// publishes nothing and answers the first one's position with
+	// PublishResult.Duplicate set. The check and the publish are one
+	// atomic step in the engine, so nodes racing with the same key
+	// publish once.
+	IdempotencyKey string
+	// IdempotencyWindow is how long the key is remembered after the first
+	// publish; 0 means DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
 }
+
+// DefaultIdempotencyWindow is how long an idempotency key is remembered
+// when the namespace does not say.
+const DefaultIdempotencyWindow = 5 * time.Minute
+
+// MaxIdempotencyKey is the longest idempotency key, in bytes.
+const MaxIdempotencyKey = 128
 
 // PublishResult is the outcome of one Publication: its position, or an
 // error with the meaning Broker.Publish gives it (ErrUnavailable: not
 // published; ErrUncertain: maybe published).
 type PublishResult struct {
 	Position Position
-	Err      error
+	// Duplicate reports that the publication's idempotency key was seen
+	// on its channel within the window: nothing was published, and
+	// Position is the first publication's.
+	Duplicate bool
+	Err       error
+}
+
+// IdempotencyWindowOf returns the window a publication's key is kept for.
+func IdempotencyWindowOf(p Publication) time.Duration {
+	if p.IdempotencyWindow <= 0 {
+		return DefaultIdempotencyWindow
+	}
+	return p.IdempotencyWindow
 }
 
 // BatchPublisher is implemented by engines that publish many messages for
@@ -147,4 +178,14 @@ type BatchPublisher interface {
 // now (the backing store is reachable). /readyz uses it.
 type Readier interface {
 	Ready(ctx context.Context) error
+}
+
+// Resubscriber is implemented by engines whose pub/sub runs over
+// connections of their own (Redis). Resubscribe drops them and subscribes
+// every wanted channel afresh on new ones; the Handler is told
+// (HandleReconnect) once they are back. The node calls it when its pub/sub
+// canary stops coming back: a connection can look alive and deliver
+// nothing.
+type Resubscriber interface {
+	Resubscribe(ctx context.Context) error
 }

@@ -45,6 +45,10 @@ type memChannel struct {
 	expires     time.Time
 	subscribed  bool
 	lastPublish time.Time
+	// keys remembers the idempotency keys published within their window
+	// (memory_idem.go); they outlive an epoch restart, as the first
+	// publish's answer does.
+	keys map[string]idemEntry
 }
 
 // restartLocked starts the channel over in a new epoch after its state
@@ -107,7 +111,8 @@ func (m *Memory) sweep() {
 		m.mu.Lock()
 		for name, ch := range m.channels {
 			ch.mu.Lock()
-			if !ch.subscribed && now.After(ch.expires) {
+			ch.expireKeysLocked(now)
+			if !ch.subscribed && now.After(ch.expires) && len(ch.keys) == 0 {
 				delete(m.channels, name)
 			}
 			ch.mu.Unlock()
@@ -139,18 +144,32 @@ func (m *Memory) queue(channel string) chan *Message {
 
 // Publish implements Broker.
 func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessage, r Retention) (Position, error) {
-	ch, err := m.channel(channel)
+	res := m.publish(ctx, Publication{Channel: channel, Data: data, Retention: r})
+	return res.Position, res.Err
+}
+
+// publish is one publication, its idempotency check included, under the
+// channel's lock.
+func (m *Memory) publish(ctx context.Context, p Publication) PublishResult {
+	ch, err := m.channel(p.Channel)
 	if err != nil {
-		return Position{}, err
+		return PublishResult{Err: err}
 	}
 	now := m.now()
 	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if p.IdempotencyKey != "" {
+		if pos, ok := ch.seenLocked(p.IdempotencyKey, now); ok {
+			return PublishResult{Position: pos, Duplicate: true}
+		}
+	}
 	if now.After(ch.expires) {
 		// The channel's state expired: start over in a new epoch.
 		ch.restartLocked(now)
 	}
 	ch.offset++
-	msg := Message{Channel: channel, Offset: ch.offset, Epoch: ch.epoch, Data: data, Time: now.UnixMilli()}
+	r := p.Retention
+	msg := Message{Channel: p.Channel, Offset: ch.offset, Epoch: ch.epoch, Data: p.Data, Time: now.UnixMilli()}
 	ttl := r.TTL
 	if ttl <= 0 {
 		ttl = DefaultTTL
@@ -167,6 +186,9 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 		ch.history = nil
 	}
 	pos := Position{Epoch: ch.epoch, Offset: ch.offset}
+	if p.IdempotencyKey != "" {
+		ch.rememberLocked(p.IdempotencyKey, pos, now.Add(IdempotencyWindowOf(p)))
+	}
 	// Enqueue under the channel lock so that queue order is offset order.
 	// The queued copy is made here, so that a publish nobody listens to
 	// allocates no Message.
@@ -174,16 +196,15 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 		out := new(Message)
 		*out = msg
 		select {
-		case m.queue(channel) <- out:
+		case m.queue(p.Channel) <- out:
 		case <-ctx.Done():
 			// The message is published (it has an offset and is in
 			// history); only its live delivery could not be queued. Wait
 			// for room instead of losing it.
-			m.queue(channel) <- out
+			m.queue(p.Channel) <- out
 		}
 	}
-	ch.mu.Unlock()
-	return pos, nil
+	return PublishResult{Position: pos}
 }
 
 // PublishBatch implements BatchPublisher. In process a batch costs what
@@ -192,7 +213,7 @@ func (m *Memory) Publish(ctx context.Context, channel string, data json.RawMessa
 func (m *Memory) PublishBatch(ctx context.Context, pubs []Publication) []PublishResult {
 	out := make([]PublishResult, len(pubs))
 	for i, p := range pubs {
-		out[i].Position, out[i].Err = m.Publish(ctx, p.Channel, p.Data, p.Retention)
+		out[i] = m.publish(ctx, p)
 	}
 	return out
 }

@@ -11,8 +11,9 @@ import (
 
 // Admission decides who may connect, for every transport: a browser's
 // Origin, the client's address behind trusted proxies, and the cap on
-// connections per address. The WebSocket server admits with it; the event
-// streams (SSE) check origins with the same rule (api.Options.CheckOrigin).
+// connections per address. One is shared by the node's transports
+// (push/ws, push/sse, push/poll), so that the cap counts a client's
+// connections on all of them.
 type Admission struct {
 	// Origins allowed to connect from a browser, besides the server's own
 	// host. "*" allows any.
@@ -22,9 +23,21 @@ type Admission struct {
 	ips     *ipLimiter
 }
 
-// NewAdmission returns the admission rules of o: AllowedOrigins,
-// MaxConnsPerIP and TrustedProxies.
-func NewAdmission(o ServerOptions) *Admission {
+// AdmissionOptions are the rules of an Admission.
+type AdmissionOptions struct {
+	// AllowedOrigins lists origins ("https://app.example.com") allowed
+	// besides the request's own host; "*" allows every origin.
+	AllowedOrigins []string
+	// MaxConnsPerIP caps the open connections from one client address
+	// (0: no cap).
+	MaxConnsPerIP int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed
+	// when finding a client's address.
+	TrustedProxies []netip.Prefix
+}
+
+// NewAdmission returns the admission rules of o.
+func NewAdmission(o AdmissionOptions) *Admission {
 	a := &Admission{
 		origins: make(map[string]bool), trusted: o.TrustedProxies,
 		ips: &ipLimiter{max: o.MaxConnsPerIP, n: make(map[string]int)},
@@ -40,10 +53,10 @@ func NewAdmission(o ServerOptions) *Admission {
 	return a
 }
 
-// admit checks r's origin and takes a connection slot for its client
-// address, counting a refusal on n. The caller releases ip when the
-// connection ends.
-func (a *Admission) admit(n *Node, r *http.Request) (ip string, err *Error) {
+// Admit checks r's origin and takes a connection slot for its client
+// address, counting a refusal on n. The caller releases ip (Release) when
+// the connection ends.
+func (a *Admission) Admit(n *Node, r *http.Request) (ip string, err *Error) {
 	if !a.CheckOrigin(r.Header.Get("Origin"), r.Host) {
 		n.countRejection(ReasonOrigin)
 		return "", Errorf(CodeForbidden, "origin not allowed: add it to allowed_origins")
@@ -55,6 +68,9 @@ func (a *Admission) admit(n *Node, r *http.Request) (ip string, err *Error) {
 	}
 	return ip, nil
 }
+
+// Release gives back the connection slot Admit took for ip.
+func (a *Admission) Release(ip string) { a.ips.release(ip) }
 
 // CheckOrigin reports whether a browser on origin may connect to a server
 // reached at host. Requests without an Origin header (non-browser clients)

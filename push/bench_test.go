@@ -50,7 +50,7 @@ func newFanout(tb testing.TB, n int) *fanout { return newFanoutWith(tb, n, "") }
 // (the max_rate query parameter).
 func newFanoutWith(tb testing.TB, n int, maxRate string) *fanout {
 	tb.Helper()
-	h := NewNode(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour})
+	h := NewNode(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour, CanaryInterval: time.Hour})
 	b := broker.NewMemory(h)
 	h.Start(context.Background(), b)
 	tb.Cleanup(func() {
@@ -189,17 +189,4 @@ func BenchmarkAppendMessageNew(b *testing.B) {
 	for b.Loop() {
 		_ = AppendMessage(make([]byte, 0, messageCap(m)), m, false)
 	}
-}
-
-// BenchmarkAppendFrames builds what the WebSocket writer hands write(2)
-// for a connection with 4 queued messages, into its reused buffer.
-func BenchmarkAppendFrames(b *testing.B) {
-	frame := AppendMessage(nil, &broker.Message{Channel: "stocks:AAPL", Epoch: "e1", Offset: 42, Data: []byte(`{"price":187.12}`)}, false)
-	frames := [][]byte{frame, frame, frame, frame}
-	var buf []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = appendFrames(buf[:0], frames, false)
-	}
-	b.SetBytes(int64(len(buf)))
 }

@@ -61,7 +61,7 @@ func (s *Session) handle(raw []byte) {
 	case "unsubscribe":
 		s.node.Unsubscribe(s, c.ID, c.Channel)
 	case "publish":
-		s.publish(c.ID, c.Channel, c.Data)
+		s.publish(c.ID, c.Channel, c.Data, c.IdempotencyKey)
 	case "history":
 		s.history(c.ID, c.Channel, c.Since, c.Limit)
 	case "auth":
@@ -214,7 +214,7 @@ func (n *Node) Unsubscribe(s *Session, id json.Number, channel string) {
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))
 }
 
-func (s *Session) publish(id json.Number, channel string, data json.RawMessage) {
+func (s *Session) publish(id json.Number, channel string, data json.RawMessage, key string) {
 	ns := s.lookup(id, channel)
 	if ns == nil {
 		return
@@ -243,14 +243,16 @@ func (s *Session) publish(id json.Number, channel string, data json.RawMessage) 
 	ctx, cancel := s.node.brokerCtx()
 	defer cancel()
 	// json.Unmarshal copied data out of gws's read buffer: it may be kept.
-	pos, err := s.node.Publish(ctx, Publication{Channel: channel, Data: data})
+	pos, err := s.node.Publish(ctx, Publication{Channel: channel, Data: data, IdempotencyKey: key})
 	if err != nil {
 		e := AsError(err)
 		s.reject(id, e.Code, e.Message, channel)
 		return
 	}
-	s.node.stats.ClientPubs.Add(1)
-	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset}))
+	if !pos.Duplicate {
+		s.node.stats.ClientPubs.Add(1)
+	}
+	s.send(encode(ackFrame{Type: "ack", ID: id, Channel: channel, Epoch: pos.Epoch, Offset: pos.Offset, Duplicate: pos.Duplicate}))
 }
 
 func (s *Session) history(id json.Number, channel string, since *broker.Position, limit int) {

@@ -13,7 +13,7 @@ package push
 //	rateWheel.firing -> hubChannel.mu
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
-// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, rateWheel.mu.
+// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu, rateWheel.mu.
 //
 // What holds what, and why:
 //
@@ -44,9 +44,11 @@ package push
 //     test turning the wheel by hand) over its scratch lists; held while
 //     each due channel's hubChannel.mu is taken in turn.
 //   - recovery.mu guards whether a resync runs or is wanted.
-//   - writer.mu guards a writer goroutine's run queue (writers.go).
+//   - writer.mu guards a writer goroutine's run queue (push/ws/writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
+//   - canary.mu guards the pub/sub probe's state (canary.go); no broker
+//     call is made holding it.
 //
 // Beneath push, the memory engine (broker/memory.go) takes Memory.mu ->
 // memChannel.mu and holds memChannel.mu while it waits for room in a
@@ -64,19 +66,21 @@ package push
 //	goroutine              started by                       ended by
 //	Node.heartbeat         Node.Start                       Node.Close (done), waited by Node.wg
 //	Node.reportLoop        Node.Start (startSystem)         Node.Close (done), waited by Node.wg
+//	canary.loop            Node.Start (startSystem)         Node.Close (done), waited by Node.wg;
+//	                                                        its broker calls are cut by Node.life
 //	recovery.resyncLoop    Node.HandleReconnect, one at a   no pass wanted any more, or done during
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts
 //	                       broker ahead, one per channel    its reads and waits; waited by Node.wg
-//	writer.run (x CPUs)    Node.Start (startWriters)        writers.stop, last in Node.Close
+//	writer.run (x CPUs)    ws.NewServer (startWriters)      writers.stop, last in Node.Close (AfterClose)
 //	rateWheel.run (one)    Node.Start                       Node.Close (done), waited by Node.wg;
 //	                                                        sleeps while no subscription is held
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
-//	gws ReadLoop           Server.ServeHTTP, per connection the connection closing (OnClose ->
-//	                                                        Session.Close)
+//	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
+//	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
-//	/echo ReadLoop         NewEchoSocket's handler              the connection closing
+//	/echo ReadLoop         ws.NewEchoSocket.s handler       the connection closing
 //
 // SSE and long-poll run their session's flushes on the request's own
 // goroutine, which ends with the request. The engines' goroutines are

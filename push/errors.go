@@ -39,6 +39,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotSupported     = "not_supported"
 	CodeDraining         = "draining"
+	CodePubSubStalled    = "pubsub_stalled" // /readyz: the pub/sub canary is not coming back (canary.go)
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeRequestTimeout   = "request_timeout"
 )
@@ -72,6 +73,7 @@ var codes = map[string]codeInfo{
 	CodeNotSupported:     {http.StatusNotImplemented, 0},
 	CodeUnavailable:      {http.StatusServiceUnavailable, CloseInternal},
 	CodeDraining:         {http.StatusServiceUnavailable, CloseGoingAway},
+	CodePubSubStalled:    {http.StatusServiceUnavailable, 0},
 	CodeUncertain:        {http.StatusGatewayTimeout, 0},
 }
 

@@ -18,7 +18,7 @@ const (
 	ReasonFlood                      // too many rejected frames
 	ReasonSlowConsumer               // send queue overflow
 	ReasonNoPong                     // heartbeat timeout
-	ReasonBadFrame                   // frame header against RFC 6455 (wsguard.go)
+	ReasonBadFrame                   // frame header against RFC 6455 (push/ws/wsguard.go)
 	numReasons
 )
 

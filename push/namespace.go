@@ -35,6 +35,9 @@ type Namespace struct {
 	ClientPublish   bool          `yaml:"client_publish" json:"client_publish"`
 	PublishRate     Rate          `yaml:"publish_rate" json:"publish_rate"`
 	MaxMessageBytes int           `yaml:"max_message_bytes" json:"max_message_bytes"`
+	// IdempotencyWindow is how long a publish's idempotency_key is
+	// remembered on its channel; 0 means broker.DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration `yaml:"idempotency_window" json:"idempotency_window"`
 	// Conflate: a subscriber that falls behind its send queue gets the
 	// latest message of each channel only, until its queue drains,
 	// instead of being closed with 4001 (conflate.go).

@@ -15,7 +15,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +71,11 @@ type Options struct {
 	// StatsInterval is how often each node reports its figures over the
 	// broker (default 2s).
 	StatsInterval time.Duration
+	// CanaryInterval is how often the node sends a probe through the
+	// broker's pub/sub and expects it back (canary.go); three intervals
+	// without one make Ready fail with CodePubSubStalled. Default
+	// DefaultCanaryInterval.
+	CanaryInterval time.Duration
 	// ObserveBroker, if set, is told the duration of every broker call the
 	// node makes (op is "subscribe", "unsubscribe", "history", "publish",
 	// "presence").
@@ -111,6 +115,9 @@ func (o *Options) setDefaults() {
 	if o.TokenGrace <= 0 {
 		o.TokenGrace = DefaultTokenGrace
 	}
+	if o.CanaryInterval <= 0 {
+		o.CanaryInterval = DefaultCanaryInterval
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -142,6 +149,7 @@ type Node struct {
 	rejected [numReasons]atomic.Uint64
 	closes   [numCloses]atomic.Uint64
 	nodes    nodeReports
+	canary   canary // the pub/sub probe (canary.go)
 
 	// done is closed by Close; every long-lived goroutine of the node
 	// (heartbeat, reportLoop, resync, fills) ends when it sees it, and wg
@@ -151,7 +159,9 @@ type Node struct {
 	stopLife context.CancelFunc
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-	writers  *writers // run WebSocket flushes; started by Start
+	// afterClose run at the end of Close, once every session is gone
+	// (AfterClose): the WebSocket writers, which send the close frames.
+	afterClose []func()
 }
 
 var _ broker.Handler = (*Node)(nil)
@@ -176,6 +186,7 @@ func NewNode(opts Options) *Node {
 	n.hub.init(&n.stats, n.timedBroker(), n.log, opts.BrokerTimeout)
 	n.recovery.init(n)
 	n.sessions.init()
+	n.canary.init(n)
 	return n
 }
 
@@ -183,7 +194,6 @@ func NewNode(opts Options) *Node {
 // the heartbeat and stats loops.
 func (n *Node) Start(ctx context.Context, b broker.Broker) {
 	n.broker = b
-	n.writers = startWriters(runtime.GOMAXPROCS(0))
 	n.wg.Add(2)
 	go n.heartbeat()
 	go func() {
@@ -212,6 +222,11 @@ func (n *Node) Counts() (sessions, channels, subscriptions int) {
 	return n.sessions.len(), channels, subscriptions
 }
 
+// AfterClose has Close run f last, after every session is gone (or Close
+// gave up waiting): a transport lets go there of what its sessions' closes
+// need. Call it before serving.
+func (n *Node) AfterClose(f func()) { n.afterClose = append(n.afterClose, f) }
+
 // Close closes every session with code and reason, waits until they are
 // gone (or ctx ends) and stops the node's goroutines.
 func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
@@ -221,10 +236,12 @@ func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
 	})
 	n.sessions.each(func(s *Session) { s.closeAsync(code, reason) })
 	n.wg.Wait()
-	// The writers send the close frames: stop them last.
-	if n.writers != nil {
-		defer n.writers.stop()
-	}
+	// The transports' writers send the close frames: stop them last.
+	defer func() {
+		for _, f := range n.afterClose {
+			f()
+		}
+	}()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for n.sessions.len() > 0 {
@@ -241,6 +258,10 @@ func (n *Node) Close(ctx context.Context, code uint16, reason string) error {
 // every other message goes to recovery, which fans it out in order (and
 // fills any gap before it without holding up the broker's goroutine).
 func (n *Node) HandleMessage(m *broker.Message) {
+	if m.Channel == n.canary.channel {
+		n.canary.back(m.Data)
+		return
+	}
 	n.stats.Received.Add(1)
 	if isSystem(m.Channel) {
 		n.handleSystem(m)
@@ -320,11 +341,20 @@ func (s nodeSubscriber) Unsubscribe(ctx context.Context, channel string) error {
 	return s.n.timed("unsubscribe", func() error { return s.n.broker.Unsubscribe(ctx, channel) })
 }
 
-// Ready reports whether the node can serve: its broker, when the engine
-// can tell (broker.Readier), is reachable.
+// Ready reports whether the node can serve: its pub/sub canary comes
+// back (CodePubSubStalled otherwise, with the broker's own error when it
+// has one) and its broker, when the engine can tell (broker.Readier), is
+// reachable.
 func (n *Node) Ready(ctx context.Context) error {
+	var berr error
 	if r, ok := n.broker.(broker.Readier); ok {
-		return r.Ready(ctx)
+		berr = r.Ready(ctx)
 	}
-	return nil
+	if err := n.checkCanary(); err != nil {
+		if berr != nil {
+			err.Message += "; broker: " + berr.Error()
+		}
+		return err
+	}
+	return berr
 }

@@ -12,6 +12,7 @@ import (
 const (
 	CloseNormal       = 1000
 	CloseGoingAway    = 1001 // server draining: reconnect, elsewhere if need be
+	CloseProtocol     = 1002 // the client broke RFC 6455's framing rules (§7.4.1)
 	ClosePolicy       = 1008 // bad token, forbidden origin
 	CloseTooBig       = 1009 // frame over max_frame_bytes
 	CloseInternal     = 1011
@@ -52,6 +53,9 @@ type command struct {
 	Limit   int              `json:"limit,omitempty"`
 	Token   string           `json:"token,omitempty"`
 	Key     string           `json:"key,omitempty"` // auth as admin with an API key
+	// IdempotencyKey of a publish: a retry with the same key publishes
+	// nothing and is acked duplicate.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
 // Server -> client frames other than "message", encoded with encoding/json:
@@ -85,6 +89,9 @@ type (
 		Channel string      `json:"channel,omitempty"`
 		Epoch   string      `json:"epoch,omitempty"`
 		Offset  uint64      `json:"offset,omitempty"`
+		// Duplicate: a publish whose idempotency key was seen; the
+		// position is the first publish's.
+		Duplicate bool `json:"duplicate,omitempty"`
 	}
 	historyFrame struct {
 		Type     string          `json:"type"`

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/broker"
@@ -22,6 +23,19 @@ const MaxHistoryLimit = 1000
 type Publication struct {
 	Channel string
 	Data    json.RawMessage
+	// IdempotencyKey (optional, 1-128 bytes) makes a retried publish
+	// happen once: within the namespace's idempotency_window, a publish to
+	// the same channel with the same key publishes nothing and answers the
+	// first one's position, Duplicate set.
+	IdempotencyKey string
+}
+
+// Published is the answer to one publication: its position, and whether
+// it repeated an idempotency key (nothing was published; the position is
+// the first publish's).
+type Published struct {
+	broker.Position
+	Duplicate bool
 }
 
 // checked is a Publication that passed Node.check, ready for the broker.
@@ -29,6 +43,13 @@ type checked struct {
 	channel string
 	data    json.RawMessage
 	ret     broker.Retention
+	key     string
+	window  time.Duration
+}
+
+// publication returns c as the broker takes it.
+func (c checked) publication() broker.Publication {
+	return broker.Publication{Channel: c.channel, Data: c.data, Retention: c.ret, IdempotencyKey: c.key, IdempotencyWindow: c.window}
 }
 
 // InvalidPublication is the error of a PublishBatch whose entry Index
@@ -47,6 +68,9 @@ func (e *InvalidPublication) Unwrap() error { return e.Err }
 func (n *Node) check(p Publication) (checked, error) {
 	if p.Channel == "" {
 		return checked{}, Errorf(CodeBadRequest, `missing "channel"`)
+	}
+	if len(p.IdempotencyKey) > broker.MaxIdempotencyKey {
+		return checked{}, Errorf(CodeBadRequest, "idempotency_key is %d bytes, at most %d are allowed", len(p.IdempotencyKey), broker.MaxIdempotencyKey)
 	}
 	ns, err := n.opts.Namespaces.Lookup(p.Channel)
 	if err != nil {
@@ -73,16 +97,16 @@ func (n *Node) check(p Publication) (checked, error) {
 	if len(data) > ns.MessageLimit() {
 		return checked{}, Errorf(CodeTooLarge, "data for %q is %d bytes, its namespace allows %d", p.Channel, len(data), ns.MessageLimit())
 	}
-	return checked{channel: p.Channel, data: data, ret: ns.Retention()}, nil
+	return checked{channel: p.Channel, data: data, ret: ns.Retention(), key: p.IdempotencyKey, window: ns.IdempotencyWindow}, nil
 }
 
 // Publish validates p and publishes it. An error is an *Error; a broker
 // failure says whether the message may have been published
 // (outcome_unknown) or certainly was not (unavailable).
-func (n *Node) Publish(ctx context.Context, p Publication) (broker.Position, error) {
+func (n *Node) Publish(ctx context.Context, p Publication) (Published, error) {
 	c, err := n.check(p)
 	if err != nil {
-		return broker.Position{}, err
+		return Published{}, err
 	}
 	return n.publish(ctx, c)
 }
@@ -92,7 +116,7 @@ func (n *Node) Publish(ctx context.Context, p Publication) (broker.Position, err
 // published, then publishes them in order: a multi-channel publish and
 // /api/batch both come here. Only the broker can fail midway; the
 // positions so far come back with its error.
-func (n *Node) PublishBatch(ctx context.Context, pubs []Publication) ([]broker.Position, error) {
+func (n *Node) PublishBatch(ctx context.Context, pubs []Publication) ([]Published, error) {
 	cs := make([]checked, len(pubs))
 	for i, p := range pubs {
 		c, err := n.check(p)
@@ -104,7 +128,7 @@ func (n *Node) PublishBatch(ctx context.Context, pubs []Publication) ([]broker.P
 	if bp, ok := n.broker.(broker.BatchPublisher); ok {
 		return n.publishBatch(ctx, bp, cs)
 	}
-	out := make([]broker.Position, 0, len(cs))
+	out := make([]Published, 0, len(cs))
 	for _, c := range cs {
 		pos, err := n.publish(ctx, c)
 		if err != nil {
@@ -116,7 +140,20 @@ func (n *Node) PublishBatch(ctx context.Context, pubs []Publication) ([]broker.P
 }
 
 // publish is the one broker publish of the node, timed for every caller.
-func (n *Node) publish(ctx context.Context, c checked) (broker.Position, error) {
+// A keyed publication needs an engine that checks keys (a
+// BatchPublisher: both of Herald's engines are).
+func (n *Node) publish(ctx context.Context, c checked) (Published, error) {
+	if c.key != "" {
+		bp, ok := n.broker.(broker.BatchPublisher)
+		if !ok {
+			return Published{}, Errorf(CodeBadRequest, "this broker does not support idempotency_key")
+		}
+		res, err := n.publishBatch(ctx, bp, []checked{c})
+		if err != nil {
+			return Published{}, err
+		}
+		return res[0], nil
+	}
 	var pos broker.Position
 	err := n.timed("publish", func() error {
 		var err error
@@ -124,9 +161,9 @@ func (n *Node) publish(ctx context.Context, c checked) (broker.Position, error) 
 		return err
 	})
 	if err != nil {
-		return pos, publishError(err)
+		return Published{Position: pos}, publishError(err)
 	}
-	return pos, nil
+	return Published{Position: pos}, nil
 }
 
 // publishBatch hands the whole batch to an engine that publishes it in
@@ -135,10 +172,10 @@ func (n *Node) publish(ctx context.Context, c checked) (broker.Position, error) 
 // error, with one care: the engine's outcomes are independent after a
 // failure, so when an entry after a refused one may have gone through,
 // the batch's error is outcome_unknown, never "nothing was published".
-func (n *Node) publishBatch(ctx context.Context, bp broker.BatchPublisher, cs []checked) ([]broker.Position, error) {
+func (n *Node) publishBatch(ctx context.Context, bp broker.BatchPublisher, cs []checked) ([]Published, error) {
 	pubs := make([]broker.Publication, len(cs))
 	for i, c := range cs {
-		pubs[i] = broker.Publication{Channel: c.channel, Data: c.data, Retention: c.ret}
+		pubs[i] = c.publication()
 	}
 	var res []broker.PublishResult
 	_ = n.timed("publish", func() error {
@@ -150,10 +187,10 @@ func (n *Node) publishBatch(ctx context.Context, bp broker.BatchPublisher, cs []
 		}
 		return nil
 	})
-	out := make([]broker.Position, 0, len(cs))
+	out := make([]Published, 0, len(cs))
 	for i, r := range res {
 		if r.Err == nil {
-			out = append(out, r.Position)
+			out = append(out, Published{Position: r.Position, Duplicate: r.Duplicate})
 			continue
 		}
 		err := r.Err

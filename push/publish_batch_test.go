@@ -54,7 +54,7 @@ func TestPublishBatchThroughBatchPublisher(t *testing.T) {
 			b := &batchBroker{scriptBroker: newScriptBroker("e"), outcomes: tc.outcomes}
 			n.Start(context.Background(), b)
 			t.Cleanup(func() { _ = n.Close(context.Background(), CloseGoingAway, "test over") })
-			pubs := []Publication{{"a", []byte(`1`)}, {"b", []byte(`2`)}, {"a", []byte(`3`)}}
+			pubs := []Publication{{Channel: "a", Data: []byte(`1`)}, {Channel: "b", Data: []byte(`2`)}, {Channel: "a", Data: []byte(`3`)}}
 			pos, err := n.PublishBatch(context.Background(), pubs)
 			if b.calls != 1 {
 				t.Fatalf("PublishBatch called the engine %d times, want once", b.calls)

@@ -176,7 +176,7 @@ func summary(f []byte) string {
 		Reason    string `json:"reason"`
 		Code      string `json:"code"`
 	}
-	if isControl(f) || json.Unmarshal(f, &v) != nil {
+	if json.Unmarshal(f, &v) != nil {
 		return ""
 	}
 	switch v.Type {

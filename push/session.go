@@ -22,12 +22,12 @@ type Transport interface {
 	Close(code uint16, reason string)
 }
 
-// tryWriter is a transport that can write without waiting for a slow
+// TryWriter is a transport that can write without waiting for a slow
 // peer: the WebSocket transport, whose flushes run on a few shared writer
 // goroutines. Blocking one of them on one full socket would stall every
 // connection behind it, so what the socket does not take at once is kept
 // and written by a goroutine of the session's own (Drain).
-type tryWriter interface {
+type TryWriter interface {
 	// TryWrite writes frames as far as the socket takes them now and
 	// keeps the rest; done reports that nothing was kept.
 	TryWrite(frames [][]byte) (done bool, err error)
@@ -73,7 +73,7 @@ type Session struct {
 	errors   int     // rejected frames since the last heartbeat, for flood control
 
 	flushFn func()    // s.flush, bound once so that scheduling it never allocates
-	tw      tryWriter // s.t when it can write without waiting, else nil
+	tw      TryWriter // s.t when it can write without waiting, else nil
 }
 
 // NewSession returns a session on t. Sessions of two-way transports are
@@ -81,7 +81,7 @@ type Session struct {
 func (n *Node) NewSession(t Transport, oneWay bool) *Session {
 	s := &Session{node: n, t: t, id: n.nextID.Add(1), oneWay: oneWay}
 	s.flushFn = s.flush
-	s.tw, _ = t.(tryWriter)
+	s.tw, _ = t.(TryWriter)
 	now := time.Now().UnixNano()
 	s.opened = now
 	s.lastSeen.Store(now)
@@ -371,12 +371,12 @@ func (n *Node) heartbeat() {
 				s.errors = 0 // the flood limit counts per heartbeat interval
 				s.mu.Unlock()
 				s.send(pingFrame)
-				if !s.oneWay {
+				if p, ok := s.t.(Pinger); ok {
 					// Browsers answer WebSocket pings by themselves, so a
 					// client that never sends a frame of its own (the
 					// three-line snippet in the README) stays alive; the
 					// JSON ping lets clients watch the server in turn.
-					s.send(wsPingFrame)
+					s.send(p.PingFrame())
 				}
 			})
 			n.refreshPresence()

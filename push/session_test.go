@@ -79,3 +79,30 @@ func TestSlowConsumerIsTheStalledOne(t *testing.T) {
 		t.Errorf("%d slow consumers counted, want 2", got)
 	}
 }
+
+// panicTransport panics in its writes, as a bug in a transport would.
+type panicTransport struct{ closed chan uint16 }
+
+func (t *panicTransport) Schedule(flush func())       { go flush() }
+func (t *panicTransport) Write([][]byte) error        { panic("test: a bug in a write") }
+func (t *panicTransport) Close(code uint16, _ string) { t.closed <- code }
+
+// A panic in a session's writer closes that session with 1011.
+func TestWriterPanicClosesTheSession(t *testing.T) {
+	h := NewNode(Options{Node: "t"})
+	tr := &panicTransport{closed: make(chan uint16, 1)}
+	s := h.NewSession(tr, true)
+	before := RecoveredPanics()
+	s.send([]byte(`{"type":"x"}`))
+	select {
+	case code := <-tr.closed:
+		if code != CloseInternal {
+			t.Fatalf("closed with %d, want %d", code, CloseInternal)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session was not closed")
+	}
+	if !s.isClosed() || RecoveredPanics() == before {
+		t.Fatalf("closed %v, panics counted %d", s.isClosed(), RecoveredPanics()-before)
+	}
+}

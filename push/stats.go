@@ -1,11 +1,5 @@
 package push
 
-import (
-	"errors"
-
-	"github.com/lxzan/gws"
-)
-
 // Snapshot is a point-in-time view of this node, for /api/stats and
 // /metrics. Taking it walks the channels and sessions: it is for scrapes,
 // not for hot paths.
@@ -26,6 +20,7 @@ type Snapshot struct {
 	MaxQueued     int               `json:"max_queued_bytes"`
 	Rejections    map[string]uint64 `json:"rejections"`
 	Closes        map[string]uint64 `json:"closes"`
+	PubSubLag     float64           `json:"pubsub_lag_seconds"` // the broker pub/sub's delay, measured by the canary
 }
 
 // Snapshot returns the node's current figures.
@@ -43,6 +38,7 @@ func (n *Node) Snapshot() Snapshot {
 		Reconnects: n.stats.Reconnects.Load(),
 		Rejections: n.Rejections(),
 		Closes:     make(map[string]uint64, len(closeNames)),
+		PubSubLag:  n.canary.lag().Seconds(),
 	}
 	n.sessions.each(func(ss *Session) {
 		ss.mu.Lock()
@@ -70,7 +66,7 @@ const (
 	closeFlood
 	closeAbnormal // the connection broke without a close frame
 	closeOther
-	closeProtocol // 1002: the client broke the framing rules (wsguard.go)
+	closeProtocol // 1002: the client broke the framing rules (push/ws/wsguard.go)
 	closeInternal // 1011: a panic was recovered (recover.go)
 	numCloses
 )
@@ -109,19 +105,13 @@ func closeKind(code uint16) int {
 	return closeOther
 }
 
-// countClose records why a WebSocket ended: the code the server sent, or
-// the client's close code, or abnormal when there was no close frame.
-func (n *Node) countClose(s *Session, err error) {
+// CountClose records why a WebSocket ended: the code the server sent, or
+// else the client's close code (clientCode), or abnormal when there was no
+// close frame (0).
+func (n *Node) CountClose(s *Session, clientCode uint16) {
 	code := s.closeCode.Load()
 	if code == 0 {
-		var ce *gws.CloseError
-		var sc interface{ Uint16() uint16 }
-		switch {
-		case errors.As(err, &ce):
-			code = uint32(ce.Code)
-		case errors.As(err, &sc):
-			code = uint32(sc.Uint16())
-		}
+		code = uint32(clientCode)
 	}
 	kind := closeAbnormal
 	if code != 0 {

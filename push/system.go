@@ -40,13 +40,14 @@ type control struct {
 
 // startSystem subscribes the system channels and starts the stats loop.
 func (n *Node) startSystem(ctx context.Context) {
-	if err := n.broker.Subscribe(ctx, systemChannels...); err != nil {
+	if err := n.broker.Subscribe(ctx, append(systemChannels[:len(systemChannels):len(systemChannels)], n.canary.channel)...); err != nil {
 		// The engine keeps the subscription wanted and makes it when the
 		// broker is back (as for every channel).
 		n.log.Warn("subscribing system channels failed; retried on reconnect", "err", err)
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.reportLoop()
+	go n.canary.loop()
 }
 
 // handleSystem acts on a message of a system channel.

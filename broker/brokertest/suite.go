@@ -46,6 +46,9 @@ func Run(t *testing.T, newBroker NewBroker) {
 		{"TTLExpiryStartsNewEpoch", testTTLExpiry},
 		{"Batch", testBatch},
 		{"BatchConcurrent", testBatchConcurrent},
+		{"Idempotent", testIdempotent},
+		{"IdempotentRace", testIdempotentRace},
+		{"IdempotencyWindow", testIdempotencyWindow},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -66,19 +67,33 @@ type pubItem struct {
 	channel string
 	data    json.RawMessage
 	r       broker.Retention
+	wire    []byte // "<len>:<data>", as the script publishes and stores it
+	key     string // idempotency key, "" for none
+	window  int64  // the key's window in ms
 	// sent is set when go-redis serializes the message onto a connection
 	// (see MarshalBinary); atomic because a Cluster pipeline writes to
 	// each node from its own goroutine.
 	sent atomic.Bool
 	pos  broker.Position
+	dup  bool
 	err  error
 }
 
-// MarshalBinary hands go-redis the data as it is, not re-encoded, and
-// records that the command is being written.
+// MarshalBinary hands go-redis the data, not re-encoded, behind its
+// length (the framing of publishScript's payload, so that the script
+// passes it on untouched), and records that the command is being
+// written.
 func (it *pubItem) MarshalBinary() ([]byte, error) {
 	it.sent.Store(true)
-	return it.data, nil
+	return it.wire, nil
+}
+
+// frame returns "<len>:<data>".
+func frame(data []byte) []byte {
+	b := make([]byte, 0, len(data)+8)
+	b = strconv.AppendInt(b, int64(len(data)), 10)
+	b = append(b, ':')
+	return append(b, data...)
 }
 
 // newJob returns a job for pubs.
@@ -87,9 +102,13 @@ func newJob(pubs []broker.Publication) *pubJob {
 	for i, p := range pubs {
 		it := &j.items[i]
 		it.channel, it.data, it.r = p.Channel, p.Data, p.Retention
+		if p.IdempotencyKey != "" {
+			it.key, it.window = p.IdempotencyKey, ttlMillis(broker.IdempotencyWindowOf(p))
+		}
 		if len(it.data) == 0 {
 			it.data = json.RawMessage("null") // keep the published JSON well-formed
 		}
+		it.wire = frame(it.data)
 	}
 	return j
 }
@@ -143,7 +162,7 @@ func (b *Broker) PublishBatch(ctx context.Context, pubs []broker.Publication) []
 		<-j.done // publishers finish what they took before they stop
 	}
 	for i := range j.items {
-		out[i] = broker.PublishResult{Position: j.items[i].pos, Err: j.items[i].err}
+		out[i] = broker.PublishResult{Position: j.items[i].pos, Duplicate: j.items[i].dup, Err: j.items[i].err}
 	}
 	return out
 }
@@ -200,6 +219,7 @@ const perCall = 64
 // scriptCall is one call of publishScript and the messages it carries.
 type scriptCall struct {
 	items []*pubItem
+	ends  []int // the end in items of each channel group, as sent
 	cmd   *redis.Cmd
 }
 
@@ -289,7 +309,9 @@ func (c *scriptCall) touches(set map[string]bool) bool {
 }
 
 // pipeline queues each call with queue and executes them all in one
-// round trip (with Cluster, one per node, in parallel).
+// round trip (with Cluster, one per node, in parallel). It first orders
+// each call's messages by channel (keeping each channel's order), the
+// groups publishScript takes.
 func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd) {
 	now := time.Now().UnixMilli()
 	// One fresh id serves every channel of the pipeline that starts an
@@ -302,19 +324,69 @@ func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p
 	}
 	pipe := b.client.Pipeline()
 	for _, c := range calls {
+		c.groupByChannel()
+		c.ends = c.ends[:0]
 		keys := make([]string, 1, 1+2*len(c.items))
-		args := make([]any, 3, 3+5*len(c.items))
+		args := make([]any, 3, 3+6*len(c.items))
 		args[0], args[1], args[2] = fresh, now, cmd
-		for _, it := range c.items {
-			n := b.names(it.channel)
+		for g := 0; g < len(c.items); {
+			first := c.items[g]
+			end, keyed := g, 0
+			for end < len(c.items) && c.items[end].channel == first.channel {
+				if c.items[end].key != "" {
+					keyed++
+				}
+				end++
+			}
+			n := b.names(first.channel)
 			keys[0] = n.gen // the same for every message of a call
 			keys = append(keys, n.pos, n.stream)
-			args = append(args, ttlMillis(it.r.TTL), max(it.r.Size, 0), it, n.pubsub, encodeChannel(it.channel))
+			last := c.items[end-1] // a reload may change retention midway: the newest wins
+			args = append(args, end-g, keyed, ttlMillis(last.r.TTL), max(last.r.Size, 0), n.pubsub)
+			for _, it := range c.items[g:end] {
+				if keyed > 0 {
+					if it.key != "" {
+						keys = append(keys, n.idem(it.key))
+						args = append(args, it.window)
+					} else {
+						args = append(args, 0)
+					}
+				}
+				args = append(args, it)
+			}
+			c.ends = append(c.ends, end)
+			g = end
 		}
 		c.cmd = queue(pipe, keys, args)
 	}
 	// Exec's error is the first command's; each command has its own.
 	_, _ = pipe.Exec(ctx)
+}
+
+// groupByChannel orders c's messages by channel, each channel's in their
+// order, the channels in the order of their first message. Calls are
+// small (perCall), so a stable sort on first appearance is cheap, and
+// nothing is moved when the call has one channel, the usual hot case.
+func (c *scriptCall) groupByChannel() {
+	if len(c.items) < 2 {
+		return
+	}
+	var rank map[string]int
+	for _, it := range c.items[1:] {
+		if it.channel != c.items[0].channel {
+			rank = make(map[string]int)
+			break
+		}
+	}
+	if rank == nil {
+		return
+	}
+	for _, it := range c.items {
+		if _, ok := rank[it.channel]; !ok {
+			rank[it.channel] = len(rank)
+		}
+	}
+	slices.SortStableFunc(c.items, func(x, y *pubItem) int { return rank[x.channel] - rank[y.channel] })
 }
 
 // settle records the outcome of every message of c from its command.
@@ -327,21 +399,55 @@ func (b *Broker) settle(c *scriptCall) {
 		}
 		return
 	}
-	if len(res) != 2*len(c.items) {
+	if len(res) != 3*len(c.ends) {
 		// The script ran: published, but we cannot say where.
 		for _, it := range c.items {
-			it.err = fmt.Errorf("redisbroker: publish %q: %w: script returned %d values for %d messages", it.channel, broker.ErrUncertain, len(res), len(c.items))
+			it.err = fmt.Errorf("redisbroker: publish %q: %w: script returned %d values for %d channels", it.channel, broker.ErrUncertain, len(res), len(c.ends))
 		}
 		return
 	}
-	for i, it := range c.items {
-		off, err := strconv.ParseUint(res[2*i+1], 10, 64)
-		if err != nil {
-			it.err = fmt.Errorf("redisbroker: publish %q: %w: bad offset: %w", it.channel, broker.ErrUncertain, err)
+	g := 0
+	for i, end := range c.ends {
+		if err := settleGroup(c.items[g:end], res[3*i], res[3*i+1], res[3*i+2]); err != nil {
+			for _, it := range c.items[g:end] {
+				it.err = fmt.Errorf("redisbroker: publish %q: %w: %w", it.channel, broker.ErrUncertain, err)
+			}
+		}
+		g = end
+	}
+}
+
+// settleGroup records the positions of one channel group from the
+// script's answer for it: its epoch, the first new offset and the
+// repeats ("<i> <epoch> <offset>,...", i from 1). The group's other
+// messages have consecutive offsets from the first, in order.
+func settleGroup(items []*pubItem, epoch, first, repeats string) error {
+	next, err := strconv.ParseUint(first, 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad offset %q", first)
+	}
+	for rep := range strings.SplitSeq(repeats, ",") {
+		if rep == "" {
 			continue
 		}
-		it.pos = broker.Position{Epoch: res[2*i], Offset: off}
+		f := strings.Fields(rep)
+		if len(f) != 3 {
+			return fmt.Errorf("bad repeat %q", rep)
+		}
+		i, err1 := strconv.Atoi(f[0])
+		off, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 != nil || err2 != nil || i < 1 || i > len(items) {
+			return fmt.Errorf("bad repeat %q", rep)
+		}
+		items[i-1].dup, items[i-1].pos = true, broker.Position{Epoch: f[1], Offset: off}
 	}
+	for _, it := range items {
+		if !it.dup {
+			it.pos = broker.Position{Epoch: epoch, Offset: next}
+			next++
+		}
+	}
+	return nil
 }
 
 // publishError classifies a failed publish: Redis's own answer says what

@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -158,3 +159,16 @@ func BenchmarkRedisPublishCPU(b *testing.B) {
 type atomicCounter struct{ n atomic.Int64 }
 
 func (c *atomicCounter) add() int { return int(c.n.Add(1)) }
+
+// encodeChannel returns the channel's name as a JSON string, for the
+// message the legacy publish script assembles. Valid channel names need no
+// escaping, so they skip the encoder.
+func encodeChannel(channel string) string {
+	for i := 0; i < len(channel); i++ {
+		if c := channel[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(channel) // a string always encodes
+			return string(b)
+		}
+	}
+	return `"` + channel + `"`
+}

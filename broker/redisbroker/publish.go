@@ -137,7 +137,13 @@ func parseEntry(channel, epoch string, e any) (broker.Message, error) {
 		k, _ := fields[i].(string)
 		v, _ := fields[i+1].(string)
 		switch k {
+		case "p":
+			// "<len>:<data>" (batch.go frame), stored as published.
+			if _, d, ok := strings.Cut(v, ":"); ok {
+				m.Data = json.RawMessage(d)
+			}
 		case "d":
+			// The raw data, as versions before the framing stored it.
 			m.Data = json.RawMessage(v)
 		case "t":
 			m.Time, _ = strconv.ParseInt(v, 10, 64)

@@ -2,7 +2,6 @@ package redisbroker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -416,17 +415,21 @@ func (s *shard) deliver(m *redis.Message) {
 	if !ok {
 		return // unsubscribed meanwhile, or the control channel
 	}
-	msg := new(broker.Message)
-	if err := json.Unmarshal([]byte(m.Payload), msg); err != nil {
+	msgs, err := decodePayload(m.Payload)
+	if err != nil {
 		// The hub sees the gap at the next message and fills it from
 		// history, where the data is kept as published.
 		s.b.log.Warn("redis: undecodable message dropped", "channel", channel, "err", err)
 		return
 	}
-	msg.Channel = channel
-	select {
-	case s.b.queue(channel) <- msg:
-	case <-s.b.done:
+	q := s.b.queue(channel)
+	for _, msg := range msgs {
+		msg.Channel = channel
+		select {
+		case q <- msg:
+		case <-s.b.done:
+			return
+		}
 	}
 }
 

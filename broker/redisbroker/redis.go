@@ -28,22 +28,27 @@
 // Cluster slot: "<prefix>{<channel>}:pos", a hash with the channel's epoch
 // and last offset, and "<prefix>{<channel>}:stream", a stream holding the
 // retained messages under ids "<offset>-0" (absent when the namespace keeps
-// no history). Messages are published on the pub/sub channel
-// "<prefix>{<channel>}" as the JSON of a broker.Message. With Redis Cluster
+// no history), and "<prefix>{<channel>}:k:<key>" per idempotency key,
+// "<epoch> <offset>" of the publish that used it, expiring after its
+// window. Messages are published on the pub/sub channel
+// "<prefix>{<channel>}", several of one channel in one pub/sub message
+// ("<epoch> <ts> <first offset> <len>:<data>...", payload.go). With Redis Cluster
 // the hash tag is the channel's partition instead of its name
 // ("<prefix>{<tag>}<channel>:pos", see Options.Partitions; the tags are
 // chosen to spread the partitions evenly over the slots, slots.go): one SSUBSCRIBE
 // command may only name channels of one slot, and a pub/sub connection
 // resubscribes all its channels in one command.
 //
-// A publish runs in a Lua script: next offset, epoch (a new random one when
+// A publish runs in a Lua script: the idempotency key check, next offset, epoch (a new random one when
 // the channel's state is gone or predates the current generation, see
 // guard.go), append to the stream trimmed to about the retention size (the
 // history script hides entries past it), expire the keys after the
 // retention TTL, PUBLISH (SPUBLISH in Cluster). The script runs
 // atomically, so offsets, history and live order agree. Concurrent
 // publishes and batches are coalesced (batch.go): one pipelined round trip
-// carries them all, one script call up to 64 messages of a partition.
+// carries them all, one script call up to 64 messages of a partition,
+// grouped by channel so that the position work is done once per channel
+// and one PUBLISH carries the group.
 // A publish fails with broker.ErrUnavailable only when it was never
 // written to a connection; written and unanswered is broker.ErrUncertain.
 //
@@ -71,7 +76,6 @@ package redisbroker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -355,17 +359,4 @@ type libraryLogger struct{ l *slog.Logger }
 
 func (g libraryLogger) Printf(ctx context.Context, format string, v ...any) {
 	g.l.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "source", "go-redis")
-}
-
-// encodeChannel returns the channel's name as a JSON string, for the
-// message the publish script assembles. Valid channel names need no
-// escaping, so they skip the encoder.
-func encodeChannel(channel string) string {
-	for i := 0; i < len(channel); i++ {
-		if c := channel[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(channel) // a string always encodes
-			return string(b)
-		}
-	}
-	return `"` + channel + `"`
 }

@@ -18,6 +18,13 @@ type names struct {
 	shard  int    // index of the pub/sub connection that carries it
 }
 
+// idem is the key remembering idempotency key k on the channel: after
+// the position's name, so in its slot. ":pos" is the position hash's
+// suffix.
+func (n names) idem(k string) string {
+	return n.pos[:len(n.pos)-len(":pos")] + ":k:" + k
+}
+
 // partition returns the Cluster partition of channel.
 func (b *Broker) partition(channel string) int {
 	h := fnv.New32a()
@@ -58,22 +65,26 @@ func (b *Broker) controlChannel(i int) string {
 	return b.prefix + "{" + b.tags[i] + "}"
 }
 
-// publishScript publishes one or more messages of one partition (on one
-// server: any messages) in one call: for each, in order, it assigns the
-// channel's next offset, keeps the message in the stream when the
-// namespace keeps history and publishes it, atomically, so that offsets,
-// history and live delivery agree on the order of a channel's messages.
-// Several messages per call spread the cost of running a script (setting
-// up KEYS and ARGV, entering Lua), which is most of what a one-message
-// script costs Redis. Per message it makes four calls without history,
-// two more with it.
+// publishScript publishes the messages of one partition (on one server:
+// any messages) in one call, grouped by channel: for each channel it
+// checks the messages' idempotency keys, assigns the channel's next
+// offsets, keeps the messages in the stream when the namespace keeps
+// history and publishes them, atomically, so that offsets, history and
+// live delivery agree on the order of a channel's messages, and two nodes
+// racing with one key publish it once. Its cost is per channel where it
+// can be: one HMGET, one HINCRBY (by the group's count) and one PEXPIRE
+// per channel, then one PUBLISH per message (one XADD more with history,
+// a GET and a SET more with a key). A call carries many messages, which
+// spreads the cost of running a script (setting up KEYS and ARGV,
+// entering Lua) that a one-message call pays in full.
 //
-//	KEYS[1] generation hash; then per message i (from 0):
-//	  KEYS[2+2i] position hash, KEYS[3+2i] stream
+//	KEYS[1] generation hash; then per channel group: the position hash,
+//	  the stream, then the idempotency key of each keyed message in order
 //	ARGV[1] a fresh id: the epoch of a channel that starts one
-//	ARGV[2] time (Unix ms), ARGV[3] PUBLISH or SPUBLISH; then per message:
-//	  ARGV[4+5i] TTL in ms, ARGV[5+5i] history size, ARGV[6+5i] data (JSON),
-//	  ARGV[7+5i] pub/sub channel, ARGV[8+5i] the channel name as a JSON string
+//	ARGV[2] time (Unix ms), ARGV[3] PUBLISH or SPUBLISH; then per group:
+//	  the message count n, the count of keyed messages nk, TTL in ms,
+//	  history size, pub/sub channel; then per message its data (JSON), or
+//	  when nk > 0 its key's window in ms ("0": no key) and its data
 //
 // The position hash holds epoch, offset, gen (the generation it was
 // created in) and h, the history size of the last publish ("0": no
@@ -83,9 +94,22 @@ func (b *Broker) controlChannel(i int) string {
 // starts a new epoch when it has no state, or when its gen is not the
 // current generation: Redis has restored an older copy of its data since
 // (guard.go), so offsets after the stored one may have been handed out
-// already. It returns {epoch, offset} per message, flattened. Offsets are
-// formatted with %d: Lua's tostring would switch to exponent notation past
-// 1e14.
+// already. An idempotency key holds "<epoch> <offset>" of the publish that
+// used it, expiring after its window; a message whose key is there (or
+// used earlier in the call) publishes nothing and answers that position.
+//
+// What goes out on pub/sub is one message per channel group, holding all
+// its new messages: "<epoch> <ts> <first offset> <len>:<data><len>:<data>..."
+// (decodePayload), the offsets consecutive from the first. One PUBLISH
+// per group instead of one per message is most of what a message cost
+// Redis (the call, and a write to every subscribed node), and the format
+// is cheaper for Lua to build than JSON and for the nodes to read.
+//
+// It returns per group {epoch, first offset, repeats}: the group's new
+// messages have the offsets from the first on, in order; repeats is ""
+// or "<i> <epoch> <offset>,..." for each message i (from 1) of the group
+// that repeated a key, with the position it answers. Offsets are formatted
+// with %d: Lua's tostring would switch to exponent notation past 1e14.
 var publishScript = redis.NewScript(publishSource)
 
 const publishSource = `
@@ -94,34 +118,104 @@ if not gen then
   gen = ARGV[1]
   redis.call('HSET', KEYS[1], 'gen', gen)
 end
-local out = {}
-for i = 0, (#KEYS - 1) / 2 - 1 do
-  local pos, stream, a = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 4 + 5 * i
-  local ttl, size, data = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local st = redis.call('HMGET', pos, 'epoch', 'gen', 'h')
-  local epoch, offset, hist = st[1], 1, st[3]
-  if epoch and st[2] == gen then
-    offset = redis.call('HINCRBY', pos, 'offset', 1)
+local pub, out, k, a = ARGV[3], {}, 2, 4
+while a <= #ARGV do
+  local n, nk, ttl, size, chan = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local pos, stream = KEYS[k], KEYS[k + 1]
+  a, k = a + 5, k + 2
+  local step, m, fresh, ik, prev = 1, n, nil, nil, nil
+  if nk > 0 then
+    -- Keys first: fresh[i] marks what publishes, ik[i] its key; prev[i]
+    -- is what a repeat answers ("<epoch> <offset>", or the index of the
+    -- message earlier in this call that used the key).
+    step, m, fresh, ik, prev = 2, 0, {}, {}, {}
+    local seen = {}
+    for i = 1, n do
+      if ARGV[a + 2 * (i - 1)] ~= '0' then
+        local key = KEYS[k]
+        k = k + 1
+        if seen[key] then
+          prev[i] = seen[key]
+        else
+          local v = redis.call('GET', key)
+          if v then
+            prev[i] = v
+          else
+            seen[key], fresh[i], ik[i], m = i, true, key, m + 1
+          end
+        end
+      else
+        fresh[i], m = true, m + 1
+      end
+    end
+  end
+  local epoch, first = nil, 0
+  if m > 0 then
+    local st = redis.call('HMGET', pos, 'epoch', 'gen', 'h')
+    local hist = st[3]
+    epoch = st[1]
+    if epoch and st[2] == gen then
+      first = redis.call('HINCRBY', pos, 'offset', m) - m + 1
+    else
+      epoch, first, hist = ARGV[1], 1, '0'
+      redis.call('DEL', pos, stream)
+      redis.call('HSET', pos, 'epoch', epoch, 'offset', m, 'gen', gen, 'h', '0')
+    end
+    redis.call('PEXPIRE', pos, ttl)
+    if size ~= '0' then
+      if hist ~= size then redis.call('HSET', pos, 'h', size) end
+    elseif hist and hist ~= '0' then
+      redis.call('DEL', stream)
+      redis.call('HSET', pos, 'h', '0')
+    end
+  end
+  local off1 = string.format('%d', first)
+  local head = (epoch or '') .. ' ' .. ARGV[2] .. ' ' .. off1 .. ' '
+  local dups = ''
+  if nk == 0 then
+    -- The hot path: every message is new, and the data arguments are
+    -- contiguous, ready to go out as they are.
+    if size ~= '0' then
+      for i = 0, n - 1 do
+        redis.call('XADD', stream, 'MAXLEN', '~', size, string.format('%d', first + i) .. '-0', 'p', ARGV[a + i], 't', ARGV[2])
+      end
+      redis.call('PEXPIRE', stream, ttl)
+    end
+    redis.call(pub, chan, head .. table.concat(ARGV, '', a, a + n - 1))
   else
-    epoch = ARGV[1]
-    redis.call('HSET', pos, 'epoch', epoch, 'offset', 1, 'gen', gen, 'h', '0')
-    redis.call('DEL', stream)
-    hist = '0'
+    -- Stream entries, keys, and one PUBLISH carrying the group's new
+    -- messages; offs[i] is message i's offset, for repeats of its key.
+    local parts, offs, reps, j = {}, {}, {}, 0
+    for i = 1, n do
+      local w, data = ARGV[a + 2 * i - 2], ARGV[a + 2 * i - 1]
+      if fresh[i] then
+        local off = first + j
+        j = j + 1
+        parts[j] = data
+        if size ~= '0' or ik[i] then
+          local o = string.format('%d', off)
+          offs[i] = o
+          if size ~= '0' then
+            redis.call('XADD', stream, 'MAXLEN', '~', size, o .. '-0', 'p', data, 't', ARGV[2])
+          end
+          if ik[i] then redis.call('SET', ik[i], epoch .. ' ' .. o, 'PX', w) end
+        end
+      else
+        local p = prev[i]
+        if type(p) == 'number' then p = epoch .. ' ' .. offs[p] end
+        reps[#reps + 1] = i .. ' ' .. p
+      end
+    end
+    if j > 0 then
+      if size ~= '0' then redis.call('PEXPIRE', stream, ttl) end
+      redis.call(pub, chan, head .. table.concat(parts))
+    end
+    dups = table.concat(reps, ',')
   end
-  local off = string.format('%d', offset)
-  redis.call('PEXPIRE', pos, ttl)
-  if size ~= '0' then
-    redis.call('XADD', stream, 'MAXLEN', '~', size, off .. '-0', 'd', data, 't', ARGV[2])
-    redis.call('PEXPIRE', stream, ttl)
-    if hist ~= size then redis.call('HSET', pos, 'h', size) end
-  elseif hist and hist ~= '0' then
-    redis.call('DEL', stream)
-    redis.call('HSET', pos, 'h', '0')
-  end
-  redis.call(ARGV[3], ARGV[a + 3], '{"channel":' .. ARGV[a + 4] .. ',"offset":' .. off ..
-    ',"epoch":"' .. epoch .. '","ts":' .. ARGV[2] .. ',"data":' .. data .. '}')
-  out[#out + 1] = epoch
-  out[#out + 1] = off
+  out[#out + 1] = epoch or ''
+  out[#out + 1] = off1
+  out[#out + 1] = dups
+  a = a + step * n
 end
 return out
 `

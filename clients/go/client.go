@@ -246,18 +246,39 @@ func (c *Client) Position(channel string) (Position, bool) {
 	return Position{}, false
 }
 
-// Publish sends a client publish (the namespace must allow it) and waits
-// for its ack.
+// Publish sends a client publish (the namespace must allow it) with a
+// fresh idempotency key and waits for its ack. While its outcome is
+// unknown (outcome_unknown, the connection broke before the ack) or it
+// was not published (unavailable, not connected yet), it is sent again
+// with the same key, for up to DefaultRetryFor or until ctx ends: the
+// server publishes it once.
 func (c *Client) Publish(ctx context.Context, channel string, data any) (Position, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return Position{}, err
 	}
+	key := NewIdempotencyKey()
+	r := newRetrier(DefaultRetryFor)
+	for {
+		pos, err := c.publishOnce(ctx, channel, key, raw)
+		if err == nil || !retryable(err) || ctx.Err() != nil || !r.again(ctx) {
+			return pos, err
+		}
+	}
+}
+
+// publishOnce makes one attempt of Publish.
+func (c *Client) publishOnce(ctx context.Context, channel, key string, raw json.RawMessage) (Position, error) {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	conn := c.conn
 	if conn == nil {
 		c.mu.Unlock()
+		select {
+		case <-c.done:
+			return Position{}, ErrClosed
+		default:
+		}
 		return Position{}, errors.New("heraldclient: not connected")
 	}
 	c.nextID++
@@ -270,11 +291,12 @@ func (c *Client) Publish(ctx context.Context, channel string, data any) (Positio
 		c.mu.Unlock()
 	}()
 	frame, _ := json.Marshal(struct {
-		Type    string          `json:"type"`
-		ID      uint64          `json:"id"`
-		Channel string          `json:"channel"`
-		Data    json.RawMessage `json:"data"`
-	}{"publish", id, channel, raw})
+		Type           string          `json:"type"`
+		ID             uint64          `json:"id"`
+		Channel        string          `json:"channel"`
+		Data           json.RawMessage `json:"data"`
+		IdempotencyKey string          `json:"idempotency_key"`
+	}{"publish", id, channel, raw, key})
 	if err := conn.WriteMessage(gws.OpcodeText, frame); err != nil {
 		return Position{}, err
 	}

@@ -94,6 +94,21 @@ func TestPublishCommand(t *testing.T) {
 	c.ExpectMessage("cli:pub", "quoted")
 	c.ExpectMessage("cli:pub", "plain text")
 
+	// --idempotency-key: the same key publishes once; the repeat prints
+	// the first position, marked duplicate.
+	first, err := publish("", "--url", n.URL(), "--key", "s3cret", "--idempotency-key", "k1", "cli:pub", "once")
+	if err != nil {
+		t.Fatalf("publish with a key: %v", err)
+	}
+	again, err := publish("", "--url", n.URL(), "--key", "s3cret", "--idempotency-key", "k1", "cli:pub", "once")
+	if err != nil || !strings.Contains(again, `"duplicate":true`) || strings.Contains(first, "duplicate") ||
+		strings.TrimSuffix(strings.TrimSpace(again), `,"duplicate":true}`)+"}" != strings.TrimSpace(first) {
+		t.Fatalf("the same key twice printed %q then %q (%v), want the first position again with \"duplicate\":true", first, again, err)
+	}
+	c.ExpectMessage("cli:pub", "once")
+	n.Publish("cli:pub", "after")
+	c.ExpectMessage("cli:pub", "after") // not a second "once"
+
 	if _, err := publish("", "--url", n.URL(), "cli:pub", "x"); err == nil || !strings.Contains(err.Error(), "401 unauthorized") {
 		t.Fatalf("publish without the key: %v, want HTTP 401 unauthorized", err)
 	}

@@ -24,6 +24,10 @@ after CHANNEL joined by spaces (herald publish chat:lobby hello world).
 Without DATA, every line of standard input is one message, published in
 order. Use -- before DATA that starts with '-'.
 
+Every message carries an idempotency key (--idempotency-key, or a random
+one): a publish answered 503 or 504, or that got no answer, is retried with
+the same key for up to a minute, and the server publishes it once.
+
 Flags:
 `
 
@@ -37,6 +41,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs.SetOutput(stderr)
 	url := fs.String("url", envOr("HERALD_URL", "http://localhost:8080"), "server base URL (HERALD_URL)")
 	key := fs.String("key", os.Getenv("HERALD_API_KEY"), "publisher API key (HERALD_API_KEY); not needed from loopback when the server has none")
+	idemKey := fs.String("idempotency-key", "", "idempotency key of the message (line N of standard input: KEY-N); default a random one")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, publishUsage)
 		fs.PrintDefaults()
@@ -49,7 +54,10 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fs.Usage()
 		return errors.New("publish: want CHANNEL and optionally DATA")
 	}
-	p := publisher.Command{Out: stdout, Pub: &heraldclient.Publisher{
+	if len(*idemKey) > 128 {
+		return errors.New("publish: --idempotency-key is longer than 128 bytes")
+	}
+	p := publisher.Command{Out: stdout, Key: *idemKey, Pub: &heraldclient.Publisher{
 		URL: serverURL(*url), APIKey: *key, Client: &http.Client{Timeout: 10 * time.Second},
 	}}
 	if len(pos) > 1 {

@@ -87,6 +87,9 @@ var tests = []struct {
 	{"BrowserEventSourceResumesAcrossRestart", TestBrowserEventSourceResumesAcrossRestart},
 	// browser_presence.go
 	{"BrowserChatPresence", TestBrowserChatPresence},
+	// canary.go
+	{"CanaryPubSubPaused", TestCanaryPubSubPaused},
+	{"CanaryPubSubKilled", TestCanaryPubSubKilled},
 	// checker.go
 	{"CheckerRandomDrops", TestCheckerRandomDrops},
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},
@@ -100,6 +103,9 @@ var tests = []struct {
 	{"DebugListen", TestDebugListen},
 	// demo.go
 	{"DemoFeedsPublish", TestDemoFeedsPublish},
+	// idempotency.go
+	{"IdempotentPublish", TestIdempotentPublish},
+	{"IdempotentPublishAcrossNodes", TestIdempotentPublishAcrossNodes},
 	// http.go
 	{"HTTPAuth", TestHTTPAuth},
 	{"HTTPNoKeyLoopbackOnly", TestHTTPNoKeyLoopbackOnly},

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	heraldclient "github.com/heraldpush/herald/clients/go"
@@ -20,11 +21,23 @@ import (
 type Command struct {
 	Pub *heraldclient.Publisher
 	Out io.Writer // one JSON line (the position) per message published
+	// Key is the idempotency key of the message (of line N of Lines:
+	// Key + "-N"); "" gives each message a random one. Either way a
+	// publish answered 503 or 504, or left without an answer, is retried
+	// with its key and published once.
+	Key string
 }
 
 // Publish publishes data (see Data) to channel and prints its position.
 func (c Command) Publish(ctx context.Context, channel, data string) error {
-	pos, err := c.Pub.Publish(ctx, channel, Data(data))
+	return c.publish(ctx, channel, c.Key, data)
+}
+
+func (c Command) publish(ctx context.Context, channel, key, data string) error {
+	if key == "" {
+		key = heraldclient.NewIdempotencyKey()
+	}
+	pos, err := c.Pub.PublishKeyed(ctx, channel, key, Data(data))
 	if err != nil {
 		return fmt.Errorf("publish to %s: %w", channel, err)
 	}
@@ -38,12 +51,16 @@ func (c Command) Lines(ctx context.Context, channel string, r io.Reader) error {
 	// Lines can be long (a JSON document): allow 4 MiB.
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
+	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), "\r")
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		if err := c.Publish(ctx, channel, line); err != nil {
+		key := ""
+		if c.Key != "" {
+			key = c.Key + "-" + strconv.Itoa(n)
+		}
+		if err := c.publish(ctx, channel, key, line); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/push"
+	"github.com/heraldpush/herald/push/ws"
 	"gopkg.in/yaml.v3"
 )
 
@@ -50,7 +51,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take"`
 	DrainDelay      time.Duration `yaml:"drain_delay" help:"on shutdown, time between failing /readyz and closing connections"`
 
-	StatsInterval time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+	StatsInterval  time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
+	CanaryInterval time.Duration `yaml:"canary_interval" help:"how often the node sends a probe through the broker's pub/sub; 3 intervals without one back make /readyz fail (pubsub_stalled)"`
 
 	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
 
@@ -73,12 +75,13 @@ func DefaultConfig() Config {
 		WriteTimeout:     push.DefaultWriteTimeout,
 		MaxFrameBytes:    push.DefaultMaxFrameBytes,
 		MaxQueueBytes:    push.DefaultMaxQueueBytes,
-		SendBuffer:       push.DefaultSendBuffer,
+		SendBuffer:       ws.DefaultSendBuffer,
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,
 		IdleTimeout:      60 * time.Second,
 		StatsInterval:    2 * time.Second,
+		CanaryInterval:   push.DefaultCanaryInterval,
 		TokenLeeway:      push.DefaultLeeway,
 		TokenGrace:       push.DefaultTokenGrace,
 		LogLevel:         "info",
@@ -206,6 +209,9 @@ func (c *Config) NamespaceRules() (*push.Namespaces, error) {
 	for name, rules := range ns.Named {
 		if rules.HistorySize < 0 || rules.HistoryTTL < 0 {
 			return nil, fmt.Errorf("config: namespace %q: history_size and history_ttl must not be negative", name)
+		}
+		if rules.IdempotencyWindow < 0 {
+			return nil, fmt.Errorf("config: namespace %q: idempotency_window must not be negative", name)
 		}
 	}
 	return ns, nil

@@ -21,6 +21,9 @@ import (
 	"github.com/heraldpush/herald/clients/web"
 	"github.com/heraldpush/herald/docs"
 	"github.com/heraldpush/herald/push"
+	"github.com/heraldpush/herald/push/poll"
+	"github.com/heraldpush/herald/push/sse"
+	"github.com/heraldpush/herald/push/ws"
 )
 
 // defaultGCPercent is the GOGC Herald runs with unless GOGC is set. Its
@@ -104,6 +107,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		Verifier:         verifier,
 		APIKeys:          cfg.Keys(),
 		StatsInterval:    cfg.StatsInterval,
+		CanaryInterval:   cfg.CanaryInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
 	})
@@ -113,22 +117,27 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		return nil, err
 	}
 	hub.Start(ctx, b)
-	ws := push.NewServer(hub, push.ServerOptions{
-		AllowedOrigins:   cfg.AllowedOrigins,
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		Compression:      cfg.Compression,
-		MaxConnsPerIP:    cfg.MaxConnsPerIP,
-		TrustedProxies:   trusted,
-		SendBuffer:       cfg.SendBuffer,
+	// One admission for every transport: the per-address cap counts a
+	// client's connections on all of them.
+	admit := push.NewAdmission(push.AdmissionOptions{
+		AllowedOrigins: cfg.AllowedOrigins,
+		MaxConnsPerIP:  cfg.MaxConnsPerIP,
+		TrustedProxies: trusted,
 	})
 	a := api.New(api.Options{
-		Node:            hub,
-		WS:              ws,
-		EchoSocket:      push.NewEchoSocket(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
+		Node: hub,
+		WS: ws.NewServer(hub, ws.ServerOptions{
+			Admission:        admit,
+			HandshakeTimeout: cfg.HandshakeTimeout,
+			Compression:      cfg.Compression,
+			SendBuffer:       cfg.SendBuffer,
+		}),
+		SSE:             sse.New(hub, admit),
+		Poll:            poll.New(hub),
+		EchoSocket:      ws.NewEchoSocket(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
-		CheckOrigin:     ws.CheckOrigin,
 		Metrics:         metrics,
 		OpenAPI:         docs.OpenAPI,
 		Logger:          logger,

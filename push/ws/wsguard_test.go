@@ -1,9 +1,10 @@
-package push
+package ws
 
 import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"github.com/heraldpush/herald/push"
 	"io"
 	"net"
 	"net/http"
@@ -19,27 +20,27 @@ import (
 // testNode is a hub with a memory broker behind a real HTTP server that
 // serves /ws and /echo, for tests that speak raw bytes to a socket.
 type testNode struct {
-	hub *Node
+	hub *push.Node
 	srv *httptest.Server
 }
 
-func startTestNode(t testing.TB, o Options) *testNode {
+func startTestNode(t testing.TB, o push.Options) *testNode {
 	t.Helper()
 	if o.Node == "" {
 		o.Node = "t"
 	}
-	h := NewNode(o)
+	h := push.NewNode(o)
 	h.Start(context.Background(), broker.NewMemory(h))
 	mux := http.NewServeMux()
 	mux.Handle("/ws", NewServer(h, ServerOptions{HandshakeTimeout: 5 * time.Second}))
-	mux.Handle("/echo", NewEchoSocket(h.opts.MaxFrameBytes, 5*time.Second))
+	mux.Handle("/echo", NewEchoSocket(h.Options().MaxFrameBytes, 5*time.Second))
 	n := &testNode{hub: h, srv: httptest.NewServer(mux)}
 	t.Cleanup(func() {
 		n.srv.CloseClientConnections()
 		n.srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = h.Close(ctx, CloseGoingAway, "test over")
+		_ = h.Close(ctx, push.CloseGoingAway, "test over")
 	})
 	return n
 }
@@ -142,7 +143,7 @@ func maskedFrame(b0 byte, payload []byte) []byte {
 var negativeLengthFrame = []byte{0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0x01, 0x01, 0x02, 0x03, 0x04}
 
 func TestNegativeLengthFrameClosesOnlyItsConnection(t *testing.T) {
-	n := startTestNode(t, Options{})
+	n := startTestNode(t, push.Options{})
 	for _, path := range []string{"/ws?channel=news", "/echo"} {
 		t.Run(path, func(t *testing.T) {
 			bystander := n.dialRaw(t, path)
@@ -151,8 +152,8 @@ func TestNegativeLengthFrameClosesOnlyItsConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, reason, ok := attacker.closeCode()
-			if !ok || code != CloseProtocol {
-				t.Fatalf("attacker: close %d %q (close frame: %v), want %d", code, reason, ok, CloseProtocol)
+			if !ok || code != push.CloseProtocol {
+				t.Fatalf("attacker: close %d %q (close frame: %v), want %d", code, reason, ok, push.CloseProtocol)
 			}
 			// The node and the other connection live on.
 			bystander.alive(t)
@@ -182,7 +183,7 @@ func (c *rawWS) alive(t testing.TB) {
 // 1002 for the framing rules, 1009 past max_frame_bytes; the node and a
 // bystander on the same node go on, and each failure is counted.
 func TestFrameGuardRejectsBadHeaders(t *testing.T) {
-	n := startTestNode(t, Options{MaxFrameBytes: 1024})
+	n := startTestNode(t, push.Options{MaxFrameBytes: 1024})
 	maxLen := func(b0 byte, n uint64) []byte { // a masked header with a 64-bit length
 		return append(binary.BigEndian.AppendUint64([]byte{b0, 0x80 | 127}, n), 1, 2, 3, 4)
 	}
@@ -191,22 +192,22 @@ func TestFrameGuardRejectsBadHeaders(t *testing.T) {
 		bytes []byte
 		code  uint16
 	}{
-		{"64-bit length, top bit set", negativeLengthFrame, CloseProtocol},
-		{"64-bit length, all ones", maxLen(0x81, ^uint64(0)), CloseProtocol},
-		{"64-bit length past the limit", maxLen(0x81, 1<<40), CloseTooBig},
-		{"16-bit length past the limit", maskedFrame(0x81, make([]byte, 2000)), CloseTooBig},
-		{"fragments past the limit", append(maskedFrame(0x01, make([]byte, 700)), maskedFrame(0x80, make([]byte, 700))...), CloseTooBig},
-		{"RSV1 without deflate", maskedFrame(0xC1, []byte("{}")), CloseProtocol},
-		{"RSV2", maskedFrame(0xA1, []byte("{}")), CloseProtocol},
-		{"RSV3", maskedFrame(0x91, []byte("{}")), CloseProtocol},
-		{"reserved data opcode", maskedFrame(0x83, nil), CloseProtocol},
-		{"reserved control opcode", maskedFrame(0x8B, nil), CloseProtocol},
-		{"unmasked", []byte{0x81, 0x02, '{', '}'}, CloseProtocol},
-		{"fragmented ping", maskedFrame(0x09, nil), CloseProtocol},
-		{"ping of 126 bytes", maskedFrame(0x89, make([]byte, 126)), CloseProtocol},
-		{"ping with a 64-bit length", maxLen(0x89, 5), CloseProtocol},
-		{"continuation first", maskedFrame(0x80, []byte("x")), CloseProtocol},
-		{"text inside a fragmented text", append(maskedFrame(0x01, []byte("{")), maskedFrame(0x81, []byte("{}"))...), CloseProtocol},
+		{"64-bit length, top bit set", negativeLengthFrame, push.CloseProtocol},
+		{"64-bit length, all ones", maxLen(0x81, ^uint64(0)), push.CloseProtocol},
+		{"64-bit length past the limit", maxLen(0x81, 1<<40), push.CloseTooBig},
+		{"16-bit length past the limit", maskedFrame(0x81, make([]byte, 2000)), push.CloseTooBig},
+		{"fragments past the limit", append(maskedFrame(0x01, make([]byte, 700)), maskedFrame(0x80, make([]byte, 700))...), push.CloseTooBig},
+		{"RSV1 without deflate", maskedFrame(0xC1, []byte("{}")), push.CloseProtocol},
+		{"RSV2", maskedFrame(0xA1, []byte("{}")), push.CloseProtocol},
+		{"RSV3", maskedFrame(0x91, []byte("{}")), push.CloseProtocol},
+		{"reserved data opcode", maskedFrame(0x83, nil), push.CloseProtocol},
+		{"reserved control opcode", maskedFrame(0x8B, nil), push.CloseProtocol},
+		{"unmasked", []byte{0x81, 0x02, '{', '}'}, push.CloseProtocol},
+		{"fragmented ping", maskedFrame(0x09, nil), push.CloseProtocol},
+		{"ping of 126 bytes", maskedFrame(0x89, make([]byte, 126)), push.CloseProtocol},
+		{"ping with a 64-bit length", maxLen(0x89, 5), push.CloseProtocol},
+		{"continuation first", maskedFrame(0x80, []byte("x")), push.CloseProtocol},
+		{"text inside a fragmented text", append(maskedFrame(0x01, []byte("{")), maskedFrame(0x81, []byte("{}"))...), push.CloseProtocol},
 	}
 	bystander := n.dialRaw(t, "/ws?channel=news")
 	before := n.hub.Rejections()["bad_frame"]
@@ -228,7 +229,7 @@ func TestFrameGuardRejectsBadHeaders(t *testing.T) {
 				if !ok || code != c.code {
 					t.Errorf("%s on %s (split %v): close %d %q, want %d", c.name, path, split, code, reason, c.code)
 				}
-				if path == "/ws" && c.code == CloseProtocol {
+				if path == "/ws" && c.code == push.CloseProtocol {
 					protocol++
 				}
 				conn.Close()
@@ -246,7 +247,7 @@ func TestFrameGuardRejectsBadHeaders(t *testing.T) {
 // encoding (a 64-bit one for a small payload too: not minimal, still
 // valid for gws), a close with a code.
 func TestFrameGuardPassesValidFrames(t *testing.T) {
-	n := startTestNode(t, Options{MaxFrameBytes: 128 << 10})
+	n := startTestNode(t, push.Options{MaxFrameBytes: 128 << 10})
 	long := `"` + strings.Repeat("y", 70000-2) + `"`
 	nonMinimal := append(binary.BigEndian.AppendUint64([]byte{0x81, 0x80 | 127}, 4), 0, 0, 0, 0)
 	nonMinimal = append(nonMinimal, `"ab"`...) // mask key 0: the payload as is
@@ -282,7 +283,7 @@ func TestFrameGuardPassesValidFrames(t *testing.T) {
 			}
 		}
 		_, _ = conn.Write(maskedFrame(0x88, []byte{0x03, 0xE8}))
-		if code, _, ok := conn.closeCode(); !ok || code != CloseNormal {
+		if code, _, ok := conn.closeCode(); !ok || code != push.CloseNormal {
 			t.Fatalf("step %d: close answered %d (%v)", step, code, ok)
 		}
 		conn.Close()
@@ -294,33 +295,33 @@ func TestFrameGuardPassesValidFrames(t *testing.T) {
 // 1011, is counted and leaves the node and the others alone.
 func TestReaderPanicClosesOnlyItsConnection(t *testing.T) {
 	var armed atomic.Bool
-	ns := &Namespaces{Default: Namespace{HistorySize: 10}}
-	n := startTestNode(t, Options{Namespaces: ns, ObserveBroker: func(op string, _ time.Duration, _ error) {
+	ns := &push.Namespaces{Default: push.Namespace{HistorySize: 10}}
+	n := startTestNode(t, push.Options{Namespaces: ns, ObserveBroker: func(op string, _ time.Duration, _ error) {
 		if op == "history" && armed.Load() {
 			panic("test: a bug in a handler")
 		}
 	}})
 	bystander := n.dialRaw(t, "/ws?channel=news")
 	attacker := n.dialRaw(t, "/ws?channel=news")
-	before := RecoveredPanics()
+	before := push.RecoveredPanics()
 	armed.Store(true)
 	if _, err := attacker.Write(maskedFrame(0x81, []byte(`{"type":"history","channel":"news"}`))); err != nil {
 		t.Fatal(err)
 	}
 	code, reason, ok := attacker.closeCode()
-	if !ok || code != CloseInternal {
-		t.Fatalf("close %d %q (%v), want %d", code, reason, ok, CloseInternal)
+	if !ok || code != push.CloseInternal {
+		t.Fatalf("close %d %q (%v), want %d", code, reason, ok, push.CloseInternal)
 	}
 	armed.Store(false)
 	bystander.alive(t)
-	if RecoveredPanics() == before {
+	if push.RecoveredPanics() == before {
 		t.Error("the panic was not counted")
 	}
 	// The connection is cleaned up as if it had closed: one session left.
 	deadline := time.Now().Add(5 * time.Second)
-	for n.hub.sessions.len() != 1 {
+	for sessionCount(n.hub) != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions, want 1 (the bystander)", n.hub.sessions.len())
+			t.Fatalf("%d sessions, want 1 (the bystander)", sessionCount(n.hub))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -329,29 +330,8 @@ func TestReaderPanicClosesOnlyItsConnection(t *testing.T) {
 	}
 }
 
-// panicTransport panics in its writes, as a bug in a transport would.
-type panicTransport struct{ closed chan uint16 }
-
-func (t *panicTransport) Schedule(flush func())       { go flush() }
-func (t *panicTransport) Write([][]byte) error        { panic("test: a bug in a write") }
-func (t *panicTransport) Close(code uint16, _ string) { t.closed <- code }
-
-// A panic in a session's writer closes that session with 1011.
-func TestWriterPanicClosesTheSession(t *testing.T) {
-	h := NewNode(Options{Node: "t"})
-	tr := &panicTransport{closed: make(chan uint16, 1)}
-	s := h.NewSession(tr, true)
-	before := RecoveredPanics()
-	s.send([]byte(`{"type":"x"}`))
-	select {
-	case code := <-tr.closed:
-		if code != CloseInternal {
-			t.Fatalf("closed with %d, want %d", code, CloseInternal)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the session was not closed")
-	}
-	if !s.isClosed() || RecoveredPanics() == before {
-		t.Fatalf("closed %v, panics counted %d", s.isClosed(), RecoveredPanics()-before)
-	}
+// sessionCount is how many sessions n has open.
+func sessionCount(n *push.Node) int {
+	s, _, _ := n.Counts()
+	return s
 }

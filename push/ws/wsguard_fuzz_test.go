@@ -1,8 +1,9 @@
-package push
+package ws
 
 import (
 	"bytes"
 	"errors"
+	"github.com/heraldpush/herald/push"
 	"io"
 	"net"
 	"os"
@@ -38,10 +39,10 @@ func FuzzWSReadPath(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	n := startTestNode(f, Options{MaxFrameBytes: 4096})
+	n := startTestNode(f, push.Options{MaxFrameBytes: 4096})
 	addr := n.srv.Listener.Addr().String()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		before := RecoveredPanics()
+		before := push.RecoveredPanics()
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -65,8 +66,8 @@ func FuzzWSReadPath(f *testing.F) {
 			if op == 0x8 && len(p) >= 2 {
 				code := uint16(p[0])<<8 | uint16(p[1])
 				switch {
-				case code == CloseNormal, code == CloseGoingAway, code == CloseProtocol, code == 1007,
-					code == ClosePolicy, code == CloseTooBig, code == CloseFlood:
+				case code == push.CloseNormal, code == push.CloseGoingAway, code == push.CloseProtocol, code == 1007,
+					code == push.ClosePolicy, code == push.CloseTooBig, code == push.CloseFlood:
 				case echoable(code) && bytes.IndexByte(in, 0x88) >= 0:
 					// The input may hold a close frame of the client's, whose
 					// code gws answers with (RFC 6455 §5.5.1: an endpoint
@@ -76,7 +77,7 @@ func FuzzWSReadPath(f *testing.F) {
 				}
 			}
 		}
-		if RecoveredPanics() != before {
+		if push.RecoveredPanics() != before {
 			t.Fatal("a panic was recovered on this input: a bug")
 		}
 		_ = err

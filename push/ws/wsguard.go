@@ -1,15 +1,13 @@
-package push
+package ws
 
 import (
 	"encoding/binary"
 	"io"
 	"net"
 	"syscall"
-)
 
-// CloseProtocol closes a connection whose client broke the WebSocket
-// framing rules (RFC 6455 §7.4.1: 1002 protocol error).
-const CloseProtocol = 1002
+	"github.com/heraldpush/herald/push"
+)
 
 // frameGuard checks the header of every frame a client sends before gws
 // reads it, and fails the connection with 1002 (1009 for a length past
@@ -169,7 +167,7 @@ func (g *frameGuard) payload() uint64 {
 }
 
 func protocolError(reason string) *frameError {
-	return &frameError{code: CloseProtocol, reason: reason}
+	return &frameError{code: push.CloseProtocol, reason: reason}
 }
 
 // checkFirst checks the first two bytes: flags, opcode, mask and the
@@ -234,7 +232,7 @@ func (g *frameGuard) checkLength() *frameError {
 		g.total = 0
 	}
 	if n > g.max || g.total+n > g.max {
-		return &frameError{code: CloseTooBig, reason: "gws: message too large"} // the reason gws gives for its own check
+		return &frameError{code: push.CloseTooBig, reason: "gws: message too large"} // the reason gws gives for its own check
 	}
 	g.total += n
 	g.fragmented = g.hdr[0]&0x80 == 0

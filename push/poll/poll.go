@@ -1,4 +1,7 @@
-package api
+// Package poll is the long-poll transport: GET /api/poll answers a
+// channel's new messages, or waits for one, for clients moving off Ajax
+// polling one step at a time.
+package poll
 
 import (
 	"encoding/json"
@@ -8,7 +11,6 @@ import (
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
-	"github.com/labstack/echo/v4"
 )
 
 // Long-poll timeouts: the default wait and the longest a client may ask
@@ -28,48 +30,69 @@ type pollAnswer struct {
 	Messages  []json.RawMessage `json:"messages"`
 }
 
-// poll handles GET /api/poll?channel=&since=epoch:offset&timeout=25s, for
-// clients moving off Ajax polling one step at a time. Without since it
-// answers at once with the channel's position (and its snapshot, where the
-// namespace keeps one). With since it answers at once when newer messages
-// exist, else waits up to timeout for one and answers empty with the
-// position. recovered:false means messages after since are gone: reload.
-func (s *Server) poll(c echo.Context) error {
-	channel := c.QueryParam("channel")
-	if channel == "" {
-		return newError(push.CodeBadRequest, "missing channel parameter")
+// Handler serves GET /api/poll for a node.
+type Handler struct{ node *push.Node }
+
+// New returns the /api/poll handler of n.
+func New(n *push.Node) *Handler { return &Handler{node: n} }
+
+// ServeHTTP handles GET /api/poll?channel=&since=epoch:offset&timeout=25s.
+// Without since it answers at once with the channel's position (and its
+// snapshot, where the namespace keeps one). With since it answers at once
+// when newer messages exist, else waits up to timeout for one and answers
+// empty with the position. recovered:false means messages after since are
+// gone: reload.
+func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ans, err := hd.poll(r)
+	if err != nil {
+		push.WriteHTTPError(w, err)
+		return
 	}
-	if _, err := s.node.Namespaces().Lookup(channel); err != nil {
-		return err
+	if ans == nil {
+		return // the client went away
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(ans)
+}
+
+func (hd *Handler) poll(r *http.Request) (*pollAnswer, error) {
+	q := r.URL.Query()
+	channel := q.Get("channel")
+	if channel == "" {
+		return nil, push.Errorf(push.CodeBadRequest, "missing channel parameter")
+	}
+	if _, err := hd.node.Namespaces().Lookup(channel); err != nil {
+		return nil, err
 	}
 	var since *broker.Position
-	if v := c.QueryParam("since"); v != "" {
-		p, err := ParsePosition(v)
+	if v := q.Get("since"); v != "" {
+		p, err := push.ParsePosition(v)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		since = &p
 	}
 	timeout := DefaultPollTimeout
-	if v := c.QueryParam("timeout"); v != "" {
+	if v := q.Get("timeout"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			// Plain seconds, as most polling clients send them.
 			n, nerr := time.ParseDuration(v + "s")
 			if nerr != nil {
-				return newError(push.CodeBadRequest, `timeout must be a duration ("25s") or seconds`)
+				return nil, push.Errorf(push.CodeBadRequest, `timeout must be a duration ("25s") or seconds`)
 			}
 			d = n
 		}
 		timeout = min(max(d, 0), MaxPollTimeout)
 	}
 
-	claims, err := s.authenticate(c)
+	claims, err := hd.node.AuthenticateQuery(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t := &pollTransport{notify: make(chan func(), 1), done: make(chan struct{})}
-	sess := s.node.NewSession(t, true)
+	sess := hd.node.NewSession(t, true)
 	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.Open([]string{channel}, []*broker.Position{since})
@@ -91,11 +114,11 @@ func (s *Server) poll(c echo.Context) error {
 		case f := <-t.notify:
 			f()
 		case <-expired:
-			return c.JSON(http.StatusOK, ans)
-		case <-c.Request().Context().Done():
-			return nil
+			return &ans, nil
+		case <-r.Context().Done():
+			return nil, nil
 		case <-t.done:
-			return newError(push.CodeUnavailable, "server shutting down")
+			return nil, push.Errorf(push.CodeUnavailable, "server shutting down")
 		}
 		for _, f := range t.take() {
 			switch push.FrameType(f) {
@@ -121,14 +144,14 @@ func (s *Server) poll(c echo.Context) error {
 				// The channel lost state while we waited: say so at once.
 				f := false
 				ans.Recovered = &f
-				return c.JSON(http.StatusOK, ans)
+				return &ans, nil
 			case "error":
 				var ef struct {
 					Code    string `json:"code"`
 					Message string `json:"message"`
 				}
 				_ = json.Unmarshal(f, &ef)
-				return newError(ef.Code, ef.Message)
+				return nil, &push.Error{Code: ef.Code, Message: ef.Message}
 			}
 		}
 		if !subscribed {
@@ -140,7 +163,7 @@ func (s *Server) poll(c echo.Context) error {
 		}
 		lost := ans.Recovered != nil && !*ans.Recovered
 		if len(ans.Messages) > 0 || since == nil || lost {
-			return c.JSON(http.StatusOK, ans)
+			return &ans, nil
 		}
 	}
 }

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package push
+package ws
 
 import "syscall"
 

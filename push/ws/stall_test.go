@@ -1,11 +1,12 @@
 //go:build linux
 
-package push
+package ws
 
 import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/heraldpush/herald/push"
 	"net"
 	"os"
 	"strconv"
@@ -39,7 +40,7 @@ func (n *testNode) dialStalled(t testing.TB, path string) *rawWS {
 
 // publishUntil publishes 1 KiB messages on channel, one per tick, until
 // done or the deadline, and returns how many it published.
-func publishUntil(t testing.TB, h *Node, channel string, tick time.Duration, deadline time.Duration, done func() bool) int {
+func publishUntil(t testing.TB, h *push.Node, channel string, tick time.Duration, deadline time.Duration, done func() bool) int {
 	t.Helper()
 	data := []byte(`"` + strings.Repeat("x", 1022) + `"`)
 	tk := time.NewTicker(tick) // the publish rate, not a wait
@@ -50,7 +51,7 @@ func publishUntil(t testing.TB, h *Node, channel string, tick time.Duration, dea
 		if time.Now().After(end) {
 			t.Fatalf("not done after %v and %d messages", deadline, n)
 		}
-		if _, err := h.broker.Publish(context.Background(), channel, data, broker.Retention{}); err != nil {
+		if _, err := h.Broker().Publish(context.Background(), channel, data, broker.Retention{}); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -59,14 +60,14 @@ func publishUntil(t testing.TB, h *Node, channel string, tick time.Duration, dea
 	return n
 }
 
-func slowClosed(h *Node) uint64 { return h.Rejections()["slow_consumer"] }
+func slowClosed(h *push.Node) uint64 { return h.Rejections()["slow_consumer"] }
 
 // A client that stops reading is closed 4001 once its queue passes
 // max_queue_bytes; if it resumes reading within the linger time it reads
 // what was buffered and then the 4001 close frame (it used to get the
 // buffered bytes and then EOF).
 func TestStalledClientThatResumesSees4001(t *testing.T) {
-	n := startTestNode(t, Options{MaxQueueBytes: 64 << 10})
+	n := startTestNode(t, push.Options{MaxQueueBytes: 64 << 10})
 	c := n.dialStalled(t, "/ws?channel=news")
 	publishUntil(t, n.hub, "news", time.Millisecond, 30*time.Second, func() bool { return slowClosed(n.hub) == 1 })
 	// The client stays away 3 s after its close (past the writer's 1 s,
@@ -74,8 +75,8 @@ func TestStalledClientThatResumesSees4001(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	_ = c.SetReadDeadline(time.Now().Add(stalledCloseLinger))
 	code, reason, ok := c.closeCode()
-	if !ok || code != CloseSlowConsumer {
-		t.Fatalf("after resuming: close %d %q (close frame: %v), want %d", code, reason, ok, CloseSlowConsumer)
+	if !ok || code != push.CloseSlowConsumer {
+		t.Fatalf("after resuming: close %d %q (close frame: %v), want %d", code, reason, ok, push.CloseSlowConsumer)
 	}
 }
 
@@ -119,7 +120,7 @@ func TestStalledBesideReaders(t *testing.T) {
 		t.Skip("runs without -race: .ci/run's stalled-subscribers step")
 	}
 	const stalled, readers = 2000, 20
-	n := startTestNode(t, Options{MaxQueueBytes: 64 << 10})
+	n := startTestNode(t, push.Options{MaxQueueBytes: 64 << 10})
 	var wg sync.WaitGroup
 	rs := make([]*rawReader, readers)
 	for i := range rs {
@@ -147,7 +148,7 @@ func TestStalledBesideReaders(t *testing.T) {
 	// Each stalled connection is gone (its reader side saw the socket
 	// close) within the linger time after the last close was counted.
 	limit := time.Second + stalledCloseLinger + closeLinger + 2*time.Second
-	waitUntil(t, limit, "the stalled connections gone", func() bool { return n.hub.sessions.len() == readers })
+	waitUntil(t, limit, "the stalled connections gone", func() bool { return sessionCount(n.hub) == readers })
 	goneAt := time.Since(start)
 	for i, r := range rs {
 		waitUntil(t, 10*time.Second, "reader got every message", func() bool { return r.msgs.Load() == int64(sent) || r.closed.Load() != nil })

@@ -1,4 +1,4 @@
-package push
+package ws
 
 import (
 	"bufio"
@@ -10,12 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/heraldpush/herald/push"
 	"github.com/lxzan/gws"
 )
 
@@ -30,42 +31,49 @@ const readBufferSize = 256
 // Server accepts WebSocket connections for a Node. It is an http.Handler
 // for GET /ws.
 type Server struct {
-	node       *Node
-	upgrader   *gws.Upgrader
-	hd         *handler // the upgrader's; ServeHTTP opens sessions with it
-	*Admission          // origins, per-address limits, client addresses
+	node     *push.Node
+	upgrader *gws.Upgrader
+	hd       *handler        // the upgrader's; ServeHTTP opens sessions with it
+	admit    *push.Admission // origins, per-address limits, client addresses
+	writers  *writers        // run the flushes (writers.go)
 	// compression: permessage-deflate for clients that offer it.
-	compression bool
-	sendBuffer  int // SO_SNDBUF per connection (sndbuf.go)
+	compression  bool
+	sendBuffer   int // SO_SNDBUF per connection (sndbuf.go)
+	maxFrame     int
+	writeTimeout time.Duration
 }
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	// AllowedOrigins lists origins ("https://app.example.com") allowed
-	// besides the request's own host; "*" allows every origin.
-	AllowedOrigins []string
+	// Admission decides who may connect; nil: a browser only from the
+	// server's own host, no cap per address.
+	Admission *push.Admission
 	// HandshakeTimeout bounds the WebSocket handshake.
 	HandshakeTimeout time.Duration
 	// Compression turns on permessage-deflate for clients that offer it.
 	Compression bool
-	// MaxConnsPerIP caps the open WebSocket connections from one client
-	// address (0: no cap).
-	MaxConnsPerIP int
-	// TrustedProxies are the proxies whose X-Forwarded-For is believed
-	// when finding a client's address.
-	TrustedProxies []netip.Prefix
 	// SendBuffer is each connection's kernel send buffer in bytes
 	// (SO_SNDBUF): 0 picks DefaultSendBuffer, < 0 leaves the kernel's
 	// autotuning (up to 4 MiB a connection on Linux).
 	SendBuffer int
 }
 
-// NewServer returns a WebSocket server for n.
-func NewServer(n *Node, o ServerOptions) *Server {
-	srv := &Server{node: n, Admission: NewAdmission(o), compression: o.Compression, sendBuffer: o.SendBuffer}
-	srv.hd = &handler{node: n, ips: srv.ips}
+// NewServer returns a WebSocket server for n. Its writer goroutines stop
+// at the end of n's Close, after the close frames went out.
+func NewServer(n *push.Node, o ServerOptions) *Server {
+	if o.Admission == nil {
+		o.Admission = push.NewAdmission(push.AdmissionOptions{})
+	}
+	no := n.Options()
+	srv := &Server{
+		node: n, admit: o.Admission, compression: o.Compression, sendBuffer: o.SendBuffer,
+		maxFrame: no.MaxFrameBytes, writeTimeout: no.WriteTimeout,
+		writers: startWriters(runtime.GOMAXPROCS(0)),
+	}
+	n.AfterClose(srv.writers.stop)
+	srv.hd = &handler{node: n, admit: o.Admission}
 	srv.upgrader = gws.NewUpgrader(srv.hd, &gws.ServerOption{
-		ReadMaxPayloadSize: n.opts.MaxFrameBytes,
+		ReadMaxPayloadSize: no.MaxFrameBytes,
 		ReadBufferSize:     readBufferSize,
 		ParallelEnabled:    false,
 		CheckUtf8Enabled:   true,
@@ -81,38 +89,38 @@ func NewServer(n *Node, o ServerOptions) *Server {
 // (repeatable) subscribes at once; batch=1 packs messages into frames;
 // token authenticates.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ip, aerr := srv.admit(srv.node, r)
+	ip, aerr := srv.admit.Admit(srv.node, r)
 	if aerr != nil {
 		httpError(w, aerr.Status(), aerr.Code, aerr.Message)
 		return
 	}
 	q := r.URL.Query()
-	var claims *Claims
-	var authErr *Error
+	var claims *push.Claims
+	var authErr *push.Error
 	if tok := q.Get("token"); tok != "" {
 		// Upgrade anyway and close with 1008: a browser cannot read an
 		// HTTP error from a failed handshake, but it can read a reason.
 		c, err := srv.node.Authenticate(tok)
-		authErr, claims = AsError(err), c
+		authErr, claims = push.AsError(err), c
 	}
 	nc, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		srv.ips.release(ip)
-		httpError(w, http.StatusInternalServerError, CodeInternal, "cannot take over the connection: "+err.Error())
+		srv.admit.Release(ip)
+		httpError(w, http.StatusInternalServerError, push.CodeInternal, "cannot take over the connection: "+err.Error())
 		return
 	}
 	setSendBuffer(nc, srv.sendBuffer) // sndbuf.go
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
-	t := newWSTransport(nc, srv.node.writers.pick(), compressed, srv.node.opts.WriteTimeout)
+	t := newWSTransport(nc, srv.writers.pick(), compressed, srv.writeTimeout)
 	// The guard sits between the socket and gws's reader (wsguard.go);
 	// gws reads through it, not through gwsConn (which only changes
 	// writes), to keep the read goroutine's parked stack small (issue 14).
-	guard, arm := guardConn(nc, srv.node.opts.MaxFrameBytes, compressed, srv.node) // see wsguard.go
+	guard, arm := guardConn(nc, srv.maxFrame, compressed, srv.node) // see wsguard.go
 	conn, err := srv.upgrader.UpgradeFromConn(t.gwsConn, bufio.NewReaderSize(guard, readBufferSize), r)
 	if err != nil {
-		srv.ips.release(ip)
+		srv.admit.Release(ip)
 		return
 	}
 	t.conn = conn
@@ -120,7 +128,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.initial, t.maxRate, t.ip, t.authErr = q["channel"], q.Get("max_rate"), ip, authErr
 	s := srv.node.NewSession(t, false)
 	s.SetClaims(claims)
-	conn.Session().(*slot).s = s
+	sl := conn.Session().(*slot)
+	sl.s, sl.t = s, t
 	arm(conn)
 	srv.open(conn)
 	go srv.readLoop(conn) // recovers panics: recover.go
@@ -137,8 +146,8 @@ func (srv *Server) open(c *gws.Conn) {
 	defer func() {
 		if v := recover(); v != nil {
 			s := sessionOf(c)
-			logPanic(srv.node.log, "ws open", v, "client", s.id, "remote", c.RemoteAddr().String())
-			s.closeAsync(CloseInternal, internalErrorReason)
+			push.LogPanic(srv.node.Logger(), "ws open", v, "client", s.ID(), "remote", c.RemoteAddr().String())
+			s.CloseAsync(push.CloseInternal, push.InternalErrorReason)
 		}
 	}()
 	srv.hd.open(c)
@@ -162,11 +171,11 @@ type wsTransport struct {
 	writer  *writer         // runs the flushes when raw
 	batch   bool            // pack pending messages into one frame, '\n'-separated
 	timeout time.Duration
-	out     []byte   // what the socket has not taken yet (raw)
-	initial []string // channels from the query string, until OnOpen
-	maxRate string   // the query's max_rate for them, until OnOpen
-	ip      string   // client address, for the per-address limit
-	authErr *Error   // why the handshake's token was refused
+	out     []byte      // what the socket has not taken yet (raw)
+	initial []string    // channels from the query string, until OnOpen
+	maxRate string      // the query's max_rate for them, until OnOpen
+	ip      string      // client address, for the per-address limit
+	authErr *push.Error // why the handshake's token was refused
 }
 
 // newWSTransport picks the write path for the socket nc: raw unless the
@@ -378,10 +387,11 @@ func (t *wsTransport) Close(code uint16, reason string) {
 	t.lingerClose(err == nil)
 }
 
-// slot is the per-connection storage gws asks for; we keep one pointer
+// slot is the per-connection storage gws asks for; we keep two pointers
 // instead of gws's default map.
 type slot struct {
-	s       *Session
+	s       *push.Session
+	t       *wsTransport
 	cleaned atomic.Bool // OnClose ran (recover.go)
 }
 
@@ -391,17 +401,19 @@ func (sl *slot) Delete(string)                  {}
 func (sl *slot) Store(string, any)              {}
 func (sl *slot) Range(f func(string, any) bool) { f("session", sl.s) }
 
-type gwsLogger struct{ n *Node }
+type gwsLogger struct{ n *push.Node }
 
-func (l gwsLogger) Error(v ...any) { l.n.log.Error("gws", "err", v) }
+func (l gwsLogger) Error(v ...any) { l.n.Logger().Error("gws", "err", v) }
 
 // handler adapts gws events to sessions.
 type handler struct {
-	node *Node
-	ips  *ipLimiter
+	node  *push.Node
+	admit *push.Admission
 }
 
-func sessionOf(c *gws.Conn) *Session { return c.Session().(*slot).s }
+func sessionOf(c *gws.Conn) *push.Session { return c.Session().(*slot).s }
+
+func transportOf(c *gws.Conn) *wsTransport { return c.Session().(*slot).t }
 
 // OnOpen does nothing: gws calls it on the connection's read goroutine,
 // which lives as long as the connection. The opening work (welcome,
@@ -413,16 +425,15 @@ func (hd *handler) OnOpen(*gws.Conn) {}
 
 // open greets the client and subscribes the channels of the query string.
 func (hd *handler) open(c *gws.Conn) {
-	s := sessionOf(c)
-	t := s.t.(*wsTransport)
+	s, t := sessionOf(c), transportOf(c)
 	initial, maxRate := t.initial, t.maxRate
 	t.initial, t.maxRate = nil, ""
-	hd.node.log.Debug("connection open", "client", s.id, "transport", "ws", "remote", c.RemoteAddr().String())
+	hd.node.Logger().Debug("connection open", "client", s.ID(), "transport", "ws", "remote", c.RemoteAddr().String())
 	if t.authErr != nil {
-		s.closeAsync(CloseCode(t.authErr.Code), t.authErr.Message)
+		s.CloseAsync(push.CloseCode(t.authErr.Code), t.authErr.Message)
 		return
 	}
-	s.send(s.welcome(t.batch))
+	s.Send(s.Welcome(t.batch))
 	s.OpenWith(initial, nil, maxRate)
 }
 
@@ -432,24 +443,38 @@ func (hd *handler) OnClose(c *gws.Conn, err error) {
 	}
 	s := sessionOf(c)
 	s.Release()
-	hd.node.countClose(s, err)
-	hd.ips.release(s.t.(*wsTransport).ip)
-	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == CloseTooBig {
-		hd.node.countRejection(ReasonFrameTooBig)
+	hd.node.CountClose(s, clientCloseCode(err))
+	hd.admit.Release(transportOf(c).ip)
+	if code, ok := err.(interface{ Uint16() uint16 }); ok && code.Uint16() == push.CloseTooBig {
+		hd.node.CountRejection(push.ReasonFrameTooBig)
 	}
-	if hd.node.log.Enabled(context.Background(), slog.LevelDebug) {
-		hd.node.log.Debug("connection closed", "client", s.id, "transport", "ws", "reason", err,
-			"duration", time.Since(time.Unix(0, s.opened)).Round(time.Millisecond))
+	if log := hd.node.Logger(); log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("connection closed", "client", s.ID(), "transport", "ws", "reason", err,
+			"duration", time.Since(s.Opened()).Round(time.Millisecond))
 	}
+}
+
+// clientCloseCode is the close code in err, the reason gws's read loop
+// ended: the client's close frame, or the guard's failure; 0 without one.
+func clientCloseCode(err error) uint16 {
+	var ce *gws.CloseError
+	var sc interface{ Uint16() uint16 }
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code
+	case errors.As(err, &sc):
+		return sc.Uint16()
+	}
+	return 0
 }
 
 func (hd *handler) OnPing(c *gws.Conn, payload []byte) {
 	s := sessionOf(c)
-	s.touch()
-	s.send(wsPongFrame(payload))
+	s.Touch()
+	s.Send(wsPongFrame(payload))
 }
 
-func (hd *handler) OnPong(c *gws.Conn, payload []byte) { sessionOf(c).touch() }
+func (hd *handler) OnPong(c *gws.Conn, payload []byte) { sessionOf(c).Touch() }
 
 // pongCommand is the pong as clients/js, clients/go and `herald bench` send it.
 var pongCommand = []byte(`{"type":"pong"}`)
@@ -457,7 +482,7 @@ var pongCommand = []byte(`{"type":"pong"}`)
 func (hd *handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	s := sessionOf(c)
-	s.touch()
+	s.Touch()
 	// The heartbeat answer, byte for byte as Herald's clients send it, is
 	// not decoded: encoding/json needs more stack than the read goroutine
 	// parks with, and every idle connection would keep a stack grown at
@@ -465,12 +490,19 @@ func (hd *handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	if m.Opcode == gws.OpcodeText && bytes.Equal(m.Bytes(), pongCommand) {
 		return
 	}
-	if s.isClosed() {
+	if s.IsClosed() {
 		return
 	}
 	if m.Opcode != gws.OpcodeText {
-		s.reject("", CodeBadRequest, "binary frames are not part of the protocol: send JSON text frames", "")
+		s.Reject("", push.CodeBadRequest, "binary frames are not part of the protocol: send JSON text frames", "")
 		return
 	}
-	s.handle(m.Bytes())
+	s.Handle(m.Bytes())
 }
+
+// PingFrame is the WebSocket ping the heartbeat sends after its JSON ping
+// (push.Pinger).
+func (t *wsTransport) PingFrame() []byte { return wsPingFrame }
+
+// Abort closes the socket at once, without a close frame (push.Aborter).
+func (t *wsTransport) Abort() { _ = t.gwsConn.Close() }

@@ -1,15 +1,17 @@
 //go:build linux
 
-package push
+package ws
 
 import (
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/push"
 )
 
 func conflateNode(t *testing.T) *testNode {
-	ns := &Namespaces{Named: map[string]*Namespace{"stocks": {Conflate: true}, "news": {}}}
-	return startTestNode(t, Options{MaxQueueBytes: 64 << 10, Namespaces: ns})
+	ns := &push.Namespaces{Named: map[string]*push.Namespace{"stocks": {Conflate: true}, "news": {}}}
+	return startTestNode(t, push.Options{MaxQueueBytes: 64 << 10, Namespaces: ns})
 }
 
 // A client that stops reading, in a conflating namespace, is not closed:
@@ -19,15 +21,15 @@ func conflateNode(t *testing.T) *testNode {
 func TestConflateKeepsASlowReaderWithTheLatest(t *testing.T) {
 	n := conflateNode(t)
 	c := n.dialStalled(t, "/ws?channel=stocks:AAPL")
-	conflated := func() bool { return n.hub.stats.Conflated.Load() > 0 }
-	publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, conflated)
+	conflated := func() bool { return n.hub.Snapshot().Conflated > 0 }
+	published := publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, conflated)
 	// As much again while it is behind: held, not queued, not closed.
 	more := 0
-	publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, func() bool { more++; return more > 200 })
+	published += publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, func() bool { more++; return more > 200 })
 	if got := slowClosed(n.hub); got != 0 {
 		t.Fatalf("%d slow-consumer closes in a conflating namespace", got)
 	}
-	last := n.hub.hub.lookup("stocks:AAPL").lastOffset()
+	last := uint64(published) // the channel's offsets start at 1
 	got := c.readMessages(t, "stocks:AAPL", 20*time.Second, lastIs(last))
 	skipped := checkSkips(t, got, 0)
 	if skipped == 0 || skipped+uint64(len(got)) != last {
@@ -50,17 +52,10 @@ func TestConflateKeepsASlowReaderWithTheLatest(t *testing.T) {
 func TestConflateLeavesOtherNamespacesTo4001(t *testing.T) {
 	n := conflateNode(t)
 	c := n.dialStalled(t, "/ws?channel=stocks:AAPL&channel=news:world")
-	publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, func() bool { return n.hub.stats.Conflated.Load() > 0 })
+	publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, func() bool { return n.hub.Snapshot().Conflated > 0 })
 	publishUntil(t, n.hub, "news:world", time.Millisecond, 30*time.Second, func() bool { return slowClosed(n.hub) == 1 })
 	_ = c.SetReadDeadline(time.Now().Add(stalledCloseLinger))
-	if code, reason, ok := c.closeCode(); !ok || code != CloseSlowConsumer {
-		t.Fatalf("close %d %q (close frame: %v), want %d", code, reason, ok, CloseSlowConsumer)
+	if code, reason, ok := c.closeCode(); !ok || code != push.CloseSlowConsumer {
+		t.Fatalf("close %d %q (close frame: %v), want %d", code, reason, ok, push.CloseSlowConsumer)
 	}
-}
-
-// lastOffset is the offset of the channel's last message fanned out.
-func (ch *hubChannel) lastOffset() uint64 {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	return ch.stream.last
 }

@@ -1,4 +1,7 @@
-package api
+// Package sse is the Server-Sent Events transport: GET /sse?channel=...
+// carries the same messages as /ws as events, for clients that cannot
+// open a WebSocket or only listen.
+package sse
 
 import (
 	"encoding/json"
@@ -10,59 +13,79 @@ import (
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/push"
-	"github.com/labstack/echo/v4"
 )
 
-// sse handles GET /sse?channel=...: the same messages as /ws, as
-// Server-Sent Events. Each message event's id is "epoch:offset" (for a
-// stream of several channels, every channel's position joined by ',' in
-// the order of the channel parameters), so that a browser's EventSource
-// resumes through the normal recovery path with Last-Event-ID.
-func (s *Server) sse(c echo.Context) error {
-	r := c.Request()
-	if s.opts.CheckOrigin != nil && !s.opts.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		return newError(push.CodeForbidden, "origin not allowed")
+// Handler serves GET /sse for a node.
+type Handler struct {
+	node  *push.Node
+	admit *push.Admission
+}
+
+// New returns the /sse handler of n; admit decides which browser origins
+// may open a stream (nil: the server's own host only).
+func New(n *push.Node, admit *push.Admission) *Handler {
+	if admit == nil {
+		admit = push.NewAdmission(push.AdmissionOptions{})
 	}
-	channels := c.QueryParams()["channel"]
+	return &Handler{node: n, admit: admit}
+}
+
+// ServeHTTP streams the channels of the query as Server-Sent Events.
+// Each message event's id is "epoch:offset" (for a stream of several
+// channels, every channel's position joined by ',' in the order of the
+// channel parameters), so that a browser's EventSource resumes through the
+// normal recovery path with Last-Event-ID.
+func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := hd.serve(w, r); err != nil {
+		push.WriteHTTPError(w, err)
+	}
+}
+
+func (hd *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+	if !hd.admit.CheckOrigin(r.Header.Get("Origin"), r.Host) {
+		return push.Errorf(push.CodeForbidden, "origin not allowed")
+	}
+	q := r.URL.Query()
+	channels := q["channel"]
 	if len(channels) == 0 {
-		return newError(push.CodeBadRequest, "give at least one channel parameter")
+		return push.Errorf(push.CodeBadRequest, "give at least one channel parameter")
 	}
 	for _, ch := range channels {
-		if _, err := s.node.Namespaces().Lookup(ch); err != nil {
+		if _, err := hd.node.Namespaces().Lookup(ch); err != nil {
 			return err
 		}
 	}
-	maxRate := c.QueryParam("max_rate")
+	maxRate := q.Get("max_rate")
 	if _, err := push.ParseMaxRate(maxRate); err != nil {
 		return err
 	}
-	claims, err := s.authenticate(c)
+	claims, err := hd.node.AuthenticateQuery(r)
 	if err != nil {
 		return err
 	}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
-		last = c.QueryParam("last_event_id")
+		last = q.Get("last_event_id")
 	}
 	since, err := parseEventID(last, len(channels))
 	if err != nil {
 		return err
 	}
 
-	h := c.Response().Header()
+	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	c.Response().WriteHeader(http.StatusOK)
+	w.WriteHeader(http.StatusOK)
 
 	t := &sseTransport{
-		rc:       http.NewResponseController(c.Response().Writer),
-		w:        c.Response().Writer,
+		rc:       http.NewResponseController(w),
+		w:        w,
 		notify:   make(chan func(), 1),
 		done:     make(chan struct{}),
 		channels: channels,
 		pos:      make([]broker.Position, len(channels)),
-		timeout:  s.node.Options().WriteTimeout,
+		timeout:  hd.node.Options().WriteTimeout,
 	}
 	for i, p := range since {
 		if p != nil {
@@ -75,7 +98,7 @@ func (s *Server) sse(c echo.Context) error {
 	}
 	_ = t.rc.Flush()
 
-	sess := s.node.NewSession(t, true)
+	sess := hd.node.NewSession(t, true)
 	defer sess.Release()
 	sess.SetClaims(claims)
 	sess.OpenWith(channels, since, maxRate)
@@ -99,11 +122,11 @@ func parseEventID(id string, n int) ([]*broker.Position, error) {
 	}
 	parts := strings.Split(id, ",")
 	if len(parts) != n {
-		return nil, newError(push.CodeBadRequest, "Last-Event-ID does not match the channels of this stream")
+		return nil, push.Errorf(push.CodeBadRequest, "Last-Event-ID does not match the channels of this stream")
 	}
 	out := make([]*broker.Position, n)
 	for i, p := range parts {
-		pos, err := ParsePosition(p)
+		pos, err := push.ParsePosition(p)
 		if err != nil {
 			return nil, err
 		}
@@ -216,18 +239,4 @@ func (t *sseTransport) noteSubscribed(frame []byte) {
 
 func (t *sseTransport) Close(code uint16, reason string) {
 	t.once.Do(func() { close(t.done) })
-}
-
-// authenticate reads the optional token query parameter of /sse and
-// /api/poll (EventSource cannot send headers).
-func (s *Server) authenticate(c echo.Context) (*push.Claims, error) {
-	tok := c.QueryParam("token")
-	if tok == "" {
-		return nil, nil
-	}
-	claims, err := s.node.Authenticate(tok)
-	if err != nil {
-		return nil, newError(push.CodeUnauthorized, err.Error())
-	}
-	return claims, nil
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package push
+package ws
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"github.com/heraldpush/herald/push"
 	"net"
 	"net/http"
 	"runtime"
@@ -307,7 +308,7 @@ func TestIdleMemoryAfterHeartbeats(t *testing.T) {
 	if n < 250 {
 		t.Fatalf("RLIMIT_NOFILE %d leaves room for %d connections, too few to measure", lim.Cur, n)
 	}
-	h := NewNode(Options{Node: "mem", Heartbeat: heartbeat, HeartbeatTimeout: time.Minute, StatsInterval: time.Hour})
+	h := push.NewNode(push.Options{Node: "mem", Heartbeat: heartbeat, HeartbeatTimeout: time.Minute, StatsInterval: time.Hour})
 	b := broker.NewMemory(h)
 	h.Start(context.Background(), b)
 	srv := NewServer(h, ServerOptions{HandshakeTimeout: 5 * time.Second})
@@ -320,7 +321,7 @@ func TestIdleMemoryAfterHeartbeats(t *testing.T) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = h.Close(ctx, CloseGoingAway, "test over")
+		_ = h.Close(ctx, push.CloseGoingAway, "test over")
 		_ = hs.Close()
 		_ = b.Close(ctx)
 	})

@@ -1,6 +1,6 @@
-//go:build linux && race
+//go:build linux && !race
 
-package push
+package ws
 
 // raceEnabled: the race detector makes frames, and so stacks, larger.
-const raceEnabled = true
+const raceEnabled = false
