@@ -85,6 +85,7 @@ type Report struct {
 	ServerRSSBaseMB  float64 `json:"server_rss_before_mb,omitempty"`
 	ServerRSSIdleMB  float64 `json:"server_rss_connected_mb,omitempty"`
 	ServerRSSEndMB   float64 `json:"server_rss_end_mb,omitempty"`
+	ServerCPUSecs    float64 `json:"server_cpu_seconds,omitempty"` // user+system CPU of the --pid servers from connected to end
 	RSSPerConnKB     float64 `json:"server_rss_per_connection_kb,omitempty"`
 	ClientRSSIdleMB  float64 `json:"client_rss_connected_mb"`
 	ClientRSSPerConn float64 `json:"client_rss_per_connection_kb"`
@@ -131,6 +132,9 @@ func (r *Report) String() string {
 	}
 	if r.ServerRSSBaseMB > 0 {
 		row("server RSS", "%.1f MB before, %.1f MB connected, %.1f MB at end", r.ServerRSSBaseMB, r.ServerRSSIdleMB, r.ServerRSSEndMB)
+		if r.ServerCPUSecs > 0 {
+			row("server CPU", "%.2f s (user+system) while publishing and delivering", r.ServerCPUSecs)
+		}
 		if r.Conns > 0 {
 			row("server RSS per connection", "%.1f KB", r.RSSPerConnKB)
 		}
@@ -225,6 +229,32 @@ func readRSS(pid string) (uint64, error) {
 
 const mb = 1 << 20
 
+// serverCPU sums the user and system CPU seconds of pids from
+// /proc/<pid>/stat (fields 14 and 15, in clock ticks of 1/100 s, the
+// USER_HZ of every Linux); -1 when there are none or one cannot be read.
+func serverCPU(pids []int) float64 {
+	if len(pids) == 0 {
+		return -1
+	}
+	var ticks uint64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return -1
+		}
+		// The command name (field 2) may hold spaces: count from its ')'.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if i < 0 || len(f) < 13 {
+			return -1
+		}
+		u, _ := strconv.ParseUint(f[11], 10, 64)
+		s, _ := strconv.ParseUint(f[12], 10, 64)
+		ticks += u + s
+	}
+	return float64(ticks) / 100
+}
+
 // Run connects, publishes for the configured duration, waits for the
 // deliveries to settle and reports.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
@@ -282,6 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	rep.ServerRSSIdleMB = serverRSS()
+	cpuStart := serverCPU(cfg.PIDs)
 	if rep.ConnsUp > 0 {
 		if rep.ServerRSSBaseMB > 0 {
 			rep.RSSPerConnKB = (rep.ServerRSSIdleMB - rep.ServerRSSBaseMB) * 1024 / float64(rep.ConnsUp)
@@ -354,6 +385,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.ServerRSSEndMB = serverRSS()
+	if cpuStart >= 0 {
+		if end := serverCPU(cfg.PIDs); end >= 0 {
+			rep.ServerCPUSecs = end - cpuStart
+		}
+	}
 	rep.Delivered = run.delivered.Load()
 	rep.DeliveredPerS = float64(rep.Delivered) / rep.Seconds
 	rep.Lost, rep.Duplicates, rep.Closed = run.lost.Load(), run.dups.Load(), int(run.closed.Load())
