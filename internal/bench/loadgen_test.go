@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"os"
 	"testing"
 	"time"
 )
@@ -22,23 +21,3 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 }
 
-// serverCPU reads this process's own CPU time, which grows as it works
-// (linux: /proc).
-func TestServerCPU(t *testing.T) {
-	self := []int{os.Getpid()}
-	before := serverCPU(self)
-	if before < 0 {
-		t.Fatal("cannot read this process's CPU time")
-	}
-	// Spin until the kernel has counted a tick more, or give up.
-	after := before
-	for end := time.Now().Add(10 * time.Second); after <= before && time.Now().Before(end); {
-		after = serverCPU(self)
-	}
-	if after <= before {
-		t.Fatalf("CPU seconds stayed at %v through 10s of spinning", before)
-	}
-	if serverCPU(nil) != -1 || serverCPU([]int{-5}) != -1 {
-		t.Error("no pid, or one without /proc, must read -1")
-	}
-}
