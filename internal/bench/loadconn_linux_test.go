@@ -2,9 +2,9 @@ package bench
 
 import (
 	"bytes"
-	"os"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"

@@ -20,4 +20,3 @@ func TestHistogramQuantiles(t *testing.T) {
 		}
 	}
 }
-
