@@ -44,6 +44,10 @@ type Options struct {
 	// Script is the browser client (clients/js), served at /herald.js so
 	// that pages can import it from the server they talk to.
 	Script []byte
+	// Worker is the client's SharedWorker (new Herald({shared: true})),
+	// served at /herald-worker.js, next to /herald.js, which loads it from
+	// there.
+	Worker []byte
 	Logger *slog.Logger
 	// OpenAPI is served at /api/openapi.yaml.
 	OpenAPI []byte
@@ -116,6 +120,9 @@ func New(o Options) *Server {
 	pub(http.MethodPost, "/disconnect", s.disconnect)
 	if o.Script != nil {
 		e.GET("/herald.js", s.script)
+	}
+	if o.Worker != nil {
+		e.GET("/herald-worker.js", s.worker)
 	}
 	if o.Pages != nil {
 		// The admin page asks for an API key itself and keeps it in the
@@ -209,6 +216,11 @@ func isLoopback(remote string) bool {
 func (s *Server) script(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "no-cache")
 	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", s.opts.Script)
+}
+
+func (s *Server) worker(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "no-cache")
+	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", s.opts.Worker)
 }
 
 // page serves the embedded page name.

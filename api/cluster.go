@@ -1,30 +1,38 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/heraldpush/herald/push"
 	"github.com/labstack/echo/v4"
 )
 
-// presence handles GET /api/channels/:channel/presence.
+// presence handles GET /api/channels/:channel/presence?limit=&cursor=:
+// the number of distinct users across the cluster and, in presence: true
+// namespaces, a page of them (next_cursor fetches the next).
 func (s *Server) presence(c echo.Context) error {
-	channel, ns, err := s.pathChannel(c)
+	channel, _, err := s.pathChannel(c)
 	if err != nil {
 		return err
 	}
-	if !ns.Presence {
-		return newError(push.CodeNotFound, "presence is off in this channel's namespace (presence: true enables it)")
+	limit := 0
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > push.MaxPresenceLimit {
+			return newError(push.CodeBadRequest, fmt.Sprintf("limit must be an integer 1-%d", push.MaxPresenceLimit))
+		}
+		limit = n
 	}
-	members, err := s.node.Presence(c.Request().Context(), channel)
+	page, err := s.node.Presence(c.Request().Context(), channel, c.QueryParam("cursor"), limit)
 	if err != nil {
 		return err
 	}
-	sort.Slice(members, func(i, j int) bool { return members[i].Client < members[j].Client })
-	return c.JSON(http.StatusOK, map[string]any{"channel": channel, "members": members})
+	return c.JSON(http.StatusOK, page)
 }
 
 // channels handles GET /api/channels?prefix=: channels with subscribers on

@@ -59,6 +59,9 @@ func NewMetrics(node Snapshotter) *Metrics {
 	return m
 }
 
+// Register adds a collector of another part (the webhook sender).
+func (m *Metrics) Register(c prometheus.Collector) error { return m.registry.Register(c) }
+
 // ObserveBroker is the node's ObserveBroker hook.
 func (m *Metrics) ObserveBroker(op string, d time.Duration, err error) {
 	result := "ok"

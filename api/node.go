@@ -26,7 +26,7 @@ type Node interface {
 	Publish(ctx context.Context, p push.Publication) (push.Published, error)
 	PublishBatch(ctx context.Context, pubs []push.Publication) ([]push.Published, error)
 	History(ctx context.Context, channel string, since broker.Position, limit int) (broker.History, error)
-	Presence(ctx context.Context, channel string) ([]push.Member, error)
+	Presence(ctx context.Context, channel, cursor string, limit int) (push.PresencePage, error)
 	ChannelCounts(prefix string) (counts map[string]int, truncated bool)
 	Cluster() []push.NodeReport
 	Disconnect(ctx context.Context, user, reason string, ban time.Duration) error

@@ -23,6 +23,7 @@ type Memory struct {
 	closed   bool
 
 	store memStore
+	pres  memPresence // presence sets and event queues (memory_presence.go)
 
 	// Deliveries go through a few ordered queues, one per channel hash, so
 	// that publishers never call into the hub while holding engine locks

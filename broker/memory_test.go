@@ -19,3 +19,9 @@ func TestMemoryStore(t *testing.T) {
 	defer m.Close(context.Background())
 	brokertest.RunStore(t, m)
 }
+
+func TestMemoryPresence(t *testing.T) {
+	m := broker.NewMemory(brokertest.NewRecorder())
+	defer m.Close(context.Background())
+	brokertest.RunPresence(t, m)
+}

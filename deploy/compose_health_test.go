@@ -98,7 +98,7 @@ var exampleChannels = map[string]func(*push.Namespace) bool{
 	"stocks:AAPL":      func(ns *push.Namespace) bool { return ns.Snapshot && ns.HistorySize > 0 },
 	"sports:cup-final": func(ns *push.Namespace) bool { return ns.Snapshot && ns.HistorySize > 0 },
 	"danmaku:demo":     func(ns *push.Namespace) bool { return ns.ClientPublish },
-	"chat:lobby":       func(ns *push.Namespace) bool { return ns.ClientPublish && ns.Presence && ns.HistorySize > 0 },
+	"chat:lobby":       func(ns *push.Namespace) bool { return ns.ClientPublish && ns.Presence.Tracked() && ns.HistorySize > 0 },
 	// herald bench --check --namespace check: --messages (1000) per channel.
 	"check:c1": func(ns *push.Namespace) bool { return ns.HistorySize >= 1000 },
 }

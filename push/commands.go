@@ -71,7 +71,7 @@ func (s *Session) handle(raw []byte) {
 			s.auth(c.ID, c.Token)
 		}
 	case "presence":
-		s.presence(c.ID, c.Channel)
+		s.presence(c.ID, c.Channel, c.Cursor, c.Limit)
 	case "":
 		s.reject(c.ID, CodeBadRequest, `missing "type"`, "")
 	default:
@@ -156,7 +156,10 @@ func (n *Node) SubscribeWith(s *Session, id json.Number, channel string, o Subsc
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s, presence: ns.Presence, th: newThrottle(o.MaxRate, ns.Conflate)}
+	sub := &subscription{s: s, mode: ns.Presence, th: newThrottle(o.MaxRate, ns.Conflate)}
+	if ns.Presence.Tracked() {
+		sub.presence = new(subPresence)
+	}
 	if err := n.hub.attach(ctx, channel, sub); err != nil {
 		s.reject(id, CodeUnavailable, "broker unavailable, retry later: "+err.Error(), channel)
 		return
@@ -187,7 +190,7 @@ func (n *Node) SubscribeWith(s *Session, id json.Number, channel string, o Subsc
 	s.subs[channel] = sub
 	s.mu.Unlock()
 	n.recovery.activate(sub, id, since, hist, ns.Snapshot)
-	if sub.presence {
+	if sub.presence != nil {
 		n.join(sub)
 	}
 }
@@ -208,7 +211,7 @@ func (n *Node) Unsubscribe(s *Session, id json.Number, channel string) {
 		return
 	}
 	n.hub.detach(sub)
-	if sub.presence {
+	if sub.presence != nil {
 		n.leave(sub)
 	}
 	s.send(encode(unsubscribedFrame{Type: "unsubscribed", ID: id, Channel: channel}))

@@ -71,8 +71,10 @@ type subscription struct {
 	// skip drops live messages at or below this offset: they were already
 	// sent from history. Guarded by ch.mu.
 	skip uint64
-	// presence: the channel's namespace tracks who is subscribed.
-	presence bool
+	// presence is the subscription's place in the channel's presence
+	// (nil: the namespace keeps none), mode the namespace's rule.
+	presence *subPresence
+	mode     PresenceMode
 	// th is set for a subscription with max_rate or in a conflating
 	// namespace (throttle.go); nil for every other.
 	th *throttle

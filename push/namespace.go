@@ -31,7 +31,7 @@ type Namespace struct {
 	HistoryTTL      time.Duration `yaml:"history_ttl" json:"history_ttl"`
 	Snapshot        bool          `yaml:"snapshot" json:"snapshot"`
 	Private         bool          `yaml:"private" json:"private"`
-	Presence        bool          `yaml:"presence" json:"presence"`
+	Presence        PresenceMode  `yaml:"presence" json:"presence"`
 	ClientPublish   bool          `yaml:"client_publish" json:"client_publish"`
 	PublishRate     Rate          `yaml:"publish_rate" json:"publish_rate"`
 	MaxMessageBytes int           `yaml:"max_message_bytes" json:"max_message_bytes"`
@@ -45,6 +45,47 @@ type Namespace struct {
 	// Anonymous false requires a valid token (any user) to subscribe or
 	// publish; nil or true lets connections without a token in.
 	Anonymous *bool `yaml:"anonymous" json:"anonymous,omitempty"`
+}
+
+// PresenceMode is the presence rule of a namespace: off, true (members:
+// who is there, with join and leave events) or counts (only the number of
+// distinct users, for rooms too big to list or to tell of every arrival).
+type PresenceMode uint8
+
+const (
+	PresenceOff PresenceMode = iota
+	PresenceMembers
+	PresenceCounts
+)
+
+// Tracked reports whether presence is kept at all.
+func (m PresenceMode) Tracked() bool { return m != PresenceOff }
+
+// UnmarshalText reads true, false or counts (config files write the rule
+// as a YAML boolean or the word counts).
+func (m *PresenceMode) UnmarshalText(b []byte) error {
+	switch strings.ToLower(strings.TrimSpace(string(b))) {
+	case "", "false", "off", "no":
+		*m = PresenceOff
+	case "true", "on", "yes", "members":
+		*m = PresenceMembers
+	case "counts":
+		*m = PresenceCounts
+	default:
+		return fmt.Errorf("push: bad presence rule %q: want true, false or counts", b)
+	}
+	return nil
+}
+
+// MarshalText is the inverse of UnmarshalText.
+func (m PresenceMode) MarshalText() ([]byte, error) {
+	switch m {
+	case PresenceMembers:
+		return []byte("true"), nil
+	case PresenceCounts:
+		return []byte("counts"), nil
+	}
+	return []byte("false"), nil
 }
 
 // AllowsAnonymous reports whether connections without a token may use the

@@ -33,6 +33,8 @@ const (
 	DefaultMaxChannels      = 128
 	DefaultRecoveryMessages = 10000
 	DefaultTokenGrace       = 10 * time.Second
+	DefaultOfflineDelay     = 10 * time.Second
+	DefaultEventQueueLen    = 100000
 )
 
 // Options configure a Node. The zero value of each field picks its default.
@@ -82,6 +84,18 @@ type Options struct {
 	ObserveBroker func(op string, d time.Duration, err error)
 	// Logger receives connection-level logs; nil discards them.
 	Logger *slog.Logger
+
+	// EventQueues are the queues presence transitions are recorded in
+	// (one per webhook, read by internal/webhook), each with the event
+	// types it wants: online, offline, join, leave.
+	EventQueues []EventQueue
+	// EventQueueLen bounds each queue (default DefaultEventQueueLen);
+	// events past it are dropped and counted.
+	EventQueueLen int
+	// OfflineDelay is how long a user's last connection must have been
+	// gone before the user is offline (default DefaultOfflineDelay), so
+	// that a reload does not flap.
+	OfflineDelay time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -118,6 +132,12 @@ func (o *Options) setDefaults() {
 	if o.CanaryInterval <= 0 {
 		o.CanaryInterval = DefaultCanaryInterval
 	}
+	if o.OfflineDelay <= 0 {
+		o.OfflineDelay = DefaultOfflineDelay
+	}
+	if o.EventQueueLen <= 0 {
+		o.EventQueueLen = DefaultEventQueueLen
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -151,6 +171,10 @@ type Node struct {
 	nodes    nodeReports
 	canary   canary // the pub/sub probe (canary.go)
 
+	pstore      broker.Presence     // the broker's, nil if it keeps none
+	instance    string              // random per process: names connections in the presence store
+	eventQueues map[string][]string // event type -> queues that want it
+
 	// done is closed by Close; every long-lived goroutine of the node
 	// (heartbeat, reportLoop, resync, fills) ends when it sees it, and wg
 	// waits for them.
@@ -176,6 +200,9 @@ type Stats struct {
 	ClientPubs atomic.Uint64 // client publishes accepted
 	Gaps       atomic.Uint64 // gaps found and filled or reported
 	Reconnects atomic.Uint64 // broker reconnects
+	// PresenceEvents counts the join and leave events this node told
+	// (one per user transition, not per connection).
+	PresenceEvents atomic.Uint64
 }
 
 // NewNode returns a node. Call Start with its broker before serving.
@@ -187,6 +214,13 @@ func NewNode(opts Options) *Node {
 	n.recovery.init(n)
 	n.sessions.init()
 	n.canary.init(n)
+	n.instance = broker.NewEpoch()
+	n.eventQueues = make(map[string][]string)
+	for _, q := range opts.EventQueues {
+		for _, typ := range q.Events {
+			n.eventQueues[typ] = append(n.eventQueues[typ], q.Name)
+		}
+	}
 	return n
 }
 
@@ -201,6 +235,25 @@ func (n *Node) Start(ctx context.Context, b broker.Broker) {
 		n.hub.wheel.run(n.done)
 	}()
 	n.startSystem(ctx)
+	n.pstore, _ = b.(broker.Presence)
+	if n.pstore != nil && n.keepsPresence() {
+		n.wg.Add(1)
+		go n.presenceLoop()
+	}
+}
+
+// keepsPresence reports whether any namespace keeps presence or any
+// webhook wants events: otherwise the presence loop does not run.
+func (n *Node) keepsPresence() bool {
+	if n.opts.Namespaces.Default.Presence.Tracked() || len(n.eventQueues) > 0 {
+		return true
+	}
+	for _, ns := range n.opts.Namespaces.Named {
+		if ns.Presence.Tracked() {
+			return true
+		}
+	}
+	return false
 }
 
 // Options returns the node's options with defaults filled in.

@@ -51,6 +51,7 @@ type command struct {
 	MaxRate float64          `json:"max_rate,omitempty"`
 	Data    json.RawMessage  `json:"data,omitempty"`
 	Limit   int              `json:"limit,omitempty"`
+	Cursor  string           `json:"cursor,omitempty"` // presence pages
 	Token   string           `json:"token,omitempty"`
 	Key     string           `json:"key,omitempty"` // auth as admin with an API key
 	// IdempotencyKey of a publish: a retry with the same key publishes

@@ -67,10 +67,11 @@ type Session struct {
 	reason   string
 	subs     map[string]*subscription
 	limiter  *bucket
-	claims   *Claims // nil: anonymous
-	admin    bool    // authenticated with an API key
-	warned   bool    // told the client its token expired
-	errors   int     // rejected frames since the last heartbeat, for flood control
+	claims   *Claims      // nil: anonymous
+	admin    bool         // authenticated with an API key
+	warned   bool         // told the client its token expired
+	errors   int          // rejected frames since the last heartbeat, for flood control
+	online   *subPresence // the session in the cluster's online users; nil: not tracked
 
 	flushFn func()    // s.flush, bound once so that scheduling it never allocates
 	tw      TryWriter // s.t when it can write without waiting, else nil
@@ -260,6 +261,7 @@ func (s *Session) Open(channels []string, since []*broker.Position) {
 // carrying it would be.
 func (s *Session) OpenWith(channels []string, since []*broker.Position, maxRate string) {
 	s.node.sessions.add(s)
+	s.node.connectUser(s) // online before the joins, in the webhook queues too
 	rate, err := ParseMaxRate(maxRate)
 	for i, ch := range channels {
 		if err != nil {
@@ -286,10 +288,11 @@ func (s *Session) Release() {
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.node.hub.detach(sub)
-		if sub.presence {
+		if sub.presence != nil {
 			s.node.leave(sub)
 		}
 	}
+	s.node.disconnectUser(s)
 	s.node.sessions.remove(s)
 }
 
@@ -379,7 +382,6 @@ func (n *Node) heartbeat() {
 					s.send(p.PingFrame())
 				}
 			})
-			n.refreshPresence()
 		}
 	}
 }

@@ -72,6 +72,7 @@ func (s *Session) auth(id json.Number, token string) {
 		return
 	}
 	s.SetClaims(c)
+	s.node.connectUser(s) // an anonymous connection that became a user
 	s.send(encode(ackFrame{Type: "ack", ID: id}))
 }
 

@@ -171,3 +171,9 @@ func TestClusterNodeRestart(t *testing.T) {
 		rec.WaitPosition(t, ch, pos)
 	}
 }
+
+// Presence keys share one slot, so its scripts run on Redis Cluster too.
+func TestPresenceCluster(t *testing.T) {
+	url := clusterURL(startCluster(t, 3))
+	brokertest.RunPresence(t, newTestBroker(t, url, brokertest.NewRecorder()))
+}

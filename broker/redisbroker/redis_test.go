@@ -61,3 +61,8 @@ func TestStore(t *testing.T) {
 	srv := brokertest.StartRedis(t)
 	brokertest.RunStore(t, newTestBroker(t, srv.URL(), brokertest.NewRecorder()))
 }
+
+func TestPresence(t *testing.T) {
+	srv := brokertest.StartRedis(t)
+	brokertest.RunPresence(t, newTestBroker(t, srv.URL(), brokertest.NewRecorder()))
+}

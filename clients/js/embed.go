@@ -8,3 +8,9 @@ import _ "embed"
 //
 //go:embed herald.js
 var Source []byte
+
+// Worker is herald-worker.js, the SharedWorker that new Herald({shared:
+// true}) starts from next to herald.js; it imports herald.js.
+//
+//go:embed herald-worker.js
+var Worker []byte

@@ -49,7 +49,12 @@ export interface Welcome {
   type: "welcome";
   client: string;
   node: string;
-  heartbeat_ms: number;
+  /** Absent with shared: true (the shared worker answers the server's pings). */
+  heartbeat_ms?: number;
+  /** The token's sub, when the connection has a token. */
+  user?: string;
+  /** True when this tab talks to the server through the shared worker. */
+  shared?: true;
 }
 
 export interface SubscribedInfo extends Position {
@@ -112,6 +117,22 @@ export interface Options {
    * either, the constructor throws a HeraldError with code "no_websocket".
    */
   WebSocket?: new (url: string) => WebSocket;
+  /**
+   * Share one WebSocket among this browser's tabs of this origin (and this
+   * url) through a SharedWorker: each channel is subscribed once on the
+   * server, every tab's handlers get every message, resume stays
+   * loss-free. Where SharedWorker is missing (or cannot start), one
+   * connection per tab as without it. The connection uses the token of the
+   * tab that connected last with one. See README.md, "One connection for
+   * all tabs".
+   */
+  shared?: boolean;
+  /**
+   * Where herald-worker.js is, for shared: true; default next to herald.js
+   * (new URL("./herald-worker.js", import.meta.url)). It must be on the
+   * page's origin: serve it from there when herald.js comes from elsewhere.
+   */
+  worker?: string | URL;
 }
 
 export interface PublishAck extends Position {

@@ -24,6 +24,13 @@
 // Outside browsers, pass a WebSocket implementation where there is no
 // global one (Node before 22): new Herald({url, WebSocket}) with
 // `import WebSocket from "ws"`.
+//
+// new Herald({shared: true}) shares one WebSocket among the tabs of an
+// origin: the connection lives in a SharedWorker (herald-worker.js, next to
+// this file), and this tab talks to it over a port in the same protocol,
+// through sharedSocket below. Everything else in this file (resume, dedup,
+// requests, tokens) then works unchanged; the worker counts the tabs of each
+// channel. Without SharedWorker, one connection per tab as usual.
 
 // PERMANENT are the close codes after which reconnecting with the same
 // token cannot help (docs/protocol.md, "Close codes").
@@ -59,6 +66,14 @@ export class Herald {
       throw new HeraldError("no_websocket", "herald.js: no WebSocket in this environment: pass one, e.g. new Herald({ url, WebSocket }) with WebSocket from the ws package");
     }
     this.url = wsURL(opts.url);
+    if (opts.shared && typeof SharedWorker == "function") {
+      try {
+        this._WebSocket = sharedSocket(this, opts.worker);
+      } catch {
+        // A worker URL of another origin (herald.js imported from the push
+        // server's host) throws: keep the tab's own connection.
+      }
+    }
     this.token = opts.token; // a string, or a function returning one (or a Promise of one)
     this.minBackoff = opts.minBackoff || 250;
     this.maxBackoff = opts.maxBackoff || 10000;
@@ -155,6 +170,7 @@ export class Herald {
     const ws = this._ws;
     this._drop();
     if (ws) ws.close(1000, "client closing");
+    if (this._bye) this._bye();
     for (const id of this._wait.keys()) this._settle(id, new HeraldError("closed", "client closed"));
     this._state("closed", { code: 1000, reason: "client closing" });
   }
@@ -368,6 +384,54 @@ export class Herald {
     if (sub.opts.onError) sub.opts.onError(err);
     else this._emit("error", err);
   }
+}
+
+// sharedSocket starts (or joins) the origin's shared worker and returns a
+// WebSocket look-alike class: each instance is one connection to the worker
+// over this tab's port, which the worker answers as the server would.
+function sharedSocket(h, url) {
+  const WS = h._WebSocket;
+  const w = new SharedWorker(url || new URL("./herald-worker.js", import.meta.url), { type: "module", name: "herald " + h.url });
+  const port = w.port;
+  const lock = "herald " + Math.random();
+  const locks = globalThis.navigator && navigator.locks;
+  let cur;
+  // The tab holds a lock until it is gone (closed, crashed, navigated
+  // away): the worker, told its name once it is held, waits on it to drop
+  // this tab's subscriptions, since a port says nothing when its tab dies.
+  // pagehide is the fallback.
+  if (locks) locks.request(lock, () => (port.postMessage({ lock }), new Promise((r) => (h._unlock = r))));
+  const bye = () => port.postMessage({ bye: 1 });
+  // A page restored from the back-forward cache was dropped by the worker
+  // at pagehide: reconnect, resuming with since.
+  const back = (e) => e.persisted && cur && cur.onclose({ code: 1006, reason: "page restored", wasClean: false });
+  addEventListener("pagehide", bye);
+  addEventListener("pageshow", back);
+  h._bye = () => {
+    bye();
+    removeEventListener("pagehide", bye);
+    removeEventListener("pageshow", back);
+    if (h._unlock) h._unlock();
+    port.close();
+  };
+  port.onmessage = (e) => cur && (typeof e.data == "string" ? cur.onmessage(e) : cur.onclose(e.data));
+  // The worker could not start (module workers unsupported): per tab.
+  w.onerror = () => {
+    h._WebSocket = WS;
+    if (cur) cur.onclose({ code: 1006, reason: "shared worker failed: one connection per tab", wasClean: false });
+  };
+  return class {
+    constructor(u) {
+      cur = this;
+      port.postMessage({ connect: u, minBackoff: h.minBackoff, maxBackoff: h.maxBackoff, timeout: h.timeout });
+    }
+    send(text) {
+      port.postMessage(text);
+    }
+    close() {
+      bye();
+    }
+  };
 }
 
 export default Herald;

@@ -33,6 +33,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	wsBatch := fs.Bool("ws-batch", false, "load: connect with batch=1 (the server packs a connection's queued messages into one frame)")
 	stalled := fs.Int("stalled", 0, "load: subscribers that never read, beside --conns readers (slow-consumer handling at scale); reports how many the server closed and peak memory")
 	maxRate := fs.Float64("max-rate", 0, "load: every subscriber asks for max_rate: at most this many messages/s per channel, the newest winning; the report counts what the server skipped")
+	tag := fs.String("tag", "", "load: name the channels bench.TAG.0, bench.TAG.1, ... (default random); runs with the same tag load the same channels")
 	publishOnly := fs.Bool("publish-only", false, "load: no subscribers, measure HTTP publish throughput")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: herald bench [--check] [flags]\n\nLoad and delivery checks against a running Herald. Without --check it is a\nload generator: --conns subscribers over --channels (and over the --url\nnodes), --rate messages/s published over HTTP for --duration; it reports\ndeliveries/s, end-to-end latency, losses and (with --pid) the servers' RSS.\nProgress goes to stderr.\n\n")
@@ -49,7 +50,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg := bench.Config{
 			URLs: httpURLs, Key: *key, Conns: *conns, Channels: *channels,
 			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
-			PublishOnly: *publishOnly, WSBatch: *wsBatch, Stalled: *stalled, MaxRate: *maxRate, Progress: stderr,
+			PublishOnly: *publishOnly, WSBatch: *wsBatch, Stalled: *stalled, MaxRate: *maxRate, Progress: stderr, Tag: *tag,
 		}
 		var err error
 		if cfg.PIDs, err = bench.ParsePIDs(*pids); err != nil {

@@ -48,6 +48,10 @@ type Config struct {
 	Stalled     int           // subscribers that never read, beside the Conns that do (stalled_linux.go)
 	MaxRate     float64       // every subscriber asks for max_rate: at most this many messages/s per channel (0: all)
 	Progress    io.Writer     // live progress lines; nil: none
+	// Tag names the channels bench.TAG.i; "" picks one at random. Runs
+	// given the same tag load the same channels (connections spread over
+	// several processes, past one process's file limit).
+	Tag string
 }
 
 // Report is what a load run measured.
@@ -277,11 +281,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.PublishOnly {
 		cfg.Conns = 0
 	}
-	var tag [4]byte
-	_, _ = rand.Read(tag[:])
+	tag := cfg.Tag
+	if tag == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		tag = hex.EncodeToString(b[:])
+	}
 	chans := make([]string, cfg.Channels)
 	for i := range chans {
-		chans[i] = fmt.Sprintf("bench.%s.%d", hex.EncodeToString(tag[:]), i)
+		chans[i] = fmt.Sprintf("bench.%s.%d", tag, i)
 	}
 	if cfg.MaxRate < 0 {
 		return nil, errors.New("bench: --max-rate must be >= 0")

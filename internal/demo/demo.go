@@ -29,7 +29,7 @@ func Namespaces() map[string]*push.Namespace {
 		// Bullet comments are fire-and-forget, typed by viewers.
 		"danmaku": {ClientPublish: true, PublishRate: push.Rate{N: 3, Per: time.Second}, MaxMessageBytes: 512},
 		"chat": {
-			HistorySize: 100, HistoryTTL: time.Hour, Presence: true,
+			HistorySize: 100, HistoryTTL: time.Hour, Presence: push.PresenceMembers,
 			ClientPublish: true, PublishRate: push.Rate{N: 5, Per: time.Second}, MaxMessageBytes: 2048,
 		},
 	}

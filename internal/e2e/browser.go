@@ -45,7 +45,7 @@ func requireE2E(t *testing.T, browser bool) {
 	if _, err := exec.LookPath("node"); err != nil {
 		missing = append(missing, "node")
 	}
-	for _, m := range []string{"playwright-core", "ws"} {
+	for _, m := range []string{"playwright-core", "ws", "esbuild"} {
 		if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", m, "package.json")); err != nil {
 			missing = append(missing, "clients/web/e2e/node_modules/"+m)
 		}

@@ -15,7 +15,7 @@ func presenceConfig() server.Config {
 	cfg := securityConfig()
 	cfg.APIKey = "admin-key"
 	cfg.StatsInterval = 50 * time.Millisecond
-	cfg.Namespaces["room"] = &push.Namespace{Presence: true, ClientPublish: true}
+	cfg.Namespaces["room"] = &push.Namespace{Presence: push.PresenceMembers, ClientPublish: true}
 	return cfg
 }
 

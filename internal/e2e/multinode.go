@@ -30,7 +30,7 @@ func clusterConfig(url, name string) server.Config {
 	cfg.Heartbeat = 500 * time.Millisecond
 	cfg.StatsInterval = 100 * time.Millisecond
 	cfg.TokenHMACSecret = secret
-	cfg.Namespaces["room"] = &push.Namespace{Presence: true}
+	cfg.Namespaces["room"] = &push.Namespace{Presence: push.PresenceMembers}
 	return cfg
 }
 

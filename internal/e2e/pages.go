@@ -8,14 +8,25 @@ import (
 	heraldjs "github.com/heraldpush/herald/clients/js"
 )
 
+// TestHeraldJSIsServed: the client and its shared worker, which imports
+// the client from next to itself.
 func TestHeraldJSIsServed(t *testing.T) {
 	n := startTestNode(t, testConfig())
-	r := n.request("GET", "/herald.js", nil, nil)
-	if r.Status != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/javascript") {
-		t.Fatalf("GET /herald.js: HTTP %d, Content-Type %q", r.Status, r.Header.Get("Content-Type"))
-	}
-	if !bytes.Equal(r.Body, heraldjs.Source) || !bytes.Contains(r.Body, []byte("export class Herald")) {
-		t.Fatalf("GET /herald.js: not the embedded client (%d bytes)", len(r.Body))
+	for _, f := range []struct {
+		path string
+		body []byte
+		want string
+	}{
+		{"/herald.js", heraldjs.Source, "export class Herald"},
+		{"/herald-worker.js", heraldjs.Worker, `from "./herald.js"`},
+	} {
+		r := n.request("GET", f.path, nil, nil)
+		if r.Status != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/javascript") {
+			t.Fatalf("GET %s: HTTP %d, Content-Type %q", f.path, r.Status, r.Header.Get("Content-Type"))
+		}
+		if !bytes.Equal(r.Body, f.body) || !bytes.Contains(r.Body, []byte(f.want)) {
+			t.Fatalf("GET %s: not the embedded file (%d bytes)", f.path, len(r.Body))
+		}
 	}
 }
 

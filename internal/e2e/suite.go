@@ -79,6 +79,9 @@ var tests = []struct {
 	{"WSPackageClient", TestWSPackageClient},
 	{"HeraldJSInNode", TestHeraldJSInNode},
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
+	// browser_shared.go
+	{"BrowserSharedConnection", TestBrowserSharedConnection},
+	{"HeraldJSSize", TestHeraldJSSize},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},
 	{"Churn", TestChurn},
@@ -95,6 +98,11 @@ var tests = []struct {
 	{"CheckerOfflineFiveSeconds", TestCheckerOfflineFiveSeconds},
 	// cluster.go
 	{"PresenceJoinLeave", TestPresenceJoinLeave},
+	// presence.go
+	{"PresenceCountsUsersOnce", TestPresenceCountsUsersOnce},
+	{"PresenceCountsOnly", TestPresenceCountsOnly},
+	// webhook.go
+	{"WebhooksSurviveReceiverOutage", TestWebhooksSurviveReceiverOutage},
 	{"DisconnectAndBan", TestDisconnectAndBan},
 	{"StatsChannelsAndAdmin", TestStatsChannelsAndAdmin},
 	// config.go

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/heraldpush/herald/internal/webhook"
 	"github.com/heraldpush/herald/push"
 	"github.com/heraldpush/herald/push/ws"
 	"gopkg.in/yaml.v3"
@@ -54,6 +55,10 @@ type Config struct {
 	StatsInterval  time.Duration `yaml:"stats_interval" help:"how often each node reports its figures to the others"`
 	CanaryInterval time.Duration `yaml:"canary_interval" help:"how often the node sends a probe through the broker's pub/sub; 3 intervals without one back make /readyz fail (pubsub_stalled)"`
 
+	Webhooks     []webhook.Hook `yaml:"webhooks" help:"presence webhooks: [{url, secret, events: [online, offline, join, leave]}] (YAML in env)"`
+	OfflineDelay time.Duration  `yaml:"offline_delay" help:"a user is offline once its last connection has been gone this long"`
+	WebhookRetry time.Duration  `yaml:"webhook_retry" help:"how long an undelivered webhook event is retried before it is given up"`
+
 	Demo bool `yaml:"demo" help:"publish the demo feeds; adds the namespaces stocks, sports, danmaku, chat when missing"`
 
 	DebugListen string `yaml:"debug_listen" help:"address serving Go's /debug/pprof profiles (empty: off); keep it private"`
@@ -84,6 +89,8 @@ func DefaultConfig() Config {
 		CanaryInterval:   push.DefaultCanaryInterval,
 		TokenLeeway:      push.DefaultLeeway,
 		TokenGrace:       push.DefaultTokenGrace,
+		OfflineDelay:     push.DefaultOfflineDelay,
+		WebhookRetry:     webhook.DefaultRetry,
 		LogLevel:         "info",
 		LogFormat:        "text",
 	}

@@ -20,6 +20,7 @@ import (
 	heraldjs "github.com/heraldpush/herald/clients/js"
 	"github.com/heraldpush/herald/clients/web"
 	"github.com/heraldpush/herald/docs"
+	"github.com/heraldpush/herald/internal/webhook"
 	"github.com/heraldpush/herald/push"
 	"github.com/heraldpush/herald/push/poll"
 	"github.com/heraldpush/herald/push/sse"
@@ -69,6 +70,7 @@ type Node struct {
 	served    chan error
 	debug     *http.Server // nil unless debug_listen is set
 	debugAddr net.Addr
+	webhooks  *webhook.Sender // nil without webhooks
 }
 
 // Start wires the parts from cfg and starts serving.
@@ -84,6 +86,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 	trusted, err := cfg.trusted()
 	if err != nil {
 		return nil, err
+	}
+	for _, h := range cfg.Webhooks {
+		if err := h.Validate(); err != nil {
+			return nil, fmt.Errorf("webhooks: %w", err)
+		}
 	}
 	name := cfg.Node
 	if name == "" {
@@ -110,13 +117,31 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		CanaryInterval:   cfg.CanaryInterval,
 		TokenGrace:       cfg.TokenGrace,
 		Logger:           logger,
+		EventQueues:      webhook.Queues(cfg.Webhooks),
+		OfflineDelay:     cfg.OfflineDelay,
 	})
 	metrics = api.NewMetrics(hub)
 	b, err := openBroker(ctx, cfg, hub, logger)
 	if err != nil {
 		return nil, err
 	}
+	var sender *webhook.Sender
+	if len(cfg.Webhooks) > 0 {
+		store, _ := b.(broker.Presence)
+		sender, err = webhook.New(webhook.Options{Hooks: cfg.Webhooks, Store: store, Owner: name + "-" + broker.NewEpoch(), Retry: cfg.WebhookRetry, Logger: logger})
+		if err != nil {
+			_ = b.Close(context.Background())
+			return nil, err
+		}
+		if err := metrics.Register(sender); err != nil {
+			_ = b.Close(context.Background())
+			return nil, err
+		}
+	}
 	hub.Start(ctx, b)
+	if sender != nil {
+		sender.Start()
+	}
 	// One admission for every transport: the per-address cap counts a
 	// client's connections on all of them.
 	admit := push.NewAdmission(push.AdmissionOptions{
@@ -138,6 +163,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
 		Script:          heraldjs.Source,
+		Worker:          heraldjs.Worker,
 		Metrics:         metrics,
 		OpenAPI:         docs.OpenAPI,
 		Logger:          logger,
@@ -148,7 +174,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		return nil, err
 	}
 	n := &Node{
-		cfg: cfg, log: logger, hub: hub, broker: b, api: a, ln: ln,
+		cfg: cfg, log: logger, hub: hub, broker: b, api: a, ln: ln, webhooks: sender,
 		addr:   ln.Addr().String(),
 		served: make(chan error, 1),
 		http: &http.Server{
@@ -213,6 +239,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	err := <-httpDone
 	if n.debug != nil {
 		_ = n.debug.Close()
+	}
+	if n.webhooks != nil {
+		_ = n.webhooks.Close(ctx) // what is queued stays queued
 	}
 	if cerr := n.broker.Close(ctx); err == nil {
 		err = cerr

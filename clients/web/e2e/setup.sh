@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser tests (internal/e2e/browser*.go) need:
 # Debian's chromium, Node.js with npm, and this directory's node_modules
-# (playwright-core and ws, pinned by package-lock.json). Safe to run again:
+# (playwright-core, ws and esbuild, pinned by package-lock.json). Safe to run again:
 # it does only what is missing. `make test` (and so CI) runs it when
 # something is missing; under CI=true the browser tests fail instead of
 # skipping when something is missing.
