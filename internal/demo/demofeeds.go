@@ -165,7 +165,7 @@ var (
 )
 
 // danmaku lets bots fire a bullet comment every second or two, and now
-// and then (a highlight: "前方高能!") a flood of 40 in two steps, denser
+// and then (a highlight: "前方高能!") a flood of 60 in three steps, denser
 // than the stage's max_rate: the page shows how many a second it skipped.
 func (d *Feeds) danmaku(ctx context.Context) {
 	say := func() {
@@ -178,7 +178,7 @@ func (d *Feeds) danmaku(ctx context.Context) {
 	for i := 1; d.wait(ctx, 0.6+1.6*rand.Float64()); i++ {
 		say()
 		if i%15 == 3 { // the first soon after the start
-			for j := 0; j < 40 && d.wait(ctx, 0.05); j++ {
+			for j := 0; j < 60 && d.wait(ctx, 0.05); j++ {
 				say()
 			}
 		}
