@@ -57,11 +57,11 @@ func NewAdmission(o AdmissionOptions) *Admission {
 // address, counting a refusal on n. The caller releases ip (Release) when
 // the connection ends.
 func (a *Admission) Admit(n *Node, r *http.Request) (ip string, err *Error) {
-	if !a.CheckOrigin(r.Header.Get("Origin"), r.Host) {
+	if !a.checkOrigin(r.Header.Get("Origin"), r.Host) {
 		n.countRejection(ReasonOrigin)
 		return "", Errorf(CodeForbidden, "origin not allowed: add it to allowed_origins")
 	}
-	ip = ClientIP(r, a.trusted)
+	ip = clientIP(r, a.trusted)
 	if !a.ips.acquire(ip) {
 		n.countRejection(ReasonIPLimit)
 		return "", Errorf(CodeLimit, "too many connections from your address")
@@ -72,10 +72,10 @@ func (a *Admission) Admit(n *Node, r *http.Request) (ip string, err *Error) {
 // Release gives back the connection slot Admit took for ip.
 func (a *Admission) Release(ip string) { a.ips.release(ip) }
 
-// CheckOrigin reports whether a browser on origin may connect to a server
+// checkOrigin reports whether a browser on origin may connect to a server
 // reached at host. Requests without an Origin header (non-browser clients)
 // are allowed: Origin only protects browsers' ambient credentials.
-func (a *Admission) CheckOrigin(origin, host string) bool {
+func (a *Admission) checkOrigin(origin, host string) bool {
 	if origin == "" || a.anyOrig {
 		return true
 	}
@@ -117,11 +117,11 @@ func (l *ipLimiter) release(ip string) {
 	}
 }
 
-// ClientIP returns the address a request came from. Behind a trusted
+// clientIP returns the address a request came from. Behind a trusted
 // proxy (its address is in trusted), it is the right-most X-Forwarded-For
 // entry that is not itself a trusted proxy; otherwise the TCP peer, so
 // that clients cannot forge their address.
-func ClientIP(r *http.Request, trusted []netip.Prefix) string {
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

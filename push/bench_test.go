@@ -23,10 +23,10 @@ type countingTransport struct {
 
 func (t *countingTransport) Schedule(flush func()) { t.pending = flush }
 
-func (t *countingTransport) Write(frames [][]byte) error {
+func (t *countingTransport) Write(frames []*Frame) error {
 	t.frames += len(frames)
 	for _, f := range frames {
-		t.bytes += len(f)
+		t.bytes += len(f.Bytes)
 	}
 	return nil
 }

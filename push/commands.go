@@ -16,7 +16,7 @@ const maxErrors = 100
 func (s *Session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 
 // welcome is the first frame of a WebSocket session.
-func (s *Session) welcome(batch bool) []byte {
+func (s *Session) welcome(batch bool) *Frame {
 	n := s.node
 	s.mu.Lock()
 	user := s.user

@@ -25,14 +25,14 @@ func conflateLimit(maxQueue int) int { return maxQueue - maxQueue/8 }
 // frame queued; it then reports false and marks the session behind, and
 // the caller keeps the frame for later. A closed session takes nothing
 // and reports true: there is nothing to keep it for.
-func (s *Session) trySend(frame []byte) bool {
+func (s *Session) trySend(frame *Frame) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.node.stats.Dropped.Add(1)
 		return true
 	}
-	if s.behind || (s.queued > 0 && s.queued+len(frame) > conflateLimit(s.node.opts.MaxQueueBytes)) {
+	if s.behind || (s.queued > 0 && s.queued+len(frame.Bytes) > conflateLimit(s.node.opts.MaxQueueBytes)) {
 		if !s.behind {
 			s.behind = true
 			s.node.stats.Conflated.Add(1)

@@ -82,7 +82,7 @@ type subscription struct {
 
 type pending struct {
 	offset uint64
-	frame  []byte
+	frame  *Frame
 }
 
 func (h *Hub) init(stats *Stats, b channelSubscriber, log *slog.Logger, timeout time.Duration) {
@@ -226,7 +226,7 @@ func (h *Hub) detach(sub *subscription) {
 // buffering. A throttled subscriber (max_rate, conflation) may hold it
 // instead, for the rate wheel. Must hold ch.mu.
 func (h *Hub) fanOutLocked(ch *hubChannel, m *broker.Message) {
-	frame := AppendMessage(make([]byte, 0, messageCap(m)), m, false)
+	frame := messageFrame(m, false)
 	var n, skipped uint64
 	var now int64
 	for _, sub := range ch.subs {
@@ -259,11 +259,11 @@ func (h *Hub) fanOutLocked(ch *hubChannel, m *broker.Message) {
 // subscribe, and sends it to nobody else: the others had it from history.
 // Must hold ch.mu.
 func (h *Hub) bufferLocked(ch *hubChannel, m *broker.Message) {
-	var frame []byte
+	var frame *Frame
 	for _, sub := range ch.subs {
 		if sub.buffering {
 			if frame == nil {
-				frame = AppendMessage(make([]byte, 0, messageCap(m)), m, false)
+				frame = messageFrame(m, false)
 			}
 			sub.buf = append(sub.buf, pending{m.Offset, frame})
 		}
@@ -292,7 +292,7 @@ func (h *Hub) resetLocked(ch *hubChannel, epoch string, offset uint64) {
 
 // sendAll sends frame to every live subscriber of channel (presence
 // events). Takes the channel's lock.
-func (h *Hub) sendAll(channel string, frame []byte) {
+func (h *Hub) sendAll(channel string, frame *Frame) {
 	ch := h.lookup(channel)
 	if ch == nil {
 		return

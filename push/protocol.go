@@ -119,18 +119,6 @@ type (
 	}
 )
 
-// pingFrame is shared by every session: it never changes.
-var pingFrame = []byte(`{"type":"ping"}`)
-
-func encode(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own frame types are encoded here; a failure is a bug.
-		panic("push: encode frame: " + err.Error())
-	}
-	return b
-}
-
 // messageCap is the most bytes AppendMessage writes for m: the hub sizes
 // each frame with it, so that encoding allocates once. The constant is the
 // frame's fixed text plus room for the offset and ts digits.
@@ -175,12 +163,9 @@ func messageObjects(ms []broker.Message) []messageObject {
 	return out
 }
 
-func errFrame(id json.Number, code, msg, channel string) []byte {
-	return encode(errorFrame{Type: "error", ID: id, Code: code, Message: msg, Channel: channel})
-}
-
-// FrameType returns the "type" of a server frame without decoding it:
-// every server frame starts with {"type":"<type>".
+// FrameType returns the "type" of a server frame without decoding it, for
+// clients as MessageHead is: every server frame starts with
+// {"type":"<type>".
 func FrameType(frame []byte) string {
 	const prefix = `{"type":"`
 	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {
@@ -196,7 +181,9 @@ func FrameType(frame []byte) string {
 }
 
 // MessageHead reads the channel, epoch and offset of a frame written by
-// AppendMessage, without decoding its data.
+// AppendMessage, without decoding its data: for clients that read frames
+// off the wire (herald bench). The transports never need it: a queued
+// Frame carries these fields.
 func MessageHead(frame []byte) (channel, epoch string, offset uint64, ok bool) {
 	const prefix = `{"type":"message","channel":"`
 	if len(frame) < len(prefix) || string(frame[:len(prefix)]) != prefix {

@@ -269,7 +269,7 @@ func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Pos
 	if sub.th != nil {
 		now = nowTick()
 	}
-	deliver := func(frame []byte, offset uint64, capped bool) {
+	deliver := func(frame *Frame, offset uint64, capped bool) {
 		if sub.th == nil {
 			s.send(frame)
 			return
@@ -284,13 +284,13 @@ func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Pos
 		if recovered {
 			for i := range hist.Messages {
 				if m := &hist.Messages[i]; m.Offset > since.Offset {
-					deliver(AppendMessage(nil, m, false), m.Offset, false)
+					deliver(messageFrame(m, false), m.Offset, false)
 				}
 			}
 		}
 	case snapshot && len(hist.Messages) > 0:
 		s.send(encode(reply))
-		deliver(AppendMessage(nil, &hist.Messages[0], true), hist.Messages[0].Offset, false)
+		deliver(messageFrame(&hist.Messages[0], true), hist.Messages[0].Offset, false)
 	default:
 		s.send(encode(reply))
 	}

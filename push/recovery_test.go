@@ -139,7 +139,39 @@ type recorder struct {
 	s      *Session
 	mu     sync.Mutex
 	frames []string
+	bad    []string // frames whose fields say other than their JSON
 	wake   chan struct{}
+}
+
+// describedAsEncoded checks what a frame tells the transports (Type,
+// Channel, Position, Recovered, Err) against its JSON: "" when they agree.
+func describedAsEncoded(f *Frame) string {
+	var v struct {
+		Type      string `json:"type"`
+		Channel   string `json:"channel"`
+		Epoch     string `json:"epoch"`
+		Offset    uint64 `json:"offset"`
+		Recovered *bool  `json:"recovered"`
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+	}
+	if err := json.Unmarshal(f.Bytes, &v); err != nil {
+		return fmt.Sprintf("%s: %v", f.Bytes, err)
+	}
+	ok := f.Type == v.Type && f.Channel == v.Channel
+	switch v.Type {
+	case TypeMessage, TypeSubscribed:
+		ok = ok && f.Position == broker.Position{Epoch: v.Epoch, Offset: v.Offset}
+	case TypeError:
+		ok = ok && f.Err != nil && f.Err.Code == v.Code && f.Err.Message == v.Message
+	}
+	if v.Type == TypeSubscribed {
+		ok = ok && (f.Recovered == nil) == (v.Recovered == nil) && (f.Recovered == nil || *f.Recovered == *v.Recovered)
+	}
+	if !ok {
+		return fmt.Sprintf("%s described as %+v", f.Bytes, *f)
+	}
+	return ""
 }
 
 func newRecorder() *recorder { return &recorder{wake: make(chan struct{}, 1)} }
@@ -148,10 +180,13 @@ func newRecorder() *recorder { return &recorder{wake: make(chan struct{}, 1)} }
 // lock while it schedules.
 func (r *recorder) Schedule(flush func()) { go flush() }
 
-func (r *recorder) Write(frames [][]byte) error {
+func (r *recorder) Write(frames []*Frame) error {
 	r.mu.Lock()
 	for _, f := range frames {
-		if s := summary(f); s != "" {
+		if why := describedAsEncoded(f); why != "" {
+			r.bad = append(r.bad, why)
+		}
+		if s := summary(f.Bytes); s != "" {
 			r.frames = append(r.frames, s)
 		}
 	}
@@ -262,7 +297,11 @@ func (rec *recorder) expect(t *testing.T, want ...string) {
 	for {
 		rec.mu.Lock()
 		got := append([]string(nil), rec.frames...)
+		bad := append([]string(nil), rec.bad...)
 		rec.mu.Unlock()
+		if len(bad) > 0 {
+			t.Fatalf("frames described unlike their JSON:\n%s", strings.Join(bad, "\n"))
+		}
 		if len(got) >= len(want) {
 			if strings.Join(got, " | ") != strings.Join(want, " | ") {
 				t.Fatalf("frames:\n got  %s\n want %s", strings.Join(got, " | "), strings.Join(want, " | "))

@@ -15,7 +15,7 @@ type Transport interface {
 	// Schedule arranges for flush to run soon. It must not block.
 	Schedule(flush func())
 	// Write sends frames, in order. It runs inside flush only.
-	Write(frames [][]byte) error
+	Write(frames []*Frame) error
 	// Close ends the connection, telling the client code and reason where
 	// the transport can. The session's writer calls it once, inside
 	// flush; it may block up to a second.
@@ -30,7 +30,7 @@ type Transport interface {
 type TryWriter interface {
 	// TryWrite writes frames as far as the socket takes them now and
 	// keeps the rest; done reports that nothing was kept.
-	TryWrite(frames [][]byte) (done bool, err error)
+	TryWrite(frames []*Frame) (done bool, err error)
 	// Drain writes what TryWrite kept, waiting up to the write timeout.
 	Drain() error
 	// Interrupt cuts a waiting Drain short: the session is closing.
@@ -56,8 +56,8 @@ type Session struct {
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame received
 
 	mu       sync.Mutex
-	queue    [][]byte // frames waiting for the writer
-	spare    [][]byte // the writer's previous queue, reused
+	queue    []*Frame // frames waiting for the writer
+	spare    []*Frame // the writer's previous queue, reused
 	queued   int      // bytes waiting for the writer
 	flushing bool     // a flush is scheduled or running: the writer owns the transport
 	closed   bool     // nothing more is queued
@@ -107,15 +107,16 @@ const burstQueueFactor = 8
 // limit first: the queued frames are shared by every subscriber, what
 // each queue holds of its own is a slice header per frame. Transports that
 // cannot tell a full socket (SSE, long-poll) are closed at the limit.
-func (s *Session) send(frame []byte) {
+func (s *Session) send(frame *Frame) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.node.stats.Dropped.Add(1)
 		return
 	}
-	if limit := s.node.opts.MaxQueueBytes; s.queued+len(frame) > limit && s.queued > 0 &&
-		(s.stalled || s.tw == nil || s.queued+len(frame) > burstQueueFactor*limit) {
+	size := len(frame.Bytes)
+	if limit := s.node.opts.MaxQueueBytes; s.queued+size > limit && s.queued > 0 &&
+		(s.stalled || s.tw == nil || s.queued+size > burstQueueFactor*limit) {
 		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
 		queued := s.queued
 		s.mu.Unlock()
@@ -129,9 +130,9 @@ func (s *Session) send(frame []byte) {
 
 // enqueueLocked appends frame to the queue and makes sure a flush is
 // coming. s.mu is held.
-func (s *Session) enqueueLocked(frame []byte) {
+func (s *Session) enqueueLocked(frame *Frame) {
 	s.queue = append(s.queue, frame)
-	s.queued += len(frame)
+	s.queued += len(frame.Bytes)
 	if !s.flushing {
 		s.flushing = true
 		s.t.Schedule(s.flushFn)
@@ -173,7 +174,7 @@ func (s *Session) writeOut(mayWait bool) {
 		}
 		s.queue, s.spare = s.spare[:0], nil
 		for _, f := range q {
-			s.queued -= len(f)
+			s.queued -= len(f.Bytes)
 		}
 		s.mu.Unlock()
 

@@ -23,11 +23,11 @@ func newStallTransport() *stallTransport {
 }
 
 func (t *stallTransport) Schedule(flush func()) { t.pending = flush }
-func (t *stallTransport) Write([][]byte) error  { return nil }
+func (t *stallTransport) Write([]*Frame) error  { return nil }
 func (t *stallTransport) Close(code uint16, _ string) {
 	t.closed <- code
 }
-func (t *stallTransport) TryWrite([][]byte) (bool, error) { return !t.full, nil }
+func (t *stallTransport) TryWrite([]*Frame) (bool, error) { return !t.full, nil }
 func (t *stallTransport) Drain() error {
 	<-t.interrupted
 	return errors.New("interrupted")
@@ -41,17 +41,17 @@ func (t *stallTransport) Interrupt() { close(t.interrupted) }
 func TestSlowConsumerIsTheStalledOne(t *testing.T) {
 	const limit = 1000
 	h := NewNode(Options{Node: "t", MaxQueueBytes: limit})
-	frame := bytes.Repeat([]byte("x"), 300)
+	frame := &Frame{Type: TypeMessage, Bytes: bytes.Repeat([]byte("x"), 300)}
 
 	burst := newStallTransport()
 	s := h.NewSession(burst, false)
-	for range 3 * limit / len(frame) { // 3x the limit, nothing written yet
+	for range 3 * limit / len(frame.Bytes) { // 3x the limit, nothing written yet
 		s.send(frame)
 	}
 	if s.isClosed() {
 		t.Fatal("a burst of 3x the limit closed a client that was never seen to stall")
 	}
-	for s.queued+len(frame) <= burstQueueFactor*limit {
+	for s.queued+len(frame.Bytes) <= burstQueueFactor*limit {
 		s.send(frame)
 	}
 	s.send(frame)
@@ -64,7 +64,7 @@ func TestSlowConsumerIsTheStalledOne(t *testing.T) {
 	s.send(frame)
 	stalled.full = true
 	stalled.pending() // the socket takes nothing: the session waits on it
-	for i := 0; i <= limit/len(frame); i++ {
+	for i := 0; i <= limit/len(frame.Bytes); i++ {
 		s.send(frame)
 	}
 	select {
@@ -84,7 +84,7 @@ func TestSlowConsumerIsTheStalledOne(t *testing.T) {
 type panicTransport struct{ closed chan uint16 }
 
 func (t *panicTransport) Schedule(flush func())       { go flush() }
-func (t *panicTransport) Write([][]byte) error        { panic("test: a bug in a write") }
+func (t *panicTransport) Write([]*Frame) error        { panic("test: a bug in a write") }
 func (t *panicTransport) Close(code uint16, _ string) { t.closed <- code }
 
 // A panic in a session's writer closes that session with 1011.
@@ -93,7 +93,7 @@ func TestWriterPanicClosesTheSession(t *testing.T) {
 	tr := &panicTransport{closed: make(chan uint16, 1)}
 	s := h.NewSession(tr, true)
 	before := RecoveredPanics()
-	s.send([]byte(`{"type":"x"}`))
+	s.send(&Frame{Type: "x", Bytes: []byte(`{"type":"x"}`)})
 	select {
 	case code := <-tr.closed:
 		if code != CloseInternal {

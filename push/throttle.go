@@ -87,7 +87,7 @@ type throttle struct {
 	// frame is the newest message not delivered yet (nil: none), offset
 	// its offset; skipped counts the messages of the channel this
 	// subscriber did not get since the last one it got.
-	frame   []byte
+	frame   *Frame
 	offset  uint64
 	skipped uint64
 }
@@ -123,7 +123,7 @@ func (th *throttle) drop() {
 // a held message it replaces is counted in *skipped (the caller adds its
 // count to the stats once, not an atomic add per subscriber). Must hold
 // sub.ch.mu.
-func (h *Hub) offerLocked(sub *subscription, frame []byte, offset uint64, now int64, capped bool, skipped *uint64) bool {
+func (h *Hub) offerLocked(sub *subscription, frame *Frame, offset uint64, now int64, capped bool, skipped *uint64) bool {
 	th := sub.th
 	if th.frame != nil {
 		// Already waiting for the wheel: the newest wins.
@@ -150,7 +150,7 @@ func (h *Hub) offerLocked(sub *subscription, frame []byte, offset uint64, now in
 
 // sendLocked queues frame to sub's session: conflating subscriptions
 // refuse while the session is behind (conflate.go). Must hold sub.ch.mu.
-func (sub *subscription) sendLocked(frame []byte) bool {
+func (sub *subscription) sendLocked(frame *Frame) bool {
 	if sub.th != nil && sub.th.conflate {
 		return sub.s.trySend(frame)
 	}
@@ -162,7 +162,7 @@ func (sub *subscription) sendLocked(frame []byte) bool {
 // by the subscribers of a channel due at the same tick.
 type skippedFrame struct {
 	offset, skipped uint64
-	frame           []byte
+	frame           *Frame
 }
 
 // fire delivers the held messages of the wheel's due entries of ch: the
@@ -188,7 +188,7 @@ func (h *Hub) fire(ch *hubChannel, due []wheelEntry, now int64) {
 				}
 			}
 			if f == nil {
-				f = appendSkipped(make([]byte, 0, len(th.frame)+len(`,"skipped":`)+20), th.frame, th.skipped)
+				f = skippedCopy(th.frame, th.skipped)
 				shared = append(shared, skippedFrame{th.offset, th.skipped, f})
 			}
 		}
@@ -206,6 +206,16 @@ func (h *Hub) fire(ch *hubChannel, due []wheelEntry, now int64) {
 	clear(shared)
 	h.skipFrames = shared[:0]
 	h.stats.Delivered.Add(delivered)
+}
+
+// skippedCopy is the message frame f with "skipped": n: a new Frame
+// (what the transports read of f stays), its bytes f's with the member
+// added last.
+func skippedCopy(f *Frame, n uint64) *Frame {
+	c := newFrame(len(f.Bytes) + len(`,"skipped":`) + 20)
+	c.Type, c.Channel, c.Position = f.Type, f.Channel, f.Position
+	c.Bytes = appendSkipped(c.Bytes, f.Bytes, n)
+	return c
 }
 
 // appendSkipped appends frame, a "message" frame of AppendMessage, with

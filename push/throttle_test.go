@@ -70,9 +70,11 @@ type captureTransport struct {
 }
 
 func (t *captureTransport) Schedule(flush func()) { go flush() }
-func (t *captureTransport) Write(frames [][]byte) error {
+func (t *captureTransport) Write(frames []*Frame) error {
 	t.mu.Lock()
-	t.frames = append(t.frames, frames...)
+	for _, f := range frames {
+		t.frames = append(t.frames, f.Bytes)
+	}
 	t.mu.Unlock()
 	return nil
 }

@@ -15,12 +15,12 @@ import (
 // a WebSocket's protocol ping, which browsers answer by themselves.
 type Pinger interface {
 	// PingFrame is the frame queued for the transport's own ping.
-	PingFrame() []byte
+	PingFrame() *Frame
 }
 
 // Send queues frame for the client without blocking (a WebSocket's pong,
-// its welcome). frame is shared and must not be modified.
-func (s *Session) Send(frame []byte) { s.send(frame) }
+// its welcome). frame may be shared and must not be modified.
+func (s *Session) Send(frame *Frame) { s.send(frame) }
 
 // Handle decodes and runs one command frame from the client.
 func (s *Session) Handle(raw []byte) { s.handle(raw) }
@@ -30,7 +30,7 @@ func (s *Session) Touch() { s.touch() }
 
 // Welcome is the first frame of a WebSocket session; batch says that the
 // connection packs messages into frames.
-func (s *Session) Welcome(batch bool) []byte { return s.welcome(batch) }
+func (s *Session) Welcome(batch bool) *Frame { return s.welcome(batch) }
 
 // Reject answers a frame from the client with an error and counts it
 // against the flood limit.

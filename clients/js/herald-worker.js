@@ -27,7 +27,7 @@ const LINGER = 1000;
 
 let up; // the shared connection (a Herald), made by the first tab
 let welcome; // the welcome frame for tabs while up is connected, else null
-let token; // the newest token a tab sent
+let token = null; // the newest token a tab sent
 let used; // the token of the current or last connect
 let refused; // set to used when the server refused it
 let wake; // resolves a connect waiting for a new token
@@ -57,7 +57,7 @@ function fromTab(tab, d) {
     navigator.locks.request(d.lock, () => bye(tab));
   }
   if (!d.connect) return;
-  const t = new URL(d.connect).searchParams.get("token");
+  const t = (tab.token = new URL(d.connect).searchParams.get("token"));
   if (t) token = t;
   if (wake && token !== refused) {
     wake((used = token));
@@ -94,15 +94,19 @@ function start(d) {
   });
   h.on("disconnected", (e) => {
     welcome = null;
-    if (e.code == 1008 || e.code == 4003) refused = used;
-    for (const tab of tabs) if (tab.open) close(tab, e);
+    const refusal = e.code == 1008 || e.code == 4003;
+    if (refusal) refused = used ?? null;
+    // A tab still waiting with the refused token is told too: only it can
+    // bring another.
+    for (const tab of tabs) if (tab.open || (refusal && tab.want && tab.token === refused)) close(tab, e);
     // The Herald resubscribes each channel with since; tabs coming back
     // wait for that answer and join at the position it gives.
     for (const c of chans.values()) c.pos = null;
   });
   h.on("state", (e) => {
     if (e.state != "closed" || up != h) return;
-    up = welcome = null;
+    // A new connection starts afresh: with the token of a tab that brings one.
+    up = welcome = token = null;
     chans.clear();
     for (const tab of tabs) close(tab, e);
   });
@@ -119,11 +123,19 @@ function open(tab) {
 }
 
 // close ends a tab's connection to the worker as the server's close did.
-// The tab stays in tabs: it reconnects.
+// The tab stays in tabs: it reconnects. A refused token (1008, 4003)
+// ends a tab only if it was the tab's own (as it would alone); a tab
+// without a token, or with another one, gets 1006 and comes back, bringing
+// its token.
 function close(tab, e) {
   release(tab);
   tab.open = tab.want = false;
-  tab.port.postMessage({ code: e.code, reason: e.reason, wasClean: !!e.wasClean });
+  let { code, reason } = e;
+  if ((code == 1008 || code == 4003) && tab.token !== refused) {
+    reason = `shared connection closed ${code}: ${reason}`;
+    code = 1006;
+  }
+  tab.port.postMessage({ code, reason, wasClean: !!e.wasClean });
 }
 
 function bye(tab) {
@@ -308,7 +320,7 @@ function sweepSoon() {
     if (!up) return;
     if (!tabs.size) {
       const h = up;
-      up = welcome = null;
+      up = welcome = token = null;
       chans.clear();
       return h.close();
     }

@@ -279,6 +279,7 @@ export class Herald {
     clearTimeout(this._retry);
     if (this._online) removeEventListener("online", this._online);
     for (const id of this._wait.keys()) this._settle(id, new HeraldError("closed", `closed by the server: ${code} ${reason}`));
+    if (this._bye) this._bye();
     this.closeCode = code;
     this.closeReason = reason;
     this._state("closed", { code, reason, permanent: true });

@@ -14,9 +14,7 @@ import (
 // its Web Lock) drops only their channels (clients/web/e2e/shared.mjs).
 func TestBrowserSharedConnection(t *testing.T) {
 	requireE2E(t, true)
-	cfg := demoConfig()
-	cfg.Heartbeat = 300 * time.Millisecond
-	n := startRestartableNode(t, cfg)
+	n := startRestartableNode(t, demoConfig())
 	p := newCutProxy(t, n.addr())
 	runScript(t, "shared.mjs", map[string]func(){
 		"cut":     func() { p.hold(true); p.cut() },
@@ -39,4 +37,22 @@ func TestHeraldJSSize(t *testing.T) {
 		t.Fatalf("size.mjs printed no size for herald.js:\n%s", out)
 	}
 	t.Logf("herald.js: %s bytes minified and gzipped, budget %d", m[1], heraldJSBudget)
+}
+
+// TestBrowserSharedTokens: with shared: true, the one connection uses a
+// tab's token; its expiry (4003) asks that tab's token function again
+// while a tab without a token just reconnects; a kick (4004) ends every
+// tab (clients/web/e2e/shared-token.mjs).
+func TestBrowserSharedTokens(t *testing.T) {
+	requireE2E(t, true)
+	cfg := demoConfig()
+	cfg.APIKey = "shared-key"
+	cfg.TokenHMACSecret = secret
+	// Expiry is checked at each heartbeat. Not much shorter: under load a
+	// watchdog drop (3 silent heartbeats) could let the connection slip
+	// past the kick by reconnecting at that moment.
+	cfg.Heartbeat = time.Second
+	cfg.TokenGrace = 300 * time.Millisecond
+	n := startTestNode(t, cfg)
+	runScript(t, "shared-token.mjs", nil, n.base, "shared-key", secret)
 }

@@ -81,6 +81,7 @@ var tests = []struct {
 	{"BrowserPermanentClose", TestBrowserPermanentClose},
 	// browser_shared.go
 	{"BrowserSharedConnection", TestBrowserSharedConnection},
+	{"BrowserSharedTokens", TestBrowserSharedTokens},
 	{"HeraldJSSize", TestHeraldJSSize},
 	// browser_keyless.go
 	{"BrowserKeylessClosedToPages", TestBrowserKeylessClosedToPages},

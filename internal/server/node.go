@@ -158,7 +158,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 			SendBuffer:       cfg.SendBuffer,
 		}),
 		SSE:             sse.New(hub, admit),
-		Poll:            poll.New(hub),
+		Poll:            poll.New(hub, admit),
 		EchoSocket:      ws.NewEchoSocket(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),

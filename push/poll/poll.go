@@ -31,10 +31,21 @@ type pollAnswer struct {
 }
 
 // Handler serves GET /api/poll for a node.
-type Handler struct{ node *push.Node }
+type Handler struct {
+	node  *push.Node
+	admit *push.Admission
+}
 
-// New returns the /api/poll handler of n.
-func New(n *push.Node) *Handler { return &Handler{node: n} }
+// New returns the /api/poll handler of n. admit is the node's admission,
+// shared with the other transports: a poll holds a connection for up to
+// its timeout, from an allowed origin and within the per-address cap
+// (nil: the server's own host only, no cap).
+func New(n *push.Node, admit *push.Admission) *Handler {
+	if admit == nil {
+		admit = push.NewAdmission(push.AdmissionOptions{})
+	}
+	return &Handler{node: n, admit: admit}
+}
 
 // ServeHTTP handles GET /api/poll?channel=&since=epoch:offset&timeout=25s.
 // Without since it answers at once with the channel's position (and its
@@ -57,6 +68,11 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (hd *Handler) poll(r *http.Request) (*pollAnswer, error) {
+	ip, aerr := hd.admit.Admit(hd.node, r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer hd.admit.Release(ip)
 	q := r.URL.Query()
 	channel := q.Get("channel")
 	if channel == "" {
@@ -121,37 +137,24 @@ func (hd *Handler) poll(r *http.Request) (*pollAnswer, error) {
 			return nil, push.Errorf(push.CodeUnavailable, "server shutting down")
 		}
 		for _, f := range t.take() {
-			switch push.FrameType(f) {
-			case "subscribed":
-				var sf struct {
-					Epoch     string `json:"epoch"`
-					Offset    uint64 `json:"offset"`
-					Recovered *bool  `json:"recovered"`
-				}
-				_ = json.Unmarshal(f, &sf)
-				ans.Epoch, ans.Offset, ans.Recovered = sf.Epoch, sf.Offset, sf.Recovered
-				if since != nil && sf.Recovered != nil && *sf.Recovered {
+			switch f.Type {
+			case push.TypeSubscribed:
+				ans.Epoch, ans.Offset, ans.Recovered = f.Position.Epoch, f.Position.Offset, f.Recovered
+				if since != nil && f.Recovered != nil && *f.Recovered {
 					// Recovered messages follow and move the position.
 					ans.Epoch, ans.Offset = since.Epoch, since.Offset
 				}
 				subscribed = true
-			case "message":
-				if _, epoch, off, ok := push.MessageHead(f); ok {
-					ans.Epoch, ans.Offset = epoch, off
-				}
-				ans.Messages = append(ans.Messages, json.RawMessage(f))
-			case "unsubscribed":
+			case push.TypeMessage:
+				ans.Epoch, ans.Offset = f.Position.Epoch, f.Position.Offset
+				ans.Messages = append(ans.Messages, json.RawMessage(f.Bytes))
+			case push.TypeUnsubscribed:
 				// The channel lost state while we waited: say so at once.
-				f := false
-				ans.Recovered = &f
+				lost := false
+				ans.Recovered = &lost
 				return &ans, nil
-			case "error":
-				var ef struct {
-					Code    string `json:"code"`
-					Message string `json:"message"`
-				}
-				_ = json.Unmarshal(f, &ef)
-				return nil, &push.Error{Code: ef.Code, Message: ef.Message}
+			case push.TypeError:
+				return nil, f.Err
 			}
 		}
 		if !subscribed {
@@ -173,7 +176,7 @@ type pollTransport struct {
 	notify chan func()
 	done   chan struct{}
 	once   sync.Once
-	frames [][]byte
+	frames []*push.Frame
 }
 
 func (t *pollTransport) Schedule(flush func()) {
@@ -184,12 +187,12 @@ func (t *pollTransport) Schedule(flush func()) {
 }
 
 // Write runs in the request goroutine (it runs the flushes), like take.
-func (t *pollTransport) Write(frames [][]byte) error {
+func (t *pollTransport) Write(frames []*push.Frame) error {
 	t.frames = append(t.frames, frames...)
 	return nil
 }
 
-func (t *pollTransport) take() [][]byte {
+func (t *pollTransport) take() []*push.Frame {
 	f := t.frames
 	t.frames = nil
 	return f

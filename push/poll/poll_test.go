@@ -20,7 +20,7 @@ func serve(t *testing.T, o push.Options) (*push.Node, *httptest.Server) {
 	br := broker.NewMemory(n)
 	n.Start(context.Background(), br)
 	mux := http.NewServeMux()
-	mux.Handle("/api/poll", New(n))
+	mux.Handle("/api/poll", New(n, nil))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()

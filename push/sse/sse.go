@@ -4,7 +4,6 @@
 package sse
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,8 +20,10 @@ type Handler struct {
 	admit *push.Admission
 }
 
-// New returns the /sse handler of n; admit decides which browser origins
-// may open a stream (nil: the server's own host only).
+// New returns the /sse handler of n. admit is the node's admission, shared
+// with the other transports: a stream is a connection like a WebSocket,
+// from an allowed origin and within the per-address cap (nil: the
+// server's own host only, no cap).
 func New(n *push.Node, admit *push.Admission) *Handler {
 	if admit == nil {
 		admit = push.NewAdmission(push.AdmissionOptions{})
@@ -42,9 +43,11 @@ func (hd *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (hd *Handler) serve(w http.ResponseWriter, r *http.Request) error {
-	if !hd.admit.CheckOrigin(r.Header.Get("Origin"), r.Host) {
-		return push.Errorf(push.CodeForbidden, "origin not allowed")
+	ip, aerr := hd.admit.Admit(hd.node, r)
+	if aerr != nil {
+		return aerr
 	}
+	defer hd.admit.Release(ip)
 	q := r.URL.Query()
 	channels := q["channel"]
 	if len(channels) == 0 {
@@ -160,26 +163,29 @@ func (t *sseTransport) Schedule(flush func()) {
 	}
 }
 
-func (t *sseTransport) Write(frames [][]byte) error {
+func (t *sseTransport) Write(frames []*push.Frame) error {
 	b := t.buf[:0]
 	for _, f := range frames {
-		switch typ := push.FrameType(f); typ {
-		case "ping":
+		switch f.Type {
+		case push.TypePing:
 			b = append(b, ": ping\n\n"...)
-		case "message":
+		case push.TypeMessage:
 			b = append(b, "id: "...)
 			b = t.appendID(b, f)
 			b = append(b, "\nevent: message\ndata: "...)
-			b = append(b, f...)
+			b = append(b, f.Bytes...)
 			b = append(b, "\n\n"...)
 		default:
-			if typ == "subscribed" {
+			if f.Raw {
+				continue // no transport's own frames here; sent by none
+			}
+			if f.Type == push.TypeSubscribed {
 				t.noteSubscribed(f)
 			}
 			b = append(b, "event: "...)
-			b = append(b, typ...)
+			b = append(b, f.Type...)
 			b = append(b, "\ndata: "...)
-			b = append(b, f...)
+			b = append(b, f.Bytes...)
 			b = append(b, "\n\n"...)
 		}
 	}
@@ -198,13 +204,10 @@ func (t *sseTransport) Write(frames [][]byte) error {
 
 // appendID updates the channel's position from the message frame and
 // appends the stream's event id.
-func (t *sseTransport) appendID(b, frame []byte) []byte {
-	ch, epoch, off, ok := push.MessageHead(frame)
-	if ok {
-		for i, name := range t.channels {
-			if name == ch {
-				t.pos[i] = broker.Position{Epoch: epoch, Offset: off}
-			}
+func (t *sseTransport) appendID(b []byte, f *push.Frame) []byte {
+	for i, name := range t.channels {
+		if name == f.Channel {
+			t.pos[i] = f.Position
 		}
 	}
 	for i, p := range t.pos {
@@ -220,19 +223,13 @@ func (t *sseTransport) appendID(b, frame []byte) []byte {
 
 // noteSubscribed takes the channel's position from a subscribed frame
 // unless recovered history follows it (then the messages move it).
-func (t *sseTransport) noteSubscribed(frame []byte) {
-	var f struct {
-		Channel   string `json:"channel"`
-		Epoch     string `json:"epoch"`
-		Offset    uint64 `json:"offset"`
-		Recovered *bool  `json:"recovered"`
-	}
-	if json.Unmarshal(frame, &f) != nil || (f.Recovered != nil && *f.Recovered) {
+func (t *sseTransport) noteSubscribed(f *push.Frame) {
+	if f.Recovered != nil && *f.Recovered {
 		return
 	}
 	for i, name := range t.channels {
 		if name == f.Channel {
-			t.pos[i] = broker.Position{Epoch: f.Epoch, Offset: f.Offset}
+			t.pos[i] = f.Position
 		}
 	}
 }

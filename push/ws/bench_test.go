@@ -10,8 +10,8 @@ import (
 // BenchmarkAppendFrames builds what the WebSocket writer hands write(2)
 // for a connection with 4 queued messages, into its reused buffer.
 func BenchmarkAppendFrames(b *testing.B) {
-	frame := push.AppendMessage(nil, &broker.Message{Channel: "stocks:AAPL", Epoch: "e1", Offset: 42, Data: []byte(`{"price":187.12}`)}, false)
-	frames := [][]byte{frame, frame, frame, frame}
+	frame := &push.Frame{Type: push.TypeMessage, Bytes: push.AppendMessage(nil, &broker.Message{Channel: "stocks:AAPL", Epoch: "e1", Offset: 42, Data: []byte(`{"price":187.12}`)}, false)}
+	frames := []*push.Frame{frame, frame, frame, frame}
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {

@@ -244,7 +244,7 @@ func (t *wsTransport) Schedule(flush func()) {
 	t.writer.schedule(flush)
 }
 
-func (t *wsTransport) Write(frames [][]byte) error {
+func (t *wsTransport) Write(frames []*push.Frame) error {
 	done, err := t.TryWrite(frames)
 	if err == nil && !done {
 		err = t.Drain()
@@ -252,7 +252,7 @@ func (t *wsTransport) Write(frames [][]byte) error {
 	return err
 }
 
-func (t *wsTransport) TryWrite(frames [][]byte) (bool, error) {
+func (t *wsTransport) TryWrite(frames []*push.Frame) (bool, error) {
 	if t.raw == nil {
 		return true, t.writeGWS(frames)
 	}
@@ -310,13 +310,13 @@ func (t *wsTransport) Interrupt() {
 
 // writeGWS writes frames through gws (compressed connections); gwsConn
 // bounds each write.
-func (t *wsTransport) writeGWS(frames [][]byte) error {
+func (t *wsTransport) writeGWS(frames []*push.Frame) error {
 	w := getRawWrite()
 	defer putRawWrite(w)
 	for i := 0; i < len(frames); {
 		f := frames[i]
-		if isControl(f) {
-			if err := t.conn.WriteMessage(gws.Opcode(f[0]&0x0F), f[2:]); err != nil {
+		if f.Raw { // a control frame of ours: opcode, length, payload
+			if err := t.conn.WriteMessage(gws.Opcode(f.Bytes[0]&0x0F), f.Bytes[2:]); err != nil {
 				return err
 			}
 			i++
@@ -324,11 +324,11 @@ func (t *wsTransport) writeGWS(frames [][]byte) error {
 		}
 		// A run of messages: one frame each, or one in all on batch.
 		j := i + 1
-		for t.batch && j < len(frames) && !isControl(frames[j]) {
+		for t.batch && j < len(frames) && !frames[j].Raw {
 			j++
 		}
 		if j == i+1 {
-			if err := t.conn.WriteMessage(gws.OpcodeText, f); err != nil {
+			if err := t.conn.WriteMessage(gws.OpcodeText, f.Bytes); err != nil {
 				return err
 			}
 			i = j
@@ -339,7 +339,7 @@ func (t *wsTransport) writeGWS(frames [][]byte) error {
 			if k > i {
 				b = append(b, '\n')
 			}
-			b = append(b, frames[k]...)
+			b = append(b, frames[k].Bytes...)
 		}
 		w.buf = b
 		if err := t.conn.WriteMessage(gws.OpcodeText, b); err != nil {
@@ -471,7 +471,7 @@ func clientCloseCode(err error) uint16 {
 func (hd *handler) OnPing(c *gws.Conn, payload []byte) {
 	s := sessionOf(c)
 	s.Touch()
-	s.Send(wsPongFrame(payload))
+	s.Send(push.RawFrame(wsPongFrame(payload)))
 }
 
 func (hd *handler) OnPong(c *gws.Conn, payload []byte) { sessionOf(c).Touch() }
@@ -502,7 +502,7 @@ func (hd *handler) OnMessage(c *gws.Conn, m *gws.Message) {
 
 // PingFrame is the WebSocket ping the heartbeat sends after its JSON ping
 // (push.Pinger).
-func (t *wsTransport) PingFrame() []byte { return wsPingFrame }
+func (t *wsTransport) PingFrame() *push.Frame { return wsPingFrame }
 
 // Abort closes the socket at once, without a close frame (push.Aborter).
 func (t *wsTransport) Abort() { _ = t.gwsConn.Close() }

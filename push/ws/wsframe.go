@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/heraldpush/herald/push"
 )
 
 // The WebSocket transport writes frames itself instead of through gws
@@ -15,10 +17,10 @@ import (
 // waits for a slow client (see tryWriter). Server frames are not masked,
 // so the header is all there is to it.
 
-// Control frames travel in a session's queue as complete WebSocket frames,
-// so that they keep their place among the messages. Their first byte has
-// the FIN bit set (0x80 and up), which no JSON frame starts with.
-var wsPingFrame = []byte{0x89, 0x00}
+// Control frames travel in a session's queue as raw frames (push.Frame's
+// Raw), complete WebSocket frames, so that they keep their place among
+// the messages.
+var wsPingFrame = push.RawFrame([]byte{0x89, 0x00})
 
 // wsPongFrame answers a client's ping with its payload (at most 125
 // bytes: gws refuses longer control frames).
@@ -41,8 +43,6 @@ func wsCloseFrame(code uint16, reason string) []byte {
 	return append(f, reason...)
 }
 
-func isControl(frame []byte) bool { return len(frame) > 0 && frame[0] >= 0x80 }
-
 // appendTextHeader appends the header of an unmasked, final text frame
 // of n bytes.
 func appendTextHeader(b []byte, n int) []byte {
@@ -59,16 +59,16 @@ func appendTextHeader(b []byte, n int) []byte {
 // appendFrames appends frames as WebSocket frames: one text frame each,
 // or, for a batch connection, each run of messages packed into one text
 // frame, '\n'-separated. Control frames go as they are.
-func appendFrames(b []byte, frames [][]byte, batch bool) []byte {
+func appendFrames(b []byte, frames []*push.Frame, batch bool) []byte {
 	for i := 0; i < len(frames); {
-		if isControl(frames[i]) {
-			b = append(b, frames[i]...)
+		if frames[i].Raw {
+			b = append(b, frames[i].Bytes...)
 			i++
 			continue
 		}
-		j, n := i+1, len(frames[i])
-		for batch && j < len(frames) && !isControl(frames[j]) {
-			n += 1 + len(frames[j])
+		j, n := i+1, len(frames[i].Bytes)
+		for batch && j < len(frames) && !frames[j].Raw {
+			n += 1 + len(frames[j].Bytes)
 			j++
 		}
 		b = appendTextHeader(b, n)
@@ -76,7 +76,7 @@ func appendFrames(b []byte, frames [][]byte, batch bool) []byte {
 			if k > i {
 				b = append(b, '\n')
 			}
-			b = append(b, frames[k]...)
+			b = append(b, frames[k].Bytes...)
 		}
 		i = j
 	}

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"github.com/heraldpush/herald/push"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -27,18 +28,19 @@ func TestWSCloseFrameCutsAtRune(t *testing.T) {
 // whole, in order.
 func TestAppendFrames(t *testing.T) {
 	small, mid, big := []byte(`{"a":1}`), []byte(strings.Repeat("m", 300)), []byte(strings.Repeat("b", 70000))
-	got := appendFrames(nil, [][]byte{small, wsPingFrame, mid, big}, false)
+	msg := func(b []byte) *push.Frame { return &push.Frame{Type: push.TypeMessage, Bytes: b} }
+	got := appendFrames(nil, []*push.Frame{msg(small), wsPingFrame, msg(mid), msg(big)}, false)
 	want := append([]byte{0x81, 7}, small...)
-	want = append(want, wsPingFrame...)
+	want = append(want, wsPingFrame.Bytes...)
 	want = append(append(want, 0x81, 126, 1, 44), mid...)
 	want = append(append(want, 0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70), big...)
 	if string(got) != string(want) {
 		t.Fatalf("plain: got %d bytes, want %d", len(got), len(want))
 	}
 
-	got = appendFrames(nil, [][]byte{small, small, wsPingFrame, small}, true)
+	got = appendFrames(nil, []*push.Frame{msg(small), msg(small), wsPingFrame, msg(small)}, true)
 	want = append([]byte{0x81, 15}, `{"a":1}`+"\n"+`{"a":1}`...)
-	want = append(want, wsPingFrame...)
+	want = append(want, wsPingFrame.Bytes...)
 	want = append(append(want, 0x81, 7), small...)
 	if string(got) != string(want) {
 		t.Fatalf("batch: got %q, want %q", got, want)
