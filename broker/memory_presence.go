@@ -94,58 +94,83 @@ func (s *memSet) departLocked(key string) PresenceEntry {
 
 // PresenceJoin implements Presence.
 func (m *Memory) PresenceJoin(ctx context.Context, op PresenceOp) (bool, error) {
+	m.pres.mu.Lock()
+	defer m.pres.mu.Unlock()
+	return m.joinLocked(op), nil
+}
+
+// PresenceLeave implements Presence.
+func (m *Memory) PresenceLeave(ctx context.Context, op PresenceOp) (bool, error) {
+	m.pres.mu.Lock()
+	defer m.pres.mu.Unlock()
+	return m.leaveLocked(op), nil
+}
+
+// PresenceApply implements Presence.
+func (m *Memory) PresenceApply(ctx context.Context, ops []PresenceOp) ([]bool, error) {
+	m.pres.mu.Lock()
+	defer m.pres.mu.Unlock()
+	out := make([]bool, len(ops))
+	for i, op := range ops {
+		if op.Leave {
+			out[i] = m.leaveLocked(op)
+		} else {
+			out[i] = m.joinLocked(op)
+		}
+	}
+	return out, nil
+}
+
+// joinLocked is PresenceJoin. Must hold m.pres.mu.
+func (m *Memory) joinLocked(op PresenceOp) bool {
 	p := &m.pres
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	now := m.now()
 	s := p.set(op.Set, true)
 	s.expires = maxTime(s.expires, now.Add(op.TTL))
 	if c, ok := s.conns[op.Conn]; ok {
 		c.expires = now.Add(op.TTL)
 		s.conns[op.Conn] = c
-		return false, nil
+		return false
 	}
 	s.conns[op.Conn] = memConn{key: op.Key, expires: now.Add(op.TTL)}
 	s.counts[op.Key]++
 	if s.counts[op.Key] > 1 {
-		return false, nil
+		return false
 	}
 	if _, lingering := s.linger[op.Key]; lingering {
 		delete(s.linger, op.Key)
-		return false, nil
+		return false
 	}
 	if len(op.Value) > 0 {
 		s.values[op.Key] = append([]byte(nil), op.Value...)
 	}
 	p.recordLocked(op.Event, op.Key, 1)
-	return true, nil
+	return true
 }
 
-// PresenceLeave implements Presence.
-func (m *Memory) PresenceLeave(ctx context.Context, op PresenceOp) (bool, error) {
+// leaveLocked is PresenceLeave. Must hold m.pres.mu.
+func (m *Memory) leaveLocked(op PresenceOp) bool {
 	p := &m.pres
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	s := p.set(op.Set, false)
 	if s == nil {
-		return false, nil
+		return false
 	}
 	c, ok := s.conns[op.Conn]
 	if !ok {
-		return false, nil
+		return false
 	}
 	delete(s.conns, op.Conn)
 	if !s.dropConnLocked(c.key) {
-		return false, nil
+		return false
 	}
 	if op.Linger > 0 {
 		s.linger[c.key] = m.now()
-		return false, nil
+		return false
 	}
 	s.departLocked(c.key)
 	p.recordLocked(op.Event, c.key, 1)
 	p.dropEmptyLocked(op.Set, s)
-	return true, nil
+	return true
 }
 
 // dropConnLocked counts one connection of key out and reports whether it

@@ -36,6 +36,12 @@ type Presence interface {
 	// set (its last connection, and op.Linger is 0; with a linger the key
 	// stays until PresenceReap finds it lingered that long).
 	PresenceLeave(ctx context.Context, op PresenceOp) (last bool, err error)
+	// PresenceApply runs joins and leaves (op.Leave) in order, as one
+	// atomic step, and reports each one's transition as PresenceJoin and
+	// PresenceLeave would: a node coalesces the joins and leaves of its
+	// connections into one round trip (a room of 20,000 arriving or a
+	// node closing all its connections).
+	PresenceApply(ctx context.Context, ops []PresenceOp) ([]bool, error)
 	// PresenceRefresh renews the connections of set that are still there
 	// for ttl, and returns those that are not (reaped, or never joined):
 	// it adds nothing, so a refresh racing a leave cannot bring a
@@ -76,7 +82,8 @@ type QueueStats struct {
 
 // PresenceOp is one connection joining or leaving a set.
 type PresenceOp struct {
-	Set  string
+	Leave bool // for PresenceApply: a leave, else a join
+	Set   string
 	Key  string // the user ("u:USER") or an anonymous connection's own key
 	Conn string // the connection, unique in the cluster
 	// Value is shown by PresencePage for the key; kept from the key's

@@ -13,7 +13,12 @@ package push
 //	rateWheel.firing -> hubChannel.mu
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
-// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu, rateWheel.mu.
+// Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu,
+// presenceBatch.mu, rateWheel.mu. subPresence.mu is taken with no other lock held and
+// is held across the presence store call of its join or leave (waiting
+// on presenceBatch), so that one connection's join and leave are never
+// reordered; it is per subscription (and per session for the online
+// set), so nobody else waits on it.
 //
 // What holds what, and why:
 //
@@ -47,6 +52,10 @@ package push
 //   - writer.mu guards a writer goroutine's run queue (push/ws/writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
+//   - presenceBatch.mu guards the presence ops waiting for the next store
+//     call and whether a flush runs (presence_batch.go).
+//   - subPresence.mu guards whether a connection is counted in a presence
+//     set (joined, left): presence.go, presence_users.go.
 //   - canary.mu guards the pub/sub probe's state (canary.go); no broker
 //     call is made holding it.
 //
@@ -73,10 +82,17 @@ package push
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts
 //	                       broker ahead, one per channel    its reads and waits; waited by Node.wg
 //	writer.run (x CPUs)    ws.NewServer (startWriters)      writers.stop, last in Node.Close (AfterClose)
+//	Node.presenceLoop      Node.Start, when a namespace     Node.Close (done), waited by Node.wg
+//	                       keeps presence or a webhook
+//	                       wants events
+//	Node.flushPresence     applyPresence, the caller that   nothing pending; its callers wait for
+//	                       finds none running               it, so it ends one store call after them
 //	rateWheel.run (one)    Node.Start                       Node.Close (done), waited by Node.wg;
 //	                                                        sleeps while no subscription is held
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
+//	Session.leaveChannels  Session.send, closing a slow      its subscriptions detached (short-lived;
+//	                       consumer                         Release detaches whatever is left)
 //	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
 //	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
@@ -85,4 +101,6 @@ package push
 // SSE and long-poll run their session's flushes on the request's own
 // goroutine, which ends with the request. The engines' goroutines are
 // the engines' own (broker.Memory: delivery queues and sweep, stopped by
-// Close; redisbroker: see its package).
+// Close; redisbroker: see its package). The webhook senders are
+// internal/webhook's (one per webhook, started by Sender.Start, ended by
+// Sender.Close in the server's shutdown).

@@ -172,6 +172,7 @@ type Node struct {
 	canary   canary // the pub/sub probe (canary.go)
 
 	pstore      broker.Presence     // the broker's, nil if it keeps none
+	pbatch      presenceBatch       // joins and leaves coalesced into few store calls
 	instance    string              // random per process: names connections in the presence store
 	eventQueues map[string][]string // event type -> queues that want it
 

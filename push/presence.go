@@ -139,11 +139,7 @@ func (n *Node) join(sub *subscription) {
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	var first bool
-	err := n.timed("presence", func() (err error) {
-		first, err = n.pstore.PresenceJoin(ctx, op)
-		return err
-	})
+	first, err := n.applyPresence(ctx, op)
 	if err != nil {
 		n.log.Warn("presence join failed; retried at the next refresh", "channel", sub.ch.name, "err", err)
 		return
@@ -168,11 +164,7 @@ func (n *Node) leave(sub *subscription) {
 	m, _ := sub.s.member()
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	var last bool
-	err := n.timed("presence", func() (err error) {
-		last, err = n.pstore.PresenceLeave(ctx, broker.PresenceOp{Set: presenceSet(sub.ch.name), Conn: sub.s.presenceConn(), Event: n.event("leave", sub.ch.name)})
-		return err
-	})
+	last, err := n.applyPresence(ctx, broker.PresenceOp{Leave: true, Set: presenceSet(sub.ch.name), Conn: sub.s.presenceConn(), Event: n.event("leave", sub.ch.name)})
 	if err != nil {
 		n.log.Warn("presence leave failed; the entry expires", "channel", sub.ch.name, "err", err)
 		return

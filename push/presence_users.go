@@ -77,11 +77,7 @@ func (n *Node) joinUser(s *Session, p *subPresence, user string) {
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
 	op := broker.PresenceOp{Set: usersSet, Key: broker.UserKey(user), Conn: s.presenceConn(), TTL: n.presenceTTL(), Event: n.event(EventOnline, "")}
-	err := n.timed("presence", func() error {
-		_, err := n.pstore.PresenceJoin(ctx, op)
-		return err
-	})
-	if err != nil {
+	if _, err := n.applyPresence(ctx, op); err != nil {
 		n.log.Warn("online update failed; retried at the next refresh", "user", user, "err", err)
 		return
 	}
@@ -106,11 +102,8 @@ func (n *Node) disconnectUser(s *Session) {
 	}
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	op := broker.PresenceOp{Set: usersSet, Conn: s.presenceConn(), Linger: n.opts.OfflineDelay, Event: n.event(EventOffline, "")}
-	if err := n.timed("presence", func() error {
-		_, err := n.pstore.PresenceLeave(ctx, op)
-		return err
-	}); err != nil {
+	op := broker.PresenceOp{Leave: true, Set: usersSet, Conn: s.presenceConn(), Linger: n.opts.OfflineDelay, Event: n.event(EventOffline, "")}
+	if _, err := n.applyPresence(ctx, op); err != nil {
 		n.log.Warn("online update failed; the entry expires", "err", err)
 	}
 }

@@ -120,6 +120,13 @@ func (s *Session) send(frame *Frame) {
 		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
 		queued := s.queued
 		s.mu.Unlock()
+		// Its connection lives on for up to stalledCloseLinger, waiting
+		// for the client to read its close; meanwhile every message to its
+		// channels would still come here to be dropped. 10,000 stalled
+		// subscribers made that a third of the node's CPU (issue 12 item
+		// 4): leave the channels now. On a goroutine of its own: the
+		// caller may hold the channel's lock (fanOutLocked).
+		go s.leaveChannels()
 		s.node.countRejection(ReasonSlowConsumer)
 		s.node.log.Debug("slow consumer", "client", s.id, "queued", queued)
 		return
@@ -284,6 +291,17 @@ func (s *Session) OpenWith(channels []string, since []*broker.Position, maxRate 
 func (s *Session) Release() {
 	s.mu.Lock()
 	s.closed = true
+	s.mu.Unlock()
+	s.leaveChannels()
+	s.node.disconnectUser(s)
+	s.node.sessions.remove(s)
+}
+
+// leaveChannels ends every subscription of a closed session; whichever
+// call takes s.subs first does it (a subscribe finishing after the close
+// does not add to s.subs: commands.go).
+func (s *Session) leaveChannels() {
+	s.mu.Lock()
 	subs := s.subs
 	s.subs = nil
 	s.mu.Unlock()
@@ -293,8 +311,6 @@ func (s *Session) Release() {
 			s.node.leave(sub)
 		}
 	}
-	s.node.disconnectUser(s)
-	s.node.sessions.remove(s)
 }
 
 // sessionSet is the node's registry of live sessions, sharded to keep

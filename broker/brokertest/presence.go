@@ -174,6 +174,21 @@ func RunPresence(t *testing.T, p broker.Presence) {
 		t.Fatalf("stats %+v, %v", st, err)
 	}
 
+	// A batch applies in order, each op's transition reported as alone.
+	other := t.Name() + ":batch"
+	j := func(key, conn string, leave bool) broker.PresenceOp {
+		return broker.PresenceOp{Leave: leave, Set: other, Key: key, Conn: conn, TTL: time.Minute}
+	}
+	res, err := p.PresenceApply(ctx, []broker.PresenceOp{
+		j("u:x", "1", false), j("u:x", "2", false), j("u:y", "3", false), j("", "1", true), j("", "2", true), op("u:z", "9"),
+	})
+	if err != nil || fmt.Sprint(res) != "[true false true false true true]" {
+		t.Fatalf("PresenceApply = %v, %v", res, err)
+	}
+	if n, _ := p.PresenceCount(ctx, other); n != 1 {
+		t.Fatalf("count after the batch = %d, want 1 (y)", n)
+	}
+
 	// The bound drops and counts.
 	full := t.Name() + ":full"
 	for i := range 3 {

@@ -122,7 +122,9 @@ func TestClusterPartitionsSpreadOverNodes(t *testing.T) {
 }
 
 // A cluster node that dies and comes back: calls for its channels fail
-// fast meanwhile, then its partitions reconnect and deliver again.
+// fast meanwhile, then its partitions reconnect and deliver again, each
+// resubscribing all its channels in one SSUBSCRIBE (issue 14 item 5:
+// O(partitions) commands, not O(channels)).
 func TestClusterNodeRestart(t *testing.T) {
 	srvs := startCluster(t, 3)
 	rec := brokertest.NewRecorder()
@@ -144,6 +146,18 @@ func TestClusterNodeRestart(t *testing.T) {
 			onLive = ch
 		}
 	}
+	// Many channels, so that resubscribing them one command per channel
+	// would show against one command per partition.
+	var many []string
+	onDeadCount := 0
+	for i := range 240 {
+		ch := fmt.Sprintf("m%d", i)
+		many = append(many, ch)
+		if owner(ch) == srvs[2].Addr() {
+			onDeadCount++
+		}
+	}
+	mustSubscribe(t, b, many...)
 	mustSubscribe(t, b, onDead, onLive)
 	mustPublish(t, b, onDead, 1)
 	mustPublish(t, b, onLive, 1)
@@ -170,6 +184,29 @@ func TestClusterNodeRestart(t *testing.T) {
 		})
 		rec.WaitPosition(t, ch, pos)
 	}
+	// The restarted process counted every SSUBSCRIBE it got: each of its
+	// partitions resubscribes all its channels in one command, so the
+	// count follows the partitions (at most one retry each), not the
+	// channels.
+	parts := 0
+	for i := range b.tags {
+		c, err := b.cluster.MasterForKey(ctx, b.genKeys[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Options().Addr == srvs[2].Addr() {
+			parts++
+		}
+	}
+	stat := infoField(admin(t, srvs[2].Addr()).Info(ctx, "commandstats").Val(), "cmdstat_ssubscribe")
+	var calls int
+	if _, err := fmt.Sscanf(stat, "calls=%d,", &calls); err != nil {
+		t.Fatalf("cmdstat_ssubscribe %q: %v", stat, err)
+	}
+	if calls == 0 || calls > 2*parts {
+		t.Fatalf("the restarted node got %d SSUBSCRIBE commands for its %d partitions (%d channels), want 1 to %d", calls, parts, onDeadCount+1, 2*parts)
+	}
+	t.Logf("restarted node: %d partitions, %d channels, resubscribed in %d SSUBSCRIBE commands", parts, onDeadCount+1, calls)
 }
 
 // Presence keys share one slot, so its scripts run on Redis Cluster too.

@@ -85,40 +85,74 @@ local function unindex(set)
 end
 `
 
-// ARGV[6] set, 7 key, 8 conn, 9 value, 10 expiry (ms), 11 key TTL (ms).
-var joinScript = redis.NewScript(presenceLua + `
-local key, conn = ARGV[7], ARGV[8]
-local first = 0
-if redis.call('ZADD', KEYS[1], ARGV[10], conn) == 1 then
-  redis.call('HSET', KEYS[2], conn, key)
-  if redis.call('HINCRBY', KEYS[3], key, 1) == 1 and redis.call('ZREM', KEYS[6], key) == 0 then
-    first = 1
-    redis.call('ZADD', KEYS[4], 0, key)
-    if ARGV[9] ~= '' then redis.call('HSET', KEYS[5], key, ARGV[9]) end
-    record(key, 1)
+// applyScript runs joins and leaves in order. KEYS[1] the sets index,
+// KEYS[2] the drop counts, then the six keys of each set, then the
+// queues. ARGV[1] the number of ops, then 16 fields per op: kind (j or l),
+// index of its set's first key, set, key, conn, value, expiry (ms), key
+// TTL (ms), linger (ms), now (ms), event type ("" none), channel, id
+// prefix, time, queue bound, queue key indexes ("9,10"). Returns 1 or 0
+// per op: whether it made a transition.
+var applyScript = redis.NewScript(`
+local out = {}
+for o = 0, tonumber(ARGV[1]) - 1 do
+  local a = 1 + o * 16
+  local kind, b = ARGV[a+1], tonumber(ARGV[a+2])
+  local set, key, conn, value = ARGV[a+3], ARGV[a+4], ARGV[a+5], ARGV[a+6]
+  local expiry, keyttl, linger, now = ARGV[a+7], tonumber(ARGV[a+8]), tonumber(ARGV[a+9]), ARGV[a+10]
+  local C, CK, N, K, V, G = KEYS[b], KEYS[b+1], KEYS[b+2], KEYS[b+3], KEYS[b+4], KEYS[b+5]
+  local function record(k)
+    if ARGV[a+11] == '' or string.sub(k, 1, 2) ~= 'u:' then return end
+    local e = {id = ARGV[a+13] .. '-1', type = ARGV[a+11], user = string.sub(k, 3), time = ARGV[a+14]}
+    if ARGV[a+12] ~= '' then e.channel = ARGV[a+12] end
+    local body = cjson.encode(e)
+    local maxlen = tonumber(ARGV[a+15])
+    for qi in string.gmatch(ARGV[a+16], '%d+') do
+      local q = KEYS[tonumber(qi)]
+      if maxlen > 0 and redis.call('LLEN', q) >= maxlen then
+        redis.call('HINCRBY', KEYS[2], q, 1)
+      else
+        redis.call('RPUSH', q, body)
+      end
+    end
   end
+  local r = 0
+  if kind == 'j' then
+    if redis.call('ZADD', C, expiry, conn) == 1 then
+      redis.call('HSET', CK, conn, key)
+      if redis.call('HINCRBY', N, key, 1) == 1 and redis.call('ZREM', G, key) == 0 then
+        r = 1
+        redis.call('ZADD', K, 0, key)
+        if value ~= '' then redis.call('HSET', V, key, value) end
+        record(key)
+      end
+    end
+    redis.call('ZADD', KEYS[1], 'GT', expiry, set)
+    for i = b, b + 5 do
+      if redis.call('PTTL', KEYS[i]) < keyttl then redis.call('PEXPIRE', KEYS[i], keyttl) end
+    end
+  else
+    local k = redis.call('HGET', CK, conn)
+    if k then
+      redis.call('ZREM', C, conn)
+      redis.call('HDEL', CK, conn)
+      if redis.call('HINCRBY', N, k, -1) <= 0 then
+        redis.call('HDEL', N, k)
+        if linger > 0 then
+          redis.call('ZADD', G, now, k)
+        else
+          redis.call('ZREM', K, k)
+          redis.call('ZREM', G, k)
+          redis.call('HDEL', V, k)
+          record(k)
+          r = 1
+          if redis.call('ZCARD', K) == 0 then redis.call('ZREM', KEYS[1], set) end
+        end
+      end
+    end
+  end
+  table.insert(out, r)
 end
-redis.call('ZADD', KEYS[7], 'GT', ARGV[10], ARGV[6])
-stretch(tonumber(ARGV[11]))
-return first
-`)
-
-// ARGV[6] set, 7 conn, 8 now (ms), 9 linger (ms).
-var leaveScript = redis.NewScript(presenceLua + `
-local key = redis.call('HGET', KEYS[2], ARGV[7])
-if not key then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[7])
-redis.call('HDEL', KEYS[2], ARGV[7])
-if redis.call('HINCRBY', KEYS[3], key, -1) > 0 then return 0 end
-redis.call('HDEL', KEYS[3], key)
-if tonumber(ARGV[9]) > 0 then
-  redis.call('ZADD', KEYS[6], ARGV[8], key)
-  return 0
-end
-depart(key)
-record(key, 1)
-unindex(ARGV[6])
-return 1
+return out
 `)
 
 // ARGV[6] set, 7 expiry (ms), 8 key TTL (ms), 9... connections. Returns
@@ -200,23 +234,76 @@ func keyTTL(ttl, linger time.Duration) int64 {
 
 // PresenceJoin implements broker.Presence.
 func (b *Broker) PresenceJoin(ctx context.Context, op broker.PresenceOp) (bool, error) {
-	exp := time.Now().Add(op.TTL).UnixMilli()
-	args := append(eventArgs(op.Event), op.Set, op.Key, op.Conn, op.Value, exp, keyTTL(op.TTL, 0))
-	n, err := joinScript.Run(ctx, b.client, b.presenceKeys(op.Set, op.Event), args...).Int()
+	op.Leave = false
+	r, err := b.PresenceApply(ctx, []broker.PresenceOp{op})
 	if err != nil {
-		return false, b.fail("presence join", op.Set, err)
+		return false, err
 	}
-	return n == 1, nil
+	return r[0], nil
 }
 
 // PresenceLeave implements broker.Presence.
 func (b *Broker) PresenceLeave(ctx context.Context, op broker.PresenceOp) (bool, error) {
-	args := append(eventArgs(op.Event), op.Set, op.Conn, time.Now().UnixMilli(), op.Linger.Milliseconds())
-	n, err := leaveScript.Run(ctx, b.client, b.presenceKeys(op.Set, op.Event), args...).Int()
+	op.Leave = true
+	r, err := b.PresenceApply(ctx, []broker.PresenceOp{op})
 	if err != nil {
-		return false, b.fail("presence leave", op.Set, err)
+		return false, err
 	}
-	return n == 1, nil
+	return r[0], nil
+}
+
+// PresenceApply implements broker.Presence: one script for all of ops.
+func (b *Broker) PresenceApply(ctx context.Context, ops []broker.PresenceOp) ([]bool, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	p := b.prefix + presenceTag
+	keys := []string{p + "sets", p + "drops"}
+	setBase := map[string]int{}
+	queueIdx := map[string]int{}
+	args := make([]any, 1, 1+16*len(ops))
+	args[0] = len(ops)
+	now := time.Now()
+	for _, op := range ops {
+		base, ok := setBase[op.Set]
+		if !ok {
+			base = len(keys) + 1
+			setBase[op.Set] = base
+			keys = append(keys, b.presenceKeys(op.Set, nil)[:6]...)
+		}
+		kind := "j"
+		if op.Leave {
+			kind = "l"
+		}
+		ev := eventArgs(op.Event)
+		qs := ""
+		if op.Event != nil {
+			for _, q := range op.Event.Queues {
+				i, ok := queueIdx[q]
+				if !ok {
+					keys = append(keys, b.queueKey(q))
+					i = len(keys)
+					queueIdx[q] = i
+				}
+				if qs != "" {
+					qs += ","
+				}
+				qs += strconv.Itoa(i)
+			}
+		}
+		args = append(args, kind, base, op.Set, op.Key, op.Conn, op.Value,
+			now.Add(op.TTL).UnixMilli(), keyTTL(op.TTL, op.Linger), op.Linger.Milliseconds(), now.UnixMilli(),
+			ev[0], ev[1], ev[2], ev[3], ev[4], qs)
+	}
+	res, err := applyScript.Run(ctx, b.client, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, b.fail("presence apply", ops[0].Set, err)
+	}
+	out := make([]bool, len(ops))
+	for i := range out {
+		out[i] = i < len(res) && res[i] == 1
+	}
+	return out, nil
 }
 
 // PresenceRefresh implements broker.Presence.

@@ -317,7 +317,7 @@ func (c *loadConn) frame(frame []byte, now int64) {
 	const key = `"data":{"t":`
 	if i := bytes.Index(frame, []byte(key)); i >= 0 {
 		if sent := int64(parseUint(frame[i+len(key):])); sent > 0 {
-			c.run.latency.record(time.Duration(now - sent))
+			c.run.record(time.Duration(now - sent))
 		}
 	}
 }

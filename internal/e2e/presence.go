@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/heraldpush/herald/broker/brokertest"
@@ -35,7 +36,14 @@ func (n *testNode) presence(t testing.TB, channel, q string) presenceBody {
 // leave no leave; the members page with limit and cursor, each once.
 func TestPresenceCountsUsersOnce(t *testing.T) {
 	srv := brokertest.StartRedis(t)
-	nodes := startCluster(t, srv.URL(), 3)
+	var nodes []*testNode
+	for i := range 3 {
+		cfg := clusterConfig(srv.URL(), fmt.Sprintf("node-%c", 'a'+i))
+		// Tabs the test does not read answer no pings: they must not be
+		// closed for it (their leave is what is checked).
+		cfg.HeartbeatTimeout = 5 * time.Minute
+		nodes = append(nodes, startTestNode(t, cfg))
+	}
 	watcher := nodes[2].dial(query("token", userToken(t, "w", "")))
 	watcher.welcome()
 	watcher.subscribe("room:big")
@@ -113,6 +121,7 @@ func TestPresenceCountsOnly(t *testing.T) {
 	var nodes []*testNode
 	for i := range 2 {
 		cfg := clusterConfig(srv.URL(), fmt.Sprintf("node-%d", i))
+		cfg.HeartbeatTimeout = 5 * time.Minute
 		cfg.Namespaces["live"] = &push.Namespace{Presence: push.PresenceCounts}
 		nodes = append(nodes, startTestNode(t, cfg))
 	}

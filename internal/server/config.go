@@ -39,6 +39,7 @@ type Config struct {
 	Compression      bool          `yaml:"compression" help:"permessage-deflate for clients that offer it"`
 	MaxConnsPerIP    int           `yaml:"max_connections_per_ip" help:"WebSocket connections from one address (0: no cap)"`
 	SendBuffer       int           `yaml:"send_buffer_bytes" help:"kernel send buffer (SO_SNDBUF) per WebSocket; Linux doubles it; -1: kernel autotuning"`
+	SendLowat        int           `yaml:"send_lowat_bytes" help:"unsent bytes the kernel holds per WebSocket before the client counts as stalled (TCP_NOTSENT_LOWAT, Linux); -1: no limit"`
 	TrustedProxies   []string      `yaml:"trusted_proxies" help:"proxy addresses/CIDRs whose X-Forwarded-For is believed"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close idle HTTP keep-alive connections after this"`
 
@@ -81,6 +82,7 @@ func DefaultConfig() Config {
 		MaxFrameBytes:    push.DefaultMaxFrameBytes,
 		MaxQueueBytes:    push.DefaultMaxQueueBytes,
 		SendBuffer:       ws.DefaultSendBuffer,
+		SendLowat:        ws.DefaultSendLowat,
 		MaxChannels:      push.DefaultMaxChannels,
 		MaxRequestBytes:  4 << 20,
 		ShutdownTimeout:  15 * time.Second,

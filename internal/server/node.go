@@ -156,6 +156,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 			HandshakeTimeout: cfg.HandshakeTimeout,
 			Compression:      cfg.Compression,
 			SendBuffer:       cfg.SendBuffer,
+			SendLowat:        cfg.SendLowat,
 		}),
 		SSE:             sse.New(hub, admit),
 		Poll:            poll.New(hub, admit),

@@ -39,6 +39,7 @@ type Server struct {
 	// compression: permessage-deflate for clients that offer it.
 	compression  bool
 	sendBuffer   int // SO_SNDBUF per connection (sndbuf.go)
+	sendLowat    int // TCP_NOTSENT_LOWAT per connection (sndbuf.go)
 	maxFrame     int
 	writeTimeout time.Duration
 }
@@ -56,6 +57,11 @@ type ServerOptions struct {
 	// (SO_SNDBUF): 0 picks DefaultSendBuffer, < 0 leaves the kernel's
 	// autotuning (up to 4 MiB a connection on Linux).
 	SendBuffer int
+	// SendLowat is how many bytes the kernel may hold unsent (waiting for
+	// the client's window) before a write stops (TCP_NOTSENT_LOWAT,
+	// Linux): 0 picks DefaultSendLowat, < 0 leaves the kernel's default
+	// (no limit below SendBuffer).
+	SendLowat int
 }
 
 // NewServer returns a WebSocket server for n. Its writer goroutines stop
@@ -67,7 +73,7 @@ func NewServer(n *push.Node, o ServerOptions) *Server {
 	no := n.Options()
 	srv := &Server{
 		node: n, admit: o.Admission, compression: o.Compression, sendBuffer: o.SendBuffer,
-		maxFrame: no.MaxFrameBytes, writeTimeout: no.WriteTimeout,
+		sendLowat: o.SendLowat, maxFrame: no.MaxFrameBytes, writeTimeout: no.WriteTimeout,
 		writers: startWriters(runtime.GOMAXPROCS(0)),
 	}
 	n.AfterClose(srv.writers.stop)
@@ -110,6 +116,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setSendBuffer(nc, srv.sendBuffer) // sndbuf.go
+	setSendLowat(nc, srv.sendLowat)   // sndbuf.go
 	// gws answers the client itself when the handshake is wrong. Clients
 	// wait for the 101 before they send, so nothing is left buffered.
 	compressed := srv.compression && strings.Contains(r.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")

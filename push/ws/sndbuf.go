@@ -18,6 +18,19 @@ import (
 // to far clients (high bandwidth x delay) may want more.
 const DefaultSendBuffer = 32 << 10
 
+// DefaultSendLowat bounds the bytes a WebSocket's kernel buffer holds
+// *unsent* (TCP_NOTSENT_LOWAT, Linux): past it a write stops, the session
+// counts as stalled and its own goroutine waits (Drain) until the kernel
+// has sent most of it. Bytes in flight to a reading client are not
+// unsent, so a far client keeps its full send buffer; a client that stops
+// reading closes its window and is found out after about this many bytes
+// instead of after the whole send buffer. That is what keeps 10,000
+// stalled clients from eating the writers' time (issue 12 item 4): each
+// used to take a write per message for seconds until its 64 KiB filled,
+// and every reader waited behind them in the writers' run queues. 16 KiB
+// is the value HTTP/2 servers settled on for the same reason.
+const DefaultSendLowat = 16 << 10
+
 // stalledCloseLinger is how long a connection closed while its socket
 // is full (a slow consumer) waits for the client to take the rest of the
 // frame under way and the close frame, after the second the session's
@@ -34,6 +47,17 @@ func setSendBuffer(nc net.Conn, n int) {
 	}
 	if tc, ok := nc.(*net.TCPConn); ok && n > 0 {
 		_ = tc.SetWriteBuffer(n)
+	}
+}
+
+// setSendLowat bounds nc's unsent kernel bytes: n > 0 bytes, n < 0
+// leaves the kernel's default (sndbuf_linux.go; elsewhere nothing).
+func setSendLowat(nc net.Conn, n int) {
+	if n == 0 {
+		n = DefaultSendLowat
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && n > 0 {
+		setNotSentLowat(tc, n)
 	}
 }
 

@@ -80,6 +80,23 @@ func TestStalledClientThatResumesSees4001(t *testing.T) {
 	}
 }
 
+// dialReader opens a WebSocket on path for a client that reads, with a
+// 2 MiB receive buffer (see TestStalledBesideReaders).
+func (n *testNode) dialReader(t testing.TB, path string) *rawWS {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2<<20)
+		})
+	}}
+	c, err := d.Dial("tcp", n.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return n.handshake(t, c, path)
+}
+
 // rawReader counts the messages a reading client gets.
 type rawReader struct {
 	ws     *rawWS
@@ -109,14 +126,21 @@ func (r *rawReader) run(wg *sync.WaitGroup) {
 // is closed 4001 and its connection gone within the documented time after
 // its close (1 s of Interrupt, stalledCloseLinger, closeLinger); no
 // reader is closed, and each gets every message.
+//
+// The readers keep a 2 MiB receive buffer (what Linux's autotuning grows a
+// fast reader's to anyway): this process's goroutines, the readers among
+// them, can go unscheduled for a second on a shared 2-core machine, and a
+// reader that reads nothing for that long at 500 KiB/s is a slow consumer
+// by any measure. A server that stopped writing to them would still
+// overflow their queues.
 func TestStalledBesideReaders(t *testing.T) {
 	if raceEnabled {
-		// Under -race on 2 cores, the readers (goroutines of this very
-		// process) can go unscheduled long enough that the writers find
-		// their sockets full: about half the runs closed a reader 4001.
-		// .ci/run runs this test in a step of its own without -race,
-		// where it passed every run (~7 s). The readers' exposure to
-		// stalls is a known open point (issue 12 item 4, the p99 figure).
+		// Under -race on the loaded 2-core machine about one run in five
+		// still failed: some readers and stalled clients (17 and 37 of
+		// one run) ended without a close code (closes "abnormal"), not
+		// with 4001, before every stalled one was closed; not understood
+		// yet (an open point of issue 12 item 4). .ci/run runs this test
+		// without -race in a step of its own, where it passes.
 		t.Skip("runs without -race: .ci/run's stalled-subscribers step")
 	}
 	const stalled, readers = 2000, 20
@@ -124,7 +148,7 @@ func TestStalledBesideReaders(t *testing.T) {
 	var wg sync.WaitGroup
 	rs := make([]*rawReader, readers)
 	for i := range rs {
-		rs[i] = &rawReader{ws: n.dialRaw(t, "/ws?channel=feed")}
+		rs[i] = &rawReader{ws: n.dialReader(t, "/ws?channel=feed")}
 		_ = rs[i].ws.SetDeadline(time.Time{})
 	}
 	for range stalled {
@@ -140,9 +164,20 @@ func TestStalledBesideReaders(t *testing.T) {
 	}
 	start := time.Now()
 	base, peak := tcpMemBytes(), int64(0)
-	sent := publishUntil(t, n.hub, "feed", 2*time.Millisecond, 2*time.Minute, func() bool {
+	giveUp := time.Now().Add(2 * time.Minute)
+	sent := publishUntil(t, n.hub, "feed", 2*time.Millisecond, 3*time.Minute, func() bool {
 		peak = max(peak, tcpMemBytes())
-		return slowClosed(n.hub) == stalled
+		if time.Now().After(giveUp) {
+			// Say how the connections ended, not just that it took long.
+			for i, r := range rs {
+				if why := r.closed.Load(); why != nil {
+					t.Logf("reader %d ended: %v", i, why)
+				}
+			}
+			t.Fatalf("after 2 minutes %d of %d stalled closed 4001; %d sessions left; closes %v",
+				slowClosed(n.hub), stalled, sessionCount(n.hub), n.hub.Snapshot().Closes)
+		}
+		return slowClosed(n.hub) >= stalled // more: a reader was closed, reported below
 	})
 	closedAt := time.Since(start)
 	// Each stalled connection is gone (its reader side saw the socket
@@ -202,4 +237,62 @@ func tcpMemBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// A client that stops reading counts as stalled once the kernel holds
+// about send_lowat_bytes for it unsent (TCP_NOTSENT_LOWAT), not once the
+// whole send buffer (64 KiB) is full: what each stalled client costs the
+// writers and the kernel before the queue limit acts (issue 12 item 4).
+// The server socket's send queue is read from /proc/net/tcp; with the
+// client's window closed, nearly all of it is unsent.
+func TestStalledAtSendLowat(t *testing.T) {
+	n := startTestNode(t, push.Options{MaxQueueBytes: 1 << 20}) // not closed while we look
+	c := n.dialStalled(t, "/ws?channel=news")
+	waitUntil(t, 10*time.Second, "subscribed", func() bool { _, _, subs := n.hub.Counts(); return subs == 1 })
+	server := n.srv.Listener.Addr().(*net.TCPAddr).Port
+	client := c.LocalAddr().(*net.TCPAddr).Port
+	// Publish until the kernel stops taking more for this client: its
+	// send queue unchanged over 60 messages, looked at every 20 (reading
+	// /proc/net/tcp takes a while on a busy machine).
+	last, same, i := -1, 0, 0
+	sent := publishUntil(t, n.hub, "news", time.Millisecond, time.Minute, func() bool {
+		if i++; i%20 != 0 {
+			return false
+		}
+		q := sendQueue(t, server, client)
+		if q == last {
+			same++
+		} else {
+			last, same = q, 0
+		}
+		return same >= 3
+	})
+	t.Logf("after %d messages of 1 KiB the kernel holds %d bytes for the stalled client", sent, last)
+	if last < DefaultSendLowat/2 || last > DefaultSendLowat+8192 {
+		t.Errorf("send queue of a stalled client: %d bytes, want about %d (send_lowat_bytes)", last, DefaultSendLowat)
+	}
+}
+
+// sendQueue is the tx_queue of the loopback TCP socket from local port
+// lport to rport (/proc/net/tcp, hex); -1 when not found.
+func sendQueue(t testing.TB, lport, rport int) int {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(":%04X", lport)
+	peer := fmt.Sprintf(":%04X", rport)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasSuffix(f[1], want) || !strings.HasSuffix(f[2], peer) {
+			continue
+		}
+		tx, _, _ := strings.Cut(f[4], ":")
+		q, err := strconv.ParseInt(tx, 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(q)
+	}
+	return -1
 }
