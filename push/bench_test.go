@@ -44,7 +44,11 @@ type fanout struct {
 	chann *hubChannel
 }
 
-func newFanout(tb testing.TB, n int) *fanout {
+func newFanout(tb testing.TB, n int) *fanout { return newFanoutWith(tb, n, "") }
+
+// newFanoutWith is newFanout with every subscriber asking for maxRate
+// (the max_rate query parameter).
+func newFanoutWith(tb testing.TB, n int, maxRate string) *fanout {
 	tb.Helper()
 	h := NewNode(Options{Node: "bench", Heartbeat: time.Hour, StatsInterval: time.Hour, CanaryInterval: time.Hour})
 	b := broker.NewMemory(h)
@@ -62,7 +66,7 @@ func newFanout(tb testing.TB, n int) *fanout {
 		f.ts[i] = t
 		s := h.NewSession(t, false)
 		t.s = s
-		s.Open([]string{channel}, nil)
+		s.OpenWith([]string{channel}, nil, maxRate)
 	}
 	f.chann = h.hub.lookup(channel)
 	if f.chann == nil {

@@ -57,7 +57,7 @@ func (s *Session) handle(raw []byte) {
 	switch c.Type {
 	case "pong":
 	case "subscribe":
-		s.node.Subscribe(s, c.ID, c.Channel, c.Since)
+		s.node.SubscribeWith(s, c.ID, c.Channel, SubscribeOptions{Since: c.Since, MaxRate: c.MaxRate})
 	case "unsubscribe":
 		s.node.Unsubscribe(s, c.ID, c.Channel)
 	case "publish":
@@ -108,6 +108,16 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 	return ns
 }
 
+// SubscribeOptions are what a subscribe may ask besides its channel.
+type SubscribeOptions struct {
+	// Since recovers the messages after this position.
+	Since *broker.Position
+	// MaxRate caps the live messages at this many per second, the newest
+	// winning at each tick (throttle.go); 0: every message. Recovery is
+	// not capped.
+	MaxRate float64
+}
+
 // Subscribe subscribes s to channel, for any transport: the namespace's
 // rules and the token's grants are checked, the broker subscribed when s
 // is the channel's first local subscriber, and the reply, then recovered
@@ -115,6 +125,11 @@ func (s *Session) lookup(id json.Number, channel string) *Namespace {
 // order. Refusals are answered to s as error frames with id.
 func (n *Node) Subscribe(s *Session, id json.Number, channel string, since *broker.Position) {
 	n.subscribe(s, subRequest{id: id, channel: channel, since: since})
+}
+
+// SubscribeWith is Subscribe with options (max_rate).
+func (n *Node) SubscribeWith(s *Session, id json.Number, channel string, o SubscribeOptions) {
+	n.subscribe(s, subRequest{id: id, channel: channel, since: o.Since, maxRate: o.MaxRate})
 }
 
 // subRequest is one subscribe of a session: its own (a subscribe frame,
@@ -128,6 +143,8 @@ type subRequest struct {
 	// namespace's access rules are not checked, an existing subscription
 	// is left as it is, and the replies carry "server": true.
 	server bool
+	// maxRate caps the subscription's live messages (SubscribeOptions).
+	maxRate float64
 }
 
 // refuse answers a failed subscribe. The server's own requests do not
@@ -142,6 +159,10 @@ func (r subRequest) refuse(s *Session, code, msg, channel string) {
 
 func (n *Node) subscribe(s *Session, r subRequest) {
 	id, channel, since := r.id, r.channel, r.since
+	if err := CheckMaxRate(r.maxRate); err != nil {
+		r.refuse(s, CodeBadRequest, err.Error(), channel)
+		return
+	}
 	ns := s.lookup(id, channel)
 	if ns == nil {
 		return
@@ -181,7 +202,7 @@ func (n *Node) subscribe(s *Session, r subRequest) {
 	}()
 	ctx, cancel := n.brokerCtx()
 	defer cancel()
-	sub := &subscription{s: s, mode: ns.Presence}
+	sub := &subscription{s: s, mode: ns.Presence, th: newThrottle(r.maxRate, ns.Conflate)}
 	if ns.Presence.Tracked() {
 		sub.presence = new(subPresence)
 	}

@@ -9,12 +9,14 @@ package push
 // taken while holding them.
 //
 //	Hub.stripes[i] -> hubShard.mu -> hubChannel.mu -> Session.mu -> writer.mu
+//	hubChannel.mu -> rateWheel.mu
+//	rateWheel.firing -> hubChannel.mu
 //	sessionSet.shards[i].mu -> Session.mu -> writer.mu
 //
 // Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu,
-// presenceBatch.mu, serverSubs.mu, and a Frame's compressed.once
-// (frame.go: its one deflate, run by the first compressing writer with no
-// other lock held). subPresence.mu is taken with no other lock held and
+// presenceBatch.mu, serverSubs.mu, rateWheel.mu, and a Frame's
+// compressed.once (frame.go: its one deflate, run by the first compressing
+// writer with no other lock held). subPresence.mu is taken with no other lock held and
 // is held across the presence store call of its join or leave (waiting
 // on presenceBatch), so that one connection's join and leave are never
 // reordered; it is per subscription (and per session for the online
@@ -29,7 +31,7 @@ package push
 //   - hubShard.mu guards a shard's channel map. Hub.eachChannel holds it
 //     (read) while its callback takes hubChannel.mu.
 //   - hubChannel.mu guards the channel's subscriptions (subs, and each
-//     subscription's idx, buffering, buf, skip) and its recovery state
+//     subscription's idx, buffering, buf, skip, th) and its recovery state
 //     (stream). The fan-out holds it while queueing frames to sessions
 //     (Session.send takes Session.mu). It is never held across a broker
 //     call: the memory engine delivers while holding its own channel
@@ -41,6 +43,13 @@ package push
 //   - sessionSet.shards[i].mu guards the registry of sessions; each's
 //     callback (heartbeat, stats, disconnect, presence refresh) takes
 //     Session.mu and must not block.
+//   - rateWheel.mu (ratewheel.go) guards the wheel's slots. The fan-out
+//     and the wheel's own deliveries take it under hubChannel.mu to put a
+//     throttled subscription in a slot; advance takes the due entries out
+//     under it and releases it before taking any channel's lock.
+//   - rateWheel.firing serialises advance (the wheel's goroutine, or a
+//     test turning the wheel by hand) over its scratch lists; held while
+//     each due channel's hubChannel.mu is taken in turn.
 //   - recovery.mu guards whether a resync runs or is wanted.
 //   - writer.mu guards a writer goroutine's run queue (push/ws/writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
@@ -86,6 +95,8 @@ package push
 //	                       wants events
 //	Node.flushPresence     applyPresence, the caller that   nothing pending; its callers wait for
 //	                       finds none running               it, so it ends one store call after them
+//	rateWheel.run (one)    Node.Start                       Node.Close (done), waited by Node.wg;
+//	                                                        sleeps while no subscription is held
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
 //	Session.leaveChannels  Session.send, closing a slow      its subscriptions detached (short-lived;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldpush/herald/broker"
@@ -33,6 +34,12 @@ type Hub struct {
 
 	stripes [numStripes]sync.Mutex
 	shards  [numShards]hubShard
+
+	// wheel holds throttled subscriptions back (ratewheel.go);
+	// skipFrames is its goroutine's scratch list of shared frames.
+	wheel      rateWheel
+	skipFrames []skippedFrame
+	nextID     atomic.Uint64 // hubChannel ids
 }
 
 type hubShard struct {
@@ -43,6 +50,7 @@ type hubShard struct {
 // hubChannel is one channel with local subscribers.
 type hubChannel struct {
 	name string
+	id   uint64 // orders channels in the rate wheel
 
 	mu   sync.Mutex
 	subs []*subscription
@@ -67,6 +75,9 @@ type subscription struct {
 	// (nil: the namespace keeps none), mode the namespace's rule.
 	presence *subPresence
 	mode     PresenceMode
+	// th is set for a subscription with max_rate or in a conflating
+	// namespace (throttle.go); nil for every other.
+	th *throttle
 }
 
 type pending struct {
@@ -76,6 +87,7 @@ type pending struct {
 
 func (h *Hub) init(stats *Stats, b channelSubscriber, log *slog.Logger, timeout time.Duration) {
 	h.stats, h.broker, h.log, h.timeout = stats, b, log, timeout
+	h.wheel.init(h.fire)
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]*hubChannel)
 	}
@@ -150,7 +162,7 @@ func (h *Hub) attach(ctx context.Context, channel string, sub *subscription) err
 				return err
 			}
 		}
-		ch = &hubChannel{name: channel}
+		ch = &hubChannel{name: channel, id: h.nextID.Add(1)}
 		sh.mu.Lock()
 		sh.channels[channel] = ch
 		sh.mu.Unlock()
@@ -176,6 +188,9 @@ func (h *Hub) detach(sub *subscription) {
 	stripe.Lock()
 	defer stripe.Unlock()
 	ch.mu.Lock()
+	if sub.th != nil {
+		sub.th.drop() // its wheel entry, if any, is dropped when due
+	}
 	if sub.idx < len(ch.subs) && ch.subs[sub.idx] == sub {
 		last := len(ch.subs) - 1
 		ch.subs[sub.idx] = ch.subs[last]
@@ -208,10 +223,12 @@ func (h *Hub) detach(sub *subscription) {
 
 // fanOutLocked sends m's frame, encoded once, to every live subscriber
 // that has not had it from history, and keeps it for those still
-// buffering. Must hold ch.mu.
+// buffering. A throttled subscriber (max_rate, conflation) may hold it
+// instead, for the rate wheel. Must hold ch.mu.
 func (h *Hub) fanOutLocked(ch *hubChannel, m *broker.Message) {
 	frame := messageFrame(m, false)
-	var n uint64
+	var n, skipped uint64
+	var now int64
 	for _, sub := range ch.subs {
 		if sub.buffering {
 			sub.buf = append(sub.buf, pending{m.Offset, frame})
@@ -220,10 +237,22 @@ func (h *Hub) fanOutLocked(ch *hubChannel, m *broker.Message) {
 		if m.Offset <= sub.skip {
 			continue
 		}
+		if sub.th != nil {
+			if now == 0 {
+				now = nowTick()
+			}
+			if h.offerLocked(sub, frame, m.Offset, now, true, &skipped) {
+				n++
+			}
+			continue
+		}
 		sub.s.send(frame)
 		n++
 	}
 	h.stats.Delivered.Add(n)
+	if skipped > 0 {
+		h.stats.Skipped.Add(skipped)
+	}
 }
 
 // bufferLocked keeps m's frame for the subscribers still buffering their
@@ -250,6 +279,9 @@ func (h *Hub) resetLocked(ch *hubChannel, epoch string, offset uint64) {
 	sub := encode(subscribedFrame{Type: "subscribed", Channel: ch.name, Epoch: epoch, Offset: offset, Recovered: &f})
 	for _, s := range ch.subs {
 		s.skip = 0
+		if s.th != nil {
+			s.th.drop() // of the old stream: it must not follow the reset
+		}
 		if s.buffering {
 			continue // its subscribe reply is not out yet and will carry the new state
 		}

@@ -38,6 +38,10 @@ type Namespace struct {
 	// IdempotencyWindow is how long a publish's idempotency_key is
 	// remembered on its channel; 0 means broker.DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window" json:"idempotency_window"`
+	// Conflate: a subscriber that falls behind its send queue gets the
+	// latest message of each channel only, until its queue drains,
+	// instead of being closed with 4001 (conflate.go).
+	Conflate bool `yaml:"conflate" json:"conflate"`
 	// Anonymous false requires a valid token (any user) to subscribe or
 	// publish; nil or true lets connections without a token in.
 	Anonymous *bool `yaml:"anonymous" json:"anonymous,omitempty"`

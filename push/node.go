@@ -198,6 +198,8 @@ type Stats struct {
 	Received   atomic.Uint64 // messages received from the broker
 	Delivered  atomic.Uint64 // frames queued to sessions
 	Dropped    atomic.Uint64 // frames not queued: the session was closing
+	Skipped    atomic.Uint64 // messages a throttled subscriber did not get (max_rate, conflation)
+	Conflated  atomic.Uint64 // times a conflating session fell behind
 	ClientPubs atomic.Uint64 // client publishes accepted
 	Gaps       atomic.Uint64 // gaps found and filled or reported
 	Reconnects atomic.Uint64 // broker reconnects
@@ -230,8 +232,12 @@ func NewNode(opts Options) *Node {
 // the heartbeat and stats loops.
 func (n *Node) Start(ctx context.Context, b broker.Broker) {
 	n.broker = b
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.heartbeat()
+	go func() {
+		defer n.wg.Done()
+		n.hub.wheel.run(n.done)
+	}()
 	n.startSystem(ctx)
 	n.pstore, _ = b.(broker.Presence)
 	if n.pstore != nil && n.keepsPresence() {

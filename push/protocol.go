@@ -48,6 +48,7 @@ type command struct {
 	ID      json.Number      `json:"id,omitempty"`
 	Channel string           `json:"channel,omitempty"`
 	Since   *broker.Position `json:"since,omitempty"`
+	MaxRate float64          `json:"max_rate,omitempty"`
 	Data    json.RawMessage  `json:"data,omitempty"`
 	Limit   int              `json:"limit,omitempty"`
 	Cursor  string           `json:"cursor,omitempty"` // presence pages

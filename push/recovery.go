@@ -262,6 +262,20 @@ func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Pos
 	s := sub.s
 	reply := subscribedFrame{Type: "subscribed", ID: id, Channel: ch.name, Epoch: pos.Epoch, Offset: pos.Offset, Server: server}
 	sub.skip = pos.Offset
+	// Recovered history and the snapshot are not rate-capped; a
+	// conflating subscriber that is behind gets their latest only.
+	var now int64
+	var skipped uint64
+	if sub.th != nil {
+		now = nowTick()
+	}
+	deliver := func(frame *Frame, offset uint64, capped bool) {
+		if sub.th == nil {
+			s.send(frame)
+			return
+		}
+		r.n.hub.offerLocked(sub, frame, offset, now, capped, &skipped)
+	}
 	switch {
 	case since != nil:
 		recovered := hist.Complete
@@ -270,20 +284,24 @@ func (r *recovery) activate(sub *subscription, id json.Number, since *broker.Pos
 		if recovered {
 			for i := range hist.Messages {
 				if m := &hist.Messages[i]; m.Offset > since.Offset {
-					s.send(messageFrame(m, false))
+					deliver(messageFrame(m, false), m.Offset, false)
 				}
 			}
 		}
 	case snapshot && len(hist.Messages) > 0:
 		s.send(encode(reply))
-		s.send(messageFrame(&hist.Messages[0], true))
+		deliver(messageFrame(&hist.Messages[0], true), hist.Messages[0].Offset, false)
 	default:
 		s.send(encode(reply))
 	}
+	// What came live meanwhile is live: capped.
 	for _, p := range sub.buf {
 		if p.offset > sub.skip {
-			s.send(p.frame)
+			deliver(p.frame, p.offset, true)
 		}
+	}
+	if skipped > 0 {
+		r.n.stats.Skipped.Add(skipped)
 	}
 	sub.buf = nil
 	sub.buffering = false

@@ -63,6 +63,7 @@ type Session struct {
 	closed   bool     // nothing more is queued
 	closing  bool     // the writer must send the close (closeCode, reason)
 	stalled  bool     // the writer waits for the client's socket to take more
+	behind   bool     // conflating: fell behind and has not drained since (conflate.go)
 	reason   string
 	subs     map[string]*subscription
 	pending  map[string]struct{} // channels being subscribed (commands.go)
@@ -131,13 +132,19 @@ func (s *Session) send(frame *Frame) {
 		s.node.log.Debug("slow consumer", "client", s.id, "queued", queued)
 		return
 	}
+	s.enqueueLocked(frame)
+	s.mu.Unlock()
+}
+
+// enqueueLocked appends frame to the queue and makes sure a flush is
+// coming. s.mu is held.
+func (s *Session) enqueueLocked(frame *Frame) {
 	s.queue = append(s.queue, frame)
-	s.queued += size
+	s.queued += len(frame.Bytes)
 	if !s.flushing {
 		s.flushing = true
 		s.t.Schedule(s.flushFn)
 	}
-	s.mu.Unlock()
 }
 
 // flush writes every queued frame through the transport. Frames leave
@@ -168,7 +175,8 @@ func (s *Session) writeOut(mayWait bool) {
 			return
 		}
 		if len(q) == 0 {
-			s.flushing, s.stalled = false, false
+			// Drained: conflated subscriptions may send again.
+			s.flushing, s.stalled, s.behind = false, false, false
 			s.mu.Unlock()
 			return
 		}
@@ -255,14 +263,27 @@ func (s *Session) closeLocked(code uint16, reason string) bool {
 // then the channels of its token's subs claim (server-side subscriptions;
 // those channels already asked for keep their since).
 func (s *Session) Open(channels []string, since []*broker.Position) {
+	s.OpenWith(channels, since, "")
+}
+
+// OpenWith is Open with maxRate, the max_rate query parameter of /ws and
+// /sse as given, for every one of channels. A maxRate that does not parse
+// refuses each channel's subscribe with its error, as a subscribe frame
+// carrying it would be.
+func (s *Session) OpenWith(channels []string, since []*broker.Position, maxRate string) {
 	s.node.sessions.add(s)
 	s.node.connectUser(s) // online before the joins, in the webhook queues too
+	rate, err := ParseMaxRate(maxRate)
 	for i, ch := range channels {
+		if err != nil {
+			s.reject("", CodeBadRequest, err.Error(), ch)
+			continue
+		}
 		var p *broker.Position
 		if i < len(since) {
 			p = since[i]
 		}
-		s.node.Subscribe(s, "", ch, p)
+		s.node.SubscribeWith(s, "", ch, SubscribeOptions{Since: p, MaxRate: rate})
 	}
 	s.mu.Lock()
 	c := s.claims

@@ -11,6 +11,8 @@ type Snapshot struct {
 	Received      uint64            `json:"messages_received"`  // from the broker
 	Delivered     uint64            `json:"messages_delivered"` // frames queued to clients
 	Dropped       uint64            `json:"messages_dropped"`
+	Skipped       uint64            `json:"messages_skipped"`   // not sent to throttled subscribers (max_rate, conflate)
+	Conflated     uint64            `json:"conflated_sessions"` // times a session fell behind in a conflating namespace
 	ClientPubs    uint64            `json:"client_publishes"`
 	Gaps          uint64            `json:"gaps"`
 	Reconnects    uint64            `json:"broker_reconnects"`
@@ -29,6 +31,8 @@ func (n *Node) Snapshot() Snapshot {
 		Received:   n.stats.Received.Load(),
 		Delivered:  n.stats.Delivered.Load(),
 		Dropped:    n.stats.Dropped.Load(),
+		Skipped:    n.stats.Skipped.Load(),
+		Conflated:  n.stats.Conflated.Load(),
 		ClientPubs: n.stats.ClientPubs.Load(),
 		Gaps:       n.stats.Gaps.Load(),
 		Reconnects: n.stats.Reconnects.Load(),

@@ -15,6 +15,12 @@ export interface Message<T = unknown> extends Position {
   ts?: number;
   /** True for the latest message sent on subscribe (namespaces with snapshot). */
   snapshot?: boolean;
+  /**
+   * Messages of this channel this subscriber did not get since the last one
+   * it got (maxRate, or a conflate namespace on a slow link); absent when 0.
+   * The offset jumps by skipped + 1.
+   */
+  skipped?: number;
 }
 
 export type State = "connecting" | "connected" | "disconnected" | "closed";
@@ -67,6 +73,12 @@ export interface Member {
 export interface SubscribeOptions {
   /** Resume after this position (e.g. persisted by the app). */
   since?: Position;
+  /**
+   * At most this many messages per second (0.01 to 100): when they come
+   * faster, the newest at each tick, with msg.skipped. Recovery after a
+   * reconnect is not capped.
+   */
+  maxRate?: number;
   /** Called after every (re)subscribe is confirmed. */
   onSubscribed?: (info: SubscribedInfo) => void;
   /** Messages were lost (history window passed, new epoch): reload state. */

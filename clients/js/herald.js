@@ -125,7 +125,9 @@ export class Herald {
 
   /**
    * Subscribes to channel; onMessage(data, msg) gets every message, in order.
-   * opts: since {epoch, offset}, onSubscribed(info), onReset(position),
+   * opts: since {epoch, offset}, maxRate (at most that many messages per
+   * second, the newest winning; msg.skipped counts those left out),
+   * onSubscribed(info), onReset(position),
    * onJoin(member), onLeave(member), onError(HeraldError), onUnsubscribed(reason).
    */
   subscribe(channel, onMessage, opts = {}) {
@@ -208,6 +210,7 @@ export class Herald {
     this._subIds.set(id, sub.channel);
     const f = { type: "subscribe", id, channel: sub.channel };
     if (sub.pos) f.since = sub.pos;
+    if (sub.opts.maxRate) f.max_rate = sub.opts.maxRate;
     this._send(f);
   }
 

@@ -32,6 +32,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pids := fs.String("pid", "", "load: pid(s) of local servers, comma-separated, to report their RSS summed (VmRSS in /proc/<pid>/status)")
 	wsBatch := fs.Bool("ws-batch", false, "load: connect with batch=1 (the server packs a connection's queued messages into one frame)")
 	stalled := fs.Int("stalled", 0, "load: subscribers that never read, beside --conns readers (slow-consumer handling at scale); reports how many the server closed and peak memory")
+	maxRate := fs.Float64("max-rate", 0, "load: every subscriber asks for max_rate: at most this many messages/s per channel, the newest winning; the report counts what the server skipped")
 	tag := fs.String("tag", "", "load: name the channels bench.TAG.0, bench.TAG.1, ... (default random); runs with the same tag load the same channels")
 	publishOnly := fs.Bool("publish-only", false, "load: no subscribers, measure HTTP publish throughput")
 	fs.Usage = func() {
@@ -49,7 +50,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg := bench.Config{
 			URLs: httpURLs, Key: *key, Conns: *conns, Channels: *channels,
 			Rate: *rate, Batch: *batch, Publishers: *publishers, Duration: *duration,
-			PublishOnly: *publishOnly, WSBatch: *wsBatch, Stalled: *stalled, Progress: stderr, Tag: *tag,
+			PublishOnly: *publishOnly, WSBatch: *wsBatch, Stalled: *stalled, MaxRate: *maxRate, Progress: stderr, Tag: *tag,
 		}
 		var err error
 		if cfg.PIDs, err = bench.ParsePIDs(*pids); err != nil {

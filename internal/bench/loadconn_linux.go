@@ -298,7 +298,16 @@ func (c *loadConn) frame(frame []byte, now int64) {
 	switch {
 	case !c.started:
 	case offset > c.next:
-		c.run.lost.Add(offset - c.next)
+		// A throttled subscription says how many it skipped: only the
+		// rest of the jump is lost.
+		gap := offset - c.next
+		if s := skippedOf(frame); s > 0 {
+			c.run.skipped.Add(min(s, gap))
+			gap -= min(s, gap)
+		}
+		if gap > 0 {
+			c.run.lost.Add(gap)
+		}
 		c.next = offset + 1
 	case offset < c.next:
 		c.run.dups.Add(1)
@@ -311,6 +320,16 @@ func (c *loadConn) frame(frame []byte, now int64) {
 			c.run.record(time.Duration(now - sent))
 		}
 	}
+}
+
+// skippedOf reads the "skipped" count the server appends last to a
+// message frame (0 when there is none).
+func skippedOf(frame []byte) uint64 {
+	const key = `,"skipped":`
+	if i := bytes.LastIndex(frame, []byte(key)); i >= 0 {
+		return parseUint(frame[i+len(key):])
+	}
+	return 0
 }
 
 func parseUint(b []byte) uint64 {

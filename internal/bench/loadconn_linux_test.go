@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,8 @@ func messageFrame(offset uint64, sent int64, pad int) []byte {
 // loadStream is what a subscriber reads: the subscribe reply (offset 4),
 // offsets 5 and 6, a batch=1 frame holding 7, 8 and 9, a gap (11 after
 // 9), a duplicate of 11, frames with 16- and 64-bit lengths (12, 13), a
-// WebSocket ping and a JSON ping.
+// WebSocket ping, a JSON ping and a throttled subscription's frame (16,
+// "skipped": 2: not a loss).
 func loadStream(sent int64) []byte {
 	var s []byte
 	s = append(s, serverFrame(opText, []byte(`{"type":"subscribed","channel":"c","offset":4,"epoch":"e"}`))...)
@@ -52,6 +54,9 @@ func loadStream(sent int64) []byte {
 	s = append(s, serverFrame(opPing, []byte("hb"))...)
 	s = append(s, serverFrame(opText, messageFrame(13, sent, 70_000))...)
 	s = append(s, serverFrame(opText, []byte(`{"type":"ping"}`))...)
+	skipping := messageFrame(16, sent, 0)
+	skipping = append(skipping[:len(skipping)-1], `,"skipped":2}`...)
+	s = append(s, serverFrame(opText, skipping)...)
 	return s
 }
 
@@ -100,7 +105,7 @@ func TestLoadConnFrames(t *testing.T) {
 	run := &loadRun{} // one for all: a histogram is large
 	feed := func(t *testing.T, cuts ...int) {
 		c, peer := testLoadConn(t, run)
-		delivered, lost, dups := run.delivered.Load(), run.lost.Load(), run.dups.Load()
+		delivered, lost, dups, skipped := run.delivered.Load(), run.lost.Load(), run.dups.Load(), run.skipped.Load()
 		last := 0
 		for _, cut := range append(cuts, len(stream)) {
 			if _, err := unix.Write(peer, stream[last:cut]); err != nil {
@@ -118,10 +123,10 @@ func TestLoadConnFrames(t *testing.T) {
 				c.readable(buf)
 			}
 		}
-		delivered, lost, dups = run.delivered.Load()-delivered, run.lost.Load()-lost, run.dups.Load()-dups
-		if delivered != 9 || lost != 1 || dups != 1 || c.next != 14 {
-			t.Fatalf("cuts %v: delivered %d lost %d dups %d next %d, want 9, 1, 1, 14",
-				cuts, delivered, lost, dups, c.next)
+		delivered, lost, dups, skipped = run.delivered.Load()-delivered, run.lost.Load()-lost, run.dups.Load()-dups, run.skipped.Load()-skipped
+		if delivered != 10 || lost != 1 || dups != 1 || skipped != 2 || c.next != 17 {
+			t.Fatalf("cuts %v: delivered %d lost %d dups %d skipped %d next %d, want 10, 1, 1, 2, 17",
+				cuts, delivered, lost, dups, skipped, c.next)
 		}
 		if len(c.pending) != 0 || c.dead || <-c.ready != nil {
 			t.Fatalf("cuts %v: %d bytes pending, dead %v", cuts, len(c.pending), c.dead)
@@ -167,5 +172,26 @@ func TestNextFrameRefuses(t *testing.T) {
 		if _, _, n, err := nextFrame(b); err == nil {
 			t.Errorf("% x: n %d, no error", b, n)
 		}
+	}
+}
+
+// serverCPU reads this process's own CPU time, which grows as it works
+// (linux: /proc).
+func TestServerCPU(t *testing.T) {
+	self := []int{os.Getpid()}
+	before := serverCPU(self)
+	if before < 0 {
+		t.Fatal("cannot read this process's CPU time")
+	}
+	// Spin until the kernel has counted a tick more, or give up.
+	after := before
+	for end := time.Now().Add(10 * time.Second); after <= before && time.Now().Before(end); {
+		after = serverCPU(self)
+	}
+	if after <= before {
+		t.Fatalf("CPU seconds stayed at %v through 10s of spinning", before)
+	}
+	if serverCPU(nil) != -1 || serverCPU([]int{-5}) != -1 {
+		t.Error("no pid, or one without /proc, must read -1")
 	}
 }

@@ -46,6 +46,7 @@ type Config struct {
 	PublishOnly bool          // no subscribers
 	WSBatch     bool          // connect with batch=1: the server packs queued messages into one frame
 	Stalled     int           // subscribers that never read, beside the Conns that do (stalled_linux.go)
+	MaxRate     float64       // every subscriber asks for max_rate: at most this many messages/s per channel (0: all)
 	Progress    io.Writer     // live progress lines; nil: none
 	// Tag names the channels bench.TAG.i; "" picks one at random. Runs
 	// given the same tag load the same channels (connections spread over
@@ -74,8 +75,10 @@ type Report struct {
 	Expected      uint64  `json:"expected_deliveries"`
 	Delivered     uint64  `json:"delivered"`
 	DeliveredPerS float64 `json:"delivered_per_s"`
-	Lost          uint64  `json:"lost"`       // offsets skipped within a connection's stream
-	Missing       uint64  `json:"missing"`    // expected but never received (includes lost)
+	Lost          uint64  `json:"lost"`    // offsets jumped within a connection's stream, beyond what "skipped" said
+	Missing       uint64  `json:"missing"` // expected but neither received nor skipped (includes lost)
+	MaxRate       float64 `json:"max_rate,omitempty"`
+	Skipped       uint64  `json:"skipped"`    // messages the server said it skipped (max_rate, conflate)
 	Duplicates    uint64  `json:"duplicates"` // offsets at or below one already received
 	Closed        int     `json:"closed_by_server"`
 	P50MS         float64 `json:"latency_p50_ms"`
@@ -90,6 +93,7 @@ type Report struct {
 	ServerRSSBaseMB  float64 `json:"server_rss_before_mb,omitempty"`
 	ServerRSSIdleMB  float64 `json:"server_rss_connected_mb,omitempty"`
 	ServerRSSEndMB   float64 `json:"server_rss_end_mb,omitempty"`
+	ServerCPUSecs    float64 `json:"server_cpu_seconds,omitempty"` // user+system CPU of the --pid servers from connected to end
 	RSSPerConnKB     float64 `json:"server_rss_per_connection_kb,omitempty"`
 	ClientRSSIdleMB  float64 `json:"client_rss_connected_mb"`
 	ClientRSSPerConn float64 `json:"client_rss_per_connection_kb"`
@@ -120,6 +124,9 @@ func (r *Report) String() string {
 	row("request latency", "p50 %.2fms  p99 %.2fms", r.ReqP50MS, r.ReqP99MS)
 	if r.Conns > 0 {
 		row("delivered", "%d of %d: %.0f/s", r.Delivered, r.Expected, r.DeliveredPerS)
+		if r.MaxRate > 0 || r.Skipped > 0 {
+			row("skipped", "%d (max_rate %g): %.1f%% of the expected deliveries", r.Skipped, r.MaxRate, 100*float64(r.Skipped)/float64(max(r.Expected, 1)))
+		}
 		row("losses", "%d lost (gaps), %d missing, %d duplicates, %d closed by server", r.Lost, r.Missing, r.Duplicates, r.Closed)
 		row("latency (publish->read)", "p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
 		row("stalls", "%d of the publishing seconds had a delivery over %d ms", r.StallSeconds, stallMS)
@@ -134,6 +141,9 @@ func (r *Report) String() string {
 	}
 	if r.ServerRSSBaseMB > 0 {
 		row("server RSS", "%.1f MB before, %.1f MB connected, %.1f MB at end", r.ServerRSSBaseMB, r.ServerRSSIdleMB, r.ServerRSSEndMB)
+		if r.ServerCPUSecs > 0 {
+			row("server CPU", "%.2f s (user+system) while publishing and delivering", r.ServerCPUSecs)
+		}
 		if r.Conns > 0 {
 			row("server RSS per connection", "%.1f KB", r.RSSPerConnKB)
 		}
@@ -206,6 +216,7 @@ const stallMS = 100
 type loadRun struct {
 	delivered atomic.Uint64
 	lost      atomic.Uint64
+	skipped   atomic.Uint64
 	dups      atomic.Uint64
 	closed    atomic.Int64
 	latency   histogram
@@ -246,6 +257,32 @@ func readRSS(pid string) (uint64, error) {
 
 const mb = 1 << 20
 
+// serverCPU sums the user and system CPU seconds of pids from
+// /proc/<pid>/stat (fields 14 and 15, in clock ticks of 1/100 s, the
+// USER_HZ of every Linux); -1 when there are none or one cannot be read.
+func serverCPU(pids []int) float64 {
+	if len(pids) == 0 {
+		return -1
+	}
+	var ticks uint64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return -1
+		}
+		// The command name (field 2) may hold spaces: count from its ')'.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if i < 0 || len(f) < 13 {
+			return -1
+		}
+		u, _ := strconv.ParseUint(f[11], 10, 64)
+		s, _ := strconv.ParseUint(f[12], 10, 64)
+		ticks += u + s
+	}
+	return float64(ticks) / 100
+}
+
 // Run connects, publishes for the configured duration, waits for the
 // deliveries to settle and reports.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
@@ -278,7 +315,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range chans {
 		chans[i] = fmt.Sprintf("bench.%s.%d", tag, i)
 	}
-	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels}
+	if cfg.MaxRate < 0 {
+		return nil, errors.New("bench: --max-rate must be >= 0")
+	}
+	rep := &Report{Conns: cfg.Conns, Channels: cfg.Channels, MaxRate: cfg.MaxRate}
 	serverRSS := func() float64 { // 0, not reported, if any cannot be read
 		var sum uint64
 		for _, pid := range cfg.PIDs {
@@ -304,6 +344,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	rep.ServerRSSIdleMB = serverRSS()
+	cpuStart := serverCPU(cfg.PIDs)
 	if rep.ConnsUp > 0 {
 		if rep.ServerRSSBaseMB > 0 {
 			rep.RSSPerConnKB = (rep.ServerRSSIdleMB - rep.ServerRSSBaseMB) * 1024 / float64(rep.ConnsUp)
@@ -376,6 +417,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.ServerRSSEndMB = serverRSS()
+	if cpuStart >= 0 {
+		if end := serverCPU(cfg.PIDs); end >= 0 {
+			rep.ServerCPUSecs = end - cpuStart
+		}
+	}
 	if tail := float64(run.secondMax.Swap(0)) / 1e6; tail > 0 { // deliveries after the last second of publishing
 		rep.WorstSecondMS = max(rep.WorstSecondMS, tail)
 		if tail > stallMS {
@@ -385,8 +431,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Delivered = run.delivered.Load()
 	rep.DeliveredPerS = float64(rep.Delivered) / rep.Seconds
 	rep.Lost, rep.Duplicates, rep.Closed = run.lost.Load(), run.dups.Load(), int(run.closed.Load())
-	if rep.Expected > rep.Delivered-rep.Duplicates {
-		rep.Missing = rep.Expected - (rep.Delivered - rep.Duplicates)
+	rep.Skipped = run.skipped.Load()
+	if got := rep.Delivered - rep.Duplicates + rep.Skipped; rep.Expected > got {
+		rep.Missing = rep.Expected - got
 	}
 	q := run.latency.quantiles(0.5, 0.9, 0.99)
 	rep.P50MS, rep.P90MS, rep.P99MS = q[0], q[1], q[2]
@@ -413,6 +460,9 @@ func connectAll(ctx context.Context, cfg Config, p *poller, run *loadRun, wsBase
 				u := wsBases[i%len(wsBases)] + "?channel=" + chans[i%len(chans)]
 				if cfg.WSBatch {
 					u += "&batch=1"
+				}
+				if cfg.MaxRate > 0 {
+					u += "&max_rate=" + strconv.FormatFloat(cfg.MaxRate, 'g', -1, 64)
 				}
 				c, err := dialLoad(ctx, cfg, p, run, u, i)
 				if err != nil {

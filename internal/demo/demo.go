@@ -19,8 +19,10 @@ import (
 func Namespaces() map[string]*push.Namespace {
 	return map[string]*push.Namespace{
 		// The latest price shows at once (snapshot); a short history lets a
-		// reconnecting board catch up instead of resetting.
-		"stocks": {HistorySize: 100, HistoryTTL: 10 * time.Minute, Snapshot: true},
+		// reconnecting board catch up instead of resetting. A board on a
+		// slow link gets the latest prices instead of being disconnected
+		// (conflate).
+		"stocks": {HistorySize: 100, HistoryTTL: 10 * time.Minute, Snapshot: true, Conflate: true},
 		// The event feed is history: a page loads the match so far, then
 		// follows it live from that position.
 		"sports": {HistorySize: 300, HistoryTTL: time.Hour, Snapshot: true},

@@ -20,7 +20,10 @@ type stock struct {
 	Volume int     `json:"volume"`
 }
 
-// stocks random-walks eight tickers, a few of them every quarter step.
+// stocks random-walks eight tickers, a few of them every quarter step,
+// and NVDA, the hot one, ten times a step: faster than the board's
+// max_rate, so that its card shows the newest price at each tick and
+// counts the ticks it skipped.
 func (d *Feeds) stocks(ctx context.Context) {
 	board := []*stock{
 		{Symbol: "AAPL", Name: "Apple", Price: 189.50}, {Symbol: "MSFT", Name: "Microsoft", Price: 415.20},
@@ -41,9 +44,13 @@ func (d *Feeds) stocks(ctx context.Context) {
 		s.Open = s.Price
 		tick(s, 0.002) // every ticker has a snapshot from the start
 	}
-	for d.wait(ctx, 0.25) {
-		for range 1 + rand.IntN(3) {
-			tick(board[rand.IntN(len(board))], 0.0015)
+	hot := board[4] // NVDA
+	for i := 0; d.wait(ctx, 0.1); i++ {
+		tick(hot, 0.0008)
+		if i%2 == 0 {
+			for range 1 + rand.IntN(2) {
+				tick(board[rand.IntN(len(board))], 0.0015)
+			}
 		}
 	}
 }
@@ -157,14 +164,24 @@ var (
 	}
 )
 
-// danmaku lets bots fire a bullet comment every second or two.
+// danmaku lets bots fire a bullet comment every second or two, and now
+// and then (a highlight: "前方高能!") a flood of 60 in three steps, denser
+// than the stage's max_rate: the page shows how many a second it skipped.
 func (d *Feeds) danmaku(ctx context.Context) {
-	for d.wait(ctx, 0.6+1.6*rand.Float64()) {
+	say := func() {
 		d.publish(ctx, "danmaku:demo", map[string]any{
 			"text":  danmakuLines[rand.IntN(len(danmakuLines))],
 			"color": danmakuColors[rand.IntN(len(danmakuColors))],
 			"user":  "bot",
 		})
+	}
+	for i := 1; d.wait(ctx, 0.6+1.6*rand.Float64()); i++ {
+		say()
+		if i%15 == 3 { // the first soon after the start
+			for j := 0; j < 60 && d.wait(ctx, 0.05); j++ {
+				say()
+			}
+		}
 	}
 }
 

@@ -228,6 +228,7 @@ type frame struct {
 	Offset      uint64          `json:"offset"`
 	Recovered   *bool           `json:"recovered"`
 	Snapshot    bool            `json:"snapshot"`
+	Skipped     uint64          `json:"skipped"`
 	TS          int64           `json:"ts"`
 	Data        json.RawMessage `json:"data"`
 	Code        string          `json:"code"`

@@ -63,6 +63,11 @@ var tests = []struct {
 	name string
 	fn   func(*testing.T)
 }{
+	// feeds.go
+	{"MaxRateOverWSAndSSE", TestMaxRateOverWSAndSSE},
+	{"BrowserTickerOnThrottledLink", TestBrowserTickerOnThrottledLink},
+	{"BrowserDanmakuDensity", TestBrowserDanmakuDensity},
+	{"BenchMaxRate", TestBenchMaxRate},
 	// badinput.go
 	{"BadInput", TestBadInput},
 	{"OversizedFrame", TestOversizedFrame},

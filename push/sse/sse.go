@@ -58,6 +58,10 @@ func (hd *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	maxRate := q.Get("max_rate")
+	if _, err := push.ParseMaxRate(maxRate); err != nil {
+		return err
+	}
 	claims, err := hd.node.AuthenticateQuery(r)
 	if err != nil {
 		return err
@@ -100,7 +104,7 @@ func (hd *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	sess := hd.node.NewSession(t, true)
 	defer sess.Release()
 	sess.SetClaims(claims)
-	sess.Open(channels, since)
+	sess.OpenWith(channels, since, maxRate)
 	for {
 		select {
 		case f := <-t.notify:

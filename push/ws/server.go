@@ -136,7 +136,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t.conn = conn
 	t.batch = q.Get("batch") == "1"
-	t.initial, t.ip, t.authErr = q["channel"], ip, authErr
+	t.initial, t.maxRate, t.ip, t.authErr = q["channel"], q.Get("max_rate"), ip, authErr
 	s := srv.node.NewSession(t, false)
 	s.SetClaims(claims)
 	sl := conn.Session().(*slot)
@@ -186,6 +186,7 @@ type wsTransport struct {
 	timeout time.Duration
 	out     []byte      // what the socket has not taken yet (raw)
 	initial []string    // channels from the query string, until OnOpen
+	maxRate string      // the query's max_rate for them, until OnOpen
 	ip      string      // client address, for the per-address limit
 	authErr *push.Error // why the handshake's token was refused
 }
@@ -437,15 +438,15 @@ func (hd *handler) OnOpen(*gws.Conn) {}
 // open greets the client and subscribes the channels of the query string.
 func (hd *handler) open(c *gws.Conn) {
 	s, t := sessionOf(c), transportOf(c)
-	initial := t.initial
-	t.initial = nil
+	initial, maxRate := t.initial, t.maxRate
+	t.initial, t.maxRate = nil, ""
 	hd.node.Logger().Debug("connection open", "client", s.ID(), "transport", "ws", "remote", c.RemoteAddr().String())
 	if t.authErr != nil {
 		s.CloseAsync(push.CloseCode(t.authErr.Code), t.authErr.Message)
 		return
 	}
 	s.Send(s.Welcome(t.batch))
-	s.Open(initial, nil)
+	s.OpenWith(initial, nil, maxRate)
 }
 
 func (hd *handler) OnClose(c *gws.Conn, err error) {
