@@ -64,6 +64,7 @@ type Session struct {
 	closing  bool     // the writer must send the close (closeCode, reason)
 	stalled  bool     // the writer waits for the client's socket to take more
 	behind   bool     // conflating: fell behind and has not drained since (conflate.go)
+	listed   bool     // in the node's registry (Register)
 	reason   string
 	subs     map[string]*subscription
 	pending  map[string]struct{} // channels being subscribed (commands.go)
@@ -258,6 +259,21 @@ func (s *Session) closeLocked(code uint16, reason string) bool {
 	return true
 }
 
+// Register adds the session to the node's registry (heartbeats, counts,
+// shutdown, disconnects and server-side subscriptions of its user), once.
+// A transport that greets its client before Open (the WebSocket welcome)
+// calls it first, so that a disconnect sent after the client saw its
+// welcome finds the session; Open registers a session not registered yet.
+func (s *Session) Register() {
+	s.mu.Lock()
+	done := s.listed
+	s.listed = true
+	s.mu.Unlock()
+	if !done {
+		s.node.sessions.add(s)
+	}
+}
+
 // Open registers the session with the node (for heartbeats, counts and
 // shutdown) and subscribes channels, each answered like a subscribe frame,
 // then the channels of its token's subs claim (server-side subscriptions;
@@ -271,7 +287,7 @@ func (s *Session) Open(channels []string, since []*broker.Position) {
 // refuses each channel's subscribe with its error, as a subscribe frame
 // carrying it would be.
 func (s *Session) OpenWith(channels []string, since []*broker.Position, maxRate string) {
-	s.node.sessions.add(s)
+	s.Register()
 	s.node.connectUser(s) // online before the joins, in the webhook queues too
 	rate, err := ParseMaxRate(maxRate)
 	for i, ch := range channels {

@@ -445,6 +445,7 @@ func (hd *handler) open(c *gws.Conn) {
 		s.CloseAsync(push.CloseCode(t.authErr.Code), t.authErr.Message)
 		return
 	}
+	s.Register() // before the welcome: a client that saw it can be kicked
 	s.Send(s.Welcome(t.batch))
 	s.OpenWith(initial, nil, maxRate)
 }
