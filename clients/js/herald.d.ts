@@ -174,6 +174,12 @@ export class Herald {
   on(event: "connected", fn: (w: Welcome) => void): () => void;
   on(event: "disconnected", fn: (e: DisconnectEvent) => void): () => void;
   on(event: "error", fn: (e: HeraldError) => void): () => void;
+  /** A server-side subscription (POST /api/subscribe, the token's subs claim) began. */
+  on(event: "subscribed", fn: (e: { channel: string; frame: unknown }) => void): () => void;
+  /** A message of a server-side subscription (subscribe() to the channel to take it over). */
+  on(event: "message", fn: (msg: Message) => void): () => void;
+  /** A server-side subscription ended (POST /api/unsubscribe: reason "server"). */
+  on(event: "unsubscribed", fn: (e: { channel: string; reason: string }) => void): () => void;
 
   subscribe<T = unknown>(channel: string, onMessage: (data: T, msg: Message<T>) => void, opts?: SubscribeOptions): Subscription;
   unsubscribe(channel: string): void;

@@ -100,7 +100,10 @@ export class Herald {
 
   /**
    * Listens to "state" ({state, code, reason}), "connected" (the welcome
-   * frame), "disconnected" ({code, reason, wasClean}) or "error" (HeraldError).
+   * frame), "disconnected" ({code, reason, wasClean}), "error" (HeraldError),
+   * and for server-side subscriptions (POST /api/subscribe, the token's subs
+   * claim) "subscribed" ({channel, frame}), "message" (msg) and
+   * "unsubscribed" ({channel, reason}).
    * Returns a function that removes the listener.
    */
   on(event, fn) {
@@ -131,7 +134,13 @@ export class Herald {
    * onJoin(member), onLeave(member), onError(HeraldError), onUnsubscribed(reason).
    */
   subscribe(channel, onMessage, opts = {}) {
-    if (this._subs.has(channel)) throw new HeraldError("already_subscribed", "already subscribed to " + channel, channel);
+    const had = this._subs.get(channel);
+    if (had && had.server) {
+      // The server subscribed this connection already: take it over.
+      Object.assign(had, { onMessage, opts, server: false });
+      return { channel, unsubscribe: () => this.unsubscribe(channel), get position() { return had.pos; } };
+    }
+    if (had) throw new HeraldError("already_subscribed", "already subscribed to " + channel, channel);
     const sub = { channel, onMessage, opts, pos: opts.since || null };
     this._subs.set(channel, sub);
     if (this._ready) this._sendSubscribe(sub);
@@ -300,7 +309,7 @@ export class Herald {
   }
 
   _frame(f) {
-    const sub = this._subs.get(f.channel);
+    let sub = this._subs.get(f.channel);
     const o = sub ? sub.opts : {};
     const pos = { epoch: f.epoch, offset: f.offset };
     switch (f.type) {
@@ -319,6 +328,13 @@ export class Herald {
       }
       case "subscribed": {
         this._subIds.delete(+f.id);
+        if (!sub && f.server) {
+          // Subscribed by the backend: kept like one of ours (a reconnect
+          // resubscribes it from its position), its messages emitted.
+          sub = { channel: f.channel, onMessage: (d, m) => this._emit("message", m), opts: {}, pos, server: true };
+          this._subs.set(f.channel, sub);
+          return this._emit("subscribed", { channel: f.channel, frame: f });
+        }
         if (!sub) return;
         const lost = f.recovered === false;
         if (lost || !sub.pos) sub.pos = pos;
@@ -328,9 +344,11 @@ export class Herald {
       case "unsubscribed":
         // "resubscribe": the server lost messages; a subscribed frame with
         // recovered:false follows at once and the subscription stays.
-        if (sub && f.reason && f.reason != "resubscribe") {
+        if (sub && (f.server || (f.reason && f.reason != "resubscribe"))) {
           this._subs.delete(f.channel);
-          o.onUnsubscribed && o.onUnsubscribed(f.reason);
+          const reason = f.reason || "server";
+          if (sub.server) this._emit("unsubscribed", { channel: f.channel, reason });
+          else o.onUnsubscribed && o.onUnsubscribed(reason);
         }
         return;
       case "join":

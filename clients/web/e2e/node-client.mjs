@@ -5,6 +5,8 @@
 //     clear error (Node 20 has none);
 //  2. with the ws package passed in it subscribes, receives, and reports
 //     a refused channel through onError;
+//  2b. a server-side subscription surfaces as "subscribed", "message" and
+//     "unsubscribed" events;
 //  3. a refused token (close 1008) ends it: one attempt, state "closed";
 //  4. a token function gets a second chance after 1008; a kick (4004)
 //     ends it even so;
@@ -53,6 +55,26 @@ main(async ([base, key, token]) => {
   check(got[0].text == "from Node", "message " + JSON.stringify(got));
   check(refused[0].code == "unknown_namespace" && refused[0].channel == "nope:x", "refusal " + refused[0]);
   h.close();
+
+  // 2b. A server-side subscription (POST /api/subscribe) surfaces as
+  // events, and ends with POST /api/unsubscribe.
+  const srv = new Herald({ url, WebSocket, token, minBackoff: 20 });
+  const ev = [];
+  srv.on("subscribed", (e) => ev.push("subscribed " + e.channel));
+  srv.on("message", (m) => ev.push("message " + m.channel + " " + m.data.text));
+  srv.on("unsubscribed", (e) => ev.push("unsubscribed " + e.channel + " " + e.reason));
+  await until("the connection for the server subscription", () => srv.state == "connected");
+  const sub = await api("/api/subscribe", { user: "alice", channel: "chat:srv" });
+  check(sub.ok, "server subscribe: HTTP " + sub.status);
+  await until("the server's subscribed", () => ev.length == 1);
+  const p2 = await api("/api/publish", { channel: "chat:srv", data: { text: "pushed" } });
+  check(p2.ok, "publish: HTTP " + p2.status);
+  await until("the message", () => ev.length == 2);
+  const un = await api("/api/unsubscribe", { user: "alice", channel: "chat:srv" });
+  check(un.ok, "server unsubscribe: HTTP " + un.status);
+  await until("the server's unsubscribed", () => ev.length == 3);
+  check(ev.join("|") == "subscribed chat:srv|message chat:srv pushed|unsubscribed chat:srv server", "server subscription events " + JSON.stringify(ev));
+  srv.close();
 
   // 3. A refused token: closed for good after one attempt.
   const states = [];
