@@ -21,6 +21,9 @@ func conflateNode(t *testing.T) *testNode {
 func TestConflateKeepsASlowReaderWithTheLatest(t *testing.T) {
 	n := conflateNode(t)
 	c := n.dialStalled(t, "/ws?channel=stocks:AAPL")
+	// The query's subscribe runs after the 101: publish only once it is
+	// made, or offset 1 goes out before there is anyone to skip it.
+	waitUntil(t, 10*time.Second, "the subscription", func() bool { _, _, subs := n.hub.Counts(); return subs == 1 })
 	conflated := func() bool { return n.hub.Snapshot().Conflated > 0 }
 	published := publishUntil(t, n.hub, "stocks:AAPL", time.Millisecond, 30*time.Second, conflated)
 	// As much again while it is behind: held, not queued, not closed.

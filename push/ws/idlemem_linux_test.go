@@ -298,6 +298,13 @@ func maxIdleKB() float64 {
 // rare) so that a goroutine stack grown by handling a frame stays grown
 // until it is measured.
 func TestIdleMemoryAfterHeartbeats(t *testing.T) {
+	if raceEnabled {
+		// Under -race on 2 cores, 3,000 sessions pinged every 50 ms keep
+		// pings queued at the moment of measuring (17 KB of heap per
+		// connection in one CI run of two; 3.1 KB without -race).
+		// .ci/run runs it without -race in a step of its own.
+		t.Skip("measures without -race only (.ci/run runs it so)")
+	}
 	n := 3000
 	const heartbeat = 50 * time.Millisecond
 	const beats = 4
