@@ -1,6 +1,7 @@
 package push
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,9 @@ type TryWriter interface {
 	// keeps the rest; done reports that nothing was kept.
 	TryWrite(frames []*Frame) (done bool, err error)
 	// Drain writes what TryWrite kept, waiting up to the write timeout.
+	// When the client did not take it all in that time it keeps the rest
+	// and returns ErrNotReading: the session closes it as a slow consumer
+	// (4001), and Close sends the rest first.
 	Drain() error
 	// Interrupt cuts a waiting Drain short: the session is closing.
 	Interrupt()
@@ -119,18 +123,10 @@ func (s *Session) send(frame *Frame) {
 	size := len(frame.Bytes)
 	if limit := s.node.opts.MaxQueueBytes; s.queued+size > limit && s.queued > 0 &&
 		(s.stalled || s.tw == nil || s.queued+size > burstQueueFactor*limit) {
-		s.closeLocked(CloseSlowConsumer, "slow consumer: send queue full")
+		s.closeLocked(CloseSlowConsumer, SlowQueueReason)
 		queued := s.queued
 		s.mu.Unlock()
-		// Its connection lives on for up to stalledCloseLinger, waiting
-		// for the client to read its close; meanwhile every message to its
-		// channels would still come here to be dropped. 10,000 stalled
-		// subscribers made that a third of the node's CPU (issue 12 item
-		// 4): leave the channels now. On a goroutine of its own: the
-		// caller may hold the channel's lock (fanOutLocked).
-		go s.leaveChannels()
-		s.node.countRejection(ReasonSlowConsumer)
-		s.node.log.Debug("slow consumer", "client", s.id, "queued", queued)
+		s.closedSlow(queued)
 		return
 	}
 	s.enqueueLocked(frame)
@@ -164,6 +160,9 @@ func (s *Session) writeOut(mayWait bool) {
 	for {
 		if mayWait {
 			if err := s.tw.Drain(); err != nil {
+				if errors.Is(err, ErrNotReading) {
+					s.closeNotReading() // session_close.go
+				}
 				s.finish()
 				return
 			}

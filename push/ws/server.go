@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -303,6 +304,12 @@ func (t *wsTransport) Drain() error {
 		if t.gwsConn.stop.Load() {
 			t.out = rest // closing: Close tries once more (closeStalled)
 			return err
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The client stopped reading: the session closes it 4001,
+			// and Close tries once more (closeStalled).
+			t.out = rest
+			return push.ErrNotReading
 		}
 		_ = t.gwsConn.Close()
 		return err

@@ -24,12 +24,15 @@ const DefaultSendBuffer = 32 << 10
 // has sent most of it. Bytes in flight to a reading client are not
 // unsent, so a far client keeps its full send buffer; a client that stops
 // reading closes its window and is found out after about this many bytes
-// instead of after the whole send buffer. That is what keeps 10,000
-// stalled clients from eating the writers' time (issue 12 item 4): each
-// used to take a write per message for seconds until its 64 KiB filled,
-// and every reader waited behind them in the writers' run queues. 16 KiB
-// is the value HTTP/2 servers settled on for the same reason.
-const DefaultSendLowat = 16 << 10
+// (plus its window) instead of after the whole send buffer. Until then
+// each message to it is one more write(2) in the writers' run queues, in
+// front of the readers: 10,000 stalled clients took ~100 writes each at
+// 16 KiB (the value HTTP/2 servers use), ~57 at 4 KiB, and their readers'
+// p99 followed (issue 12 item 4, docs/performance.md). A push feed's
+// frames are small and seldom; a reading client whose burst does not fit
+// waits on its own goroutine, not on the writers, and its kernel still
+// sends what is unsent while it waits (it wakes once under half is left).
+const DefaultSendLowat = 4 << 10
 
 // stalledCloseLinger is how long a connection closed while its socket
 // is full (a slow consumer) waits for the client to take the rest of the

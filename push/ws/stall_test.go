@@ -80,6 +80,31 @@ func TestStalledClientThatResumesSees4001(t *testing.T) {
 	}
 }
 
+// A client that stops reading on a feed too quiet to fill its queue is
+// closed 4001 too, once its socket has not taken what waits for it within
+// write_timeout (it used to be cut without a close frame); if it resumes
+// within the linger time it reads the 4001 and its reason.
+func TestStalledOnAQuietFeedSees4001(t *testing.T) {
+	const writeTimeout = time.Second
+	n := startTestNode(t, push.Options{MaxQueueBytes: 8 << 20, WriteTimeout: writeTimeout})
+	c := n.dialStalled(t, "/ws?channel=news")
+	waitUntil(t, 10*time.Second, "subscribed", func() bool { _, _, subs := n.hub.Counts(); return subs == 1 })
+	start := time.Now()
+	sent := publishUntil(t, n.hub, "news", 5*time.Millisecond, 30*time.Second, func() bool { return slowClosed(n.hub) == 1 })
+	took := time.Since(start)
+	// 200 KiB/s: the socket is full within a fraction of a second, and
+	// the queue (8 MiB) is nowhere near full when write_timeout passes.
+	if took > writeTimeout+5*time.Second {
+		t.Errorf("closed %v after the first message (%d of 1 KiB), want about write_timeout (%v) after its socket filled", took, sent, writeTimeout)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(stalledCloseLinger))
+	code, reason, ok := c.closeCode()
+	if !ok || code != push.CloseSlowConsumer || reason != push.NotReadingReason {
+		t.Fatalf("after resuming: close %d %q (close frame: %v), want %d %q", code, reason, ok, push.CloseSlowConsumer, push.NotReadingReason)
+	}
+	t.Logf("closed 4001 %v after the first of %d messages", took.Round(time.Millisecond), sent)
+}
+
 // dialReader opens a WebSocket on path for a client that reads, with a
 // 2 MiB receive buffer (see TestStalledBesideReaders).
 func (n *testNode) dialReader(t testing.TB, path string) *rawWS {
