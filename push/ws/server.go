@@ -293,7 +293,7 @@ func (t *wsTransport) Drain() error {
 	if len(t.out) == 0 {
 		return nil
 	}
-	_ = t.conn.SetWriteDeadline(time.Now().Add(t.gwsConn.writeTimeout()))
+	_ = t.conn.SetWriteDeadline(time.Now().Add(drainSpread(t.gwsConn.writeTimeout()))) // sndbuf.go
 	if t.gwsConn.stop.Load() { // Interrupt may have run before the deadline was set
 		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	}

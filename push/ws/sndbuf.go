@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"math/rand/v2"
 	"net"
 	"time"
 )
@@ -42,6 +43,17 @@ const DefaultSendLowat = 4 << 10
 // its socket closed without a close frame. docs/protocol.md says so.
 const stalledCloseLinger = 5 * time.Second
 
+// lingerSpread and drainSpread spread in time what clients that stopped
+// reading together go through: 10,000 of them on one channel (or behind
+// one failed network) reach their write timeout, and then the end of
+// their linger, within the same few milliseconds, and 10,000 closes in
+// one burst held the readers' deliveries up 130-200 ms (issue 12 item
+// 4). A linger lasts stalledCloseLinger plus up to a second, a Drain
+// waits write_timeout less up to a quarter of it, at random.
+func lingerSpread() time.Duration { return stalledCloseLinger + rand.N(time.Second) }
+
+func drainSpread(timeout time.Duration) time.Duration { return timeout - rand.N(timeout/4+1) }
+
 // setSendBuffer bounds nc's kernel send buffer: n > 0 bytes, n < 0 leaves
 // the kernel's autotuning.
 func setSendBuffer(nc net.Conn, n int) {
@@ -65,13 +77,13 @@ func setSendLowat(nc net.Conn, n int) {
 }
 
 // closeStalled sends out, the rest of the frames the socket had not
-// taken followed by the close frame, waiting up to stalledCloseLinger for
-// the client to read, and then ends the connection as Close does. It runs
+// taken followed by the close frame, waiting stalledCloseLinger (and up
+// to a second more: lingerSpread) for the client to read, and then ends the connection as Close does. It runs
 // on a goroutine of its own, started by Close, which owns the transport
 // from then on: the session's writer is done, and a shared writer
 // goroutine must not wait for one client.
 func (t *wsTransport) closeStalled(out []byte) {
-	_ = t.conn.SetWriteDeadline(time.Now().Add(stalledCloseLinger))
+	_ = t.conn.SetWriteDeadline(time.Now().Add(lingerSpread()))
 	w := getRawWrite()
 	_, err := w.write(t.raw, out, true)
 	putRawWrite(w)
