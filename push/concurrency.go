@@ -99,11 +99,13 @@ package push
 //	                                                        sleeps while no subscription is held
 //	Session.writeOut(true) writeOut, when a socket is full  queue written, write error, or close
 //	                                                        (Interrupt cuts its wait to 1 s)
-//	Session.leaveChannels  Session.send, closing a slow      its subscriptions detached (short-lived;
-//	                       consumer                         Release detaches whatever is left)
+//	Session.leaveChannels  Session.closedSlow, closing a     its subscriptions detached (short-lived;
+//	                       slow consumer (session_close.go) Release detaches whatever is left)
 //	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
 //	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
+//	wsTransport.closeStalled wsTransport.Close, when the    the client took the close frame, or its
+//	                       socket is full (a slow consumer) linger passed (5-6 s); owns the transport
 //	/echo ReadLoop         ws.NewEchoSocket.s handler       the connection closing
 //
 // SSE and long-poll run their session's flushes on the request's own

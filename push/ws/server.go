@@ -293,7 +293,9 @@ func (t *wsTransport) Drain() error {
 	if len(t.out) == 0 {
 		return nil
 	}
-	_ = t.conn.SetWriteDeadline(time.Now().Add(drainSpread(t.gwsConn.writeTimeout()))) // sndbuf.go
+	// Spread at random (sndbuf.go): clients that stalled together are not
+	// closed together.
+	_ = t.conn.SetWriteDeadline(time.Now().Add(drainSpread(t.gwsConn.writeTimeout())))
 	if t.gwsConn.stop.Load() { // Interrupt may have run before the deadline was set
 		_ = t.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	}
