@@ -200,7 +200,15 @@ func (s *Session) writeOut(mayWait bool) {
 			s.finish() // the transport is broken; its reader side cleans up
 			return
 		}
-		if !done && !mayWait {
+		if mayWait {
+			// The client counts as stalled (the queue limit at 1x) only
+			// while its socket refuses data: one that took everything
+			// again is reading, whether or not more was queued meanwhile
+			// (a steady feed seldom leaves the queue empty here).
+			s.mu.Lock()
+			s.stalled = !done
+			s.mu.Unlock()
+		} else if !done {
 			s.mu.Lock()
 			s.stalled = true
 			s.mu.Unlock()

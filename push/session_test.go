@@ -106,3 +106,67 @@ func TestWriterPanicClosesTheSession(t *testing.T) {
 		t.Fatalf("closed %v, panics counted %d", s.isClosed(), RecoveredPanics()-before)
 	}
 }
+
+// resumeTransport's socket is full at first; its Drain waits until the
+// test lets the client read (resume), and each TryWrite after that takes
+// everything, the n-th one once the test closes gates[n] (if there is
+// one), after telling it so on entered.
+type resumeTransport struct {
+	resume  chan struct{}
+	entered chan int
+	gates   map[int]chan struct{}
+	calls   int
+}
+
+func (t *resumeTransport) Schedule(flush func())       { go flush() }
+func (t *resumeTransport) Write([]*Frame) error        { return nil }
+func (t *resumeTransport) Close(code uint16, _ string) {}
+func (t *resumeTransport) Interrupt()                  {}
+func (t *resumeTransport) Drain() error                { <-t.resume; return nil }
+func (t *resumeTransport) TryWrite([]*Frame) (bool, error) {
+	t.calls++
+	if t.calls == 1 {
+		return false, nil
+	}
+	if g, ok := t.gates[t.calls]; ok {
+		t.entered <- t.calls
+		<-g
+	}
+	return true, nil
+}
+
+// A client that stalled and then took everything again counts as reading
+// (a burst may queue up to 8x before it is closed), even while more frames
+// keep coming, as they do on a steady feed: it used to count as stalled
+// until its queue was found empty, and a reader caught up behind a busy
+// writer could be closed 4001 at 1x.
+func TestResumedClientIsNotStalled(t *testing.T) {
+	const limit = 1000
+	h := NewNode(Options{Node: "t", MaxQueueBytes: limit})
+	frame := &Frame{Type: TypeMessage, Bytes: bytes.Repeat([]byte("x"), 300)}
+	tr := &resumeTransport{resume: make(chan struct{}), entered: make(chan int),
+		gates: map[int]chan struct{}{2: make(chan struct{}), 3: make(chan struct{})}}
+	s := h.NewSession(tr, false)
+	s.send(frame) // its flush finds the socket full and waits in Drain
+	waitFor(t, "stalled", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.stalled })
+	s.send(frame)    // queued behind the full socket
+	close(tr.resume) // the client reads: Drain returns, the queue is written
+	<-tr.entered     // the second write is under way
+	s.send(frame)    // and a frame more comes meanwhile
+	close(tr.gates[2])
+	<-tr.entered // the third write, for that frame, is under way
+	s.mu.Lock()
+	stalled := s.stalled
+	s.mu.Unlock()
+	if stalled {
+		t.Error("the session counts as stalled after its socket took everything")
+	}
+	for range 2 * limit / len(frame.Bytes) { // 2x the limit
+		s.send(frame)
+	}
+	if s.isClosed() {
+		t.Error("a reading client was closed at 2x the limit")
+	}
+	close(tr.gates[3])
+}
+
