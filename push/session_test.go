@@ -169,4 +169,3 @@ func TestResumedClientIsNotStalled(t *testing.T) {
 	}
 	close(tr.gates[3])
 }
-
