@@ -78,10 +78,11 @@ func setSendLowat(nc net.Conn, n int) {
 
 // closeStalled sends out, the rest of the frames the socket had not
 // taken followed by the close frame, waiting stalledCloseLinger (and up
-// to a second more: lingerSpread) for the client to read, and then ends the connection as Close does. It runs
-// on a goroutine of its own, started by Close, which owns the transport
-// from then on: the session's writer is done, and a shared writer
-// goroutine must not wait for one client.
+// to a second more: lingerSpread) for the client to read, and then ends
+// the connection as Close does. It runs on a goroutine of its own,
+// started by Close, which owns the transport from then on: the session's
+// writer is done, and a shared writer goroutine must not wait for one
+// client.
 func (t *wsTransport) closeStalled(out []byte) {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(lingerSpread()))
 	w := getRawWrite()

@@ -150,8 +150,7 @@ func (r *rawReader) run(wg *sync.WaitGroup) {
 // that never read and 20 that do, all on one channel. Every stalled one
 // is closed 4001 and its connection gone within the documented time after
 // its close (1 s of Interrupt, stalledCloseLinger and its spread of up to
-// 1 s, closeLinger); no
-// reader is closed, and each gets every message.
+// 1 s, closeLinger); no reader is closed, and each gets every message.
 //
 // The readers keep a 2 MiB receive buffer (what Linux's autotuning grows a
 // fast reader's to anyway): this process's goroutines, the readers among
