@@ -120,7 +120,7 @@ func (n *Node) TuneGC(getenv func(string) string) (stop func()) {
 	done, ended := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(ended)
-		gcTune(defaultGCPercent, n.hub.Delivered, done)
+		gcTune(defaultGCPercent, n.core.Delivered, done)
 	}()
 	return func() { close(done); <-ended }
 }
