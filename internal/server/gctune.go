@@ -9,7 +9,7 @@ import (
 // The collector's pace under sustained fan-out (issue 14 item 3). With
 // 10,000 subscribers delivering 65,000 messages/s, the two cores of the
 // test machine run at about 85% for the server's write(2)s and the load
-// client's read(2)s alone; every collection then takes a further 90-220
+// client's read(2)s alone; every collection then takes a further 80-220
 // ms of CPU (marking 32 MB of connection state and 10,000 goroutine
 // stacks: the cost does not depend on the garbage), and at GOGC=50 one
 // came every 5-9 s, the publish path's 3.7 KB of HTTP garbage a message
