@@ -104,6 +104,16 @@ func TestServerSubscribe(t *testing.T) {
 
 	// Again: already subscribed, nothing is sent.
 	b.request("POST", "/api/subscribe", map[string]string{"user": "alice", "channel": ch}, nil)
+	// Each node takes the requests in order from one control channel, so
+	// once alice1 (node a) is subscribed to a channel asked for after the
+	// repeat, node a has handled the repeat too: a connection opened from
+	// then on is opened after both (without this wait, alice3 could be
+	// open before node a got the repeat, and rightly be subscribed).
+	const mark = "srv:alice-mark"
+	a.publish(mark, "m")
+	b.request("POST", "/api/subscribe", map[string]string{"user": "alice", "channel": mark}, nil)
+	expectServerSubscribed(t, alice1, mark, "m")
+	expectServerSubscribed(t, alice2, mark, "m")
 	alice3 := a.dial(query("token", aliceTok)) // opened later: not subscribed
 	alice3.welcome()
 	a.publish(ch, 1)
