@@ -72,11 +72,14 @@ func (b *Broker) controlChannel(i int) string {
 // history and publishes them, atomically, so that offsets, history and
 // live delivery agree on the order of a channel's messages, and two nodes
 // racing with one key publish it once. Its cost is per channel where it
-// can be: one HMGET, one HINCRBY (by the group's count) and one PEXPIRE
-// per channel, then one PUBLISH per message (one XADD more with history,
-// a GET and a SET more with a key). A call carries many messages, which
-// spreads the cost of running a script (setting up KEYS and ARGV,
-// entering Lua) that a one-message call pays in full.
+// can be: one HMGET, one HINCRBY (by the group's count) and one PUBLISH
+// per channel, besides the generation's HGET per call (one XADD more per
+// message with history, a GET and a SET more with a key). The expiry is
+// renewed on a schedule, not by every publish (a PEXPIRE and an HSET
+// once per TTL/16), and the stream is trimmed by the group's last XADD.
+// A call carries many messages, which spreads the cost of running a
+// script (setting up KEYS and ARGV, entering Lua, each redis.call) that
+// a one-message call pays in full.
 //
 //	KEYS[1] generation hash; then per channel group: the position hash,
 //	  the stream, then the idempotency key of each keyed message in order
@@ -87,8 +90,17 @@ func (b *Broker) controlChannel(i int) string {
 //	  when nk > 0 its key's window in ms ("0": no key) and its data
 //
 // The position hash holds epoch, offset, gen (the generation it was
-// created in) and h, the history size of the last publish ("0": no
-// stream). The stream is trimmed approximately (MAXLEN ~), whole nodes at
+// created in), h, the history size of the last publish ("0": no
+// stream), and x and l, when (Unix ms, a publishing node's clock) its
+// expiry is next due for renewal and for which TTL: see the script. A
+// channel is kept at least its TTL after its last publish and at most
+// 1.125 times it, provided the nodes' clocks agree within TTL/16 (90
+// minutes for the default 24 h, 37 s for 10 minutes). Versions before x
+// and l renewed the expiry to the TTL on every publish, which keeps the
+// lower bound during a rolling upgrade only when the nodes of the new
+// version publish last; a channel of the old and new versions' mixed
+// publishes may expire up to TTL/16 early until the last old node is gone.
+// The stream is trimmed approximately (MAXLEN ~), whole nodes at
 // a time, which costs Redis a tenth of an exact trim; it keeps at least
 // the size, and the history script hides what lies beyond it. A channel
 // starts a new epoch when it has no state, or when its gen is not the
@@ -118,7 +130,18 @@ if not gen then
   gen = ARGV[1]
   redis.call('HSET', KEYS[1], 'gen', gen)
 end
-local pub, out, k, a = ARGV[3], {}, 2, 4
+local pub, now, out, k, a = ARGV[3], tonumber(ARGV[2]), {}, 2, 4
+-- Stream ids without formatting a number per message: "<o div 100>"
+-- formatted once per hundred offsets, then the last two digits cut from
+-- DIG (string.format costs about a microsecond a call here).
+local DIG, idq, ids = '00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899', -1, ''
+local function sid(o)
+  if o < 100 then return string.format('%d', o) .. '-0' end
+  local r = o % 100
+  local q = (o - r) / 100
+  if q ~= idq then idq, ids = q, string.format('%d', q) end
+  return ids .. string.sub(DIG, 2 * r + 1, 2 * r + 2) .. '-0'
+end
 while a <= #ARGV do
   local n, nk, ttl, size, chan = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local pos, stream = KEYS[k], KEYS[k + 1]
@@ -149,19 +172,37 @@ while a <= #ARGV do
       end
     end
   end
-  local epoch, first = nil, 0
+  local epoch, first, sexp = nil, 0, nil
   if m > 0 then
-    local st = redis.call('HMGET', pos, 'epoch', 'gen', 'h')
+    local st = redis.call('HMGET', pos, 'epoch', 'gen', 'h', 'x', 'l')
     local hist = st[3]
     epoch = st[1]
+    -- The expiry is renewed when due, not on every publish: to TTL + 2s
+    -- (s = TTL/16), noting in x when to renew it next (s from now) and
+    -- in l the TTL it was for. So a channel is kept at least TTL after
+    -- its last publish (a node's clock may be up to s behind the one
+    -- that renewed it) and at most TTL + 2s; a changed TTL renews at once.
+    local nx = tonumber(st[4])
+    local due = st[5] ~= ttl or not nx or now > nx
     if epoch and st[2] == gen then
       first = redis.call('HINCRBY', pos, 'offset', m) - m + 1
     else
-      epoch, first, hist = ARGV[1], 1, '0'
+      epoch, first, hist, due = ARGV[1], 1, '0', true
       redis.call('DEL', pos, stream)
       redis.call('HSET', pos, 'epoch', epoch, 'offset', m, 'gen', gen, 'h', '0')
     end
-    redis.call('PEXPIRE', pos, ttl)
+    -- A stream created now needs its expiry; one kept renews with pos.
+    local newStream = size ~= '0' and (not hist or hist == '0')
+    if due or newStream then
+      local t = tonumber(ttl)
+      local s = math.floor(t / 16)
+      local keep = string.format('%d', t + 2 * s)
+      if due then
+        redis.call('PEXPIRE', pos, keep)
+        redis.call('HSET', pos, 'x', string.format('%d', now + s), 'l', ttl)
+      end
+      if size ~= '0' then sexp = keep end
+    end
     if size ~= '0' then
       if hist ~= size then redis.call('HSET', pos, 'h', size) end
     elseif hist and hist ~= '0' then
@@ -174,12 +215,14 @@ while a <= #ARGV do
   local dups = ''
   if nk == 0 then
     -- The hot path: every message is new, and the data arguments are
-    -- contiguous, ready to go out as they are.
+    -- contiguous, ready to go out as they are. The stream is trimmed
+    -- once, by the group's last entry.
     if size ~= '0' then
-      for i = 0, n - 1 do
-        redis.call('XADD', stream, 'MAXLEN', '~', size, string.format('%d', first + i) .. '-0', 'p', ARGV[a + i], 't', ARGV[2])
+      for i = 0, n - 2 do
+        redis.call('XADD', stream, sid(first + i), 'p', ARGV[a + i], 't', ARGV[2])
       end
-      redis.call('PEXPIRE', stream, ttl)
+      redis.call('XADD', stream, 'MAXLEN', '~', size, sid(first + n - 1), 'p', ARGV[a + n - 1], 't', ARGV[2])
+      if sexp then redis.call('PEXPIRE', stream, sexp) end
     end
     redis.call(pub, chan, head .. table.concat(ARGV, '', a, a + n - 1))
   else
@@ -207,7 +250,7 @@ while a <= #ARGV do
       end
     end
     if j > 0 then
-      if size ~= '0' then redis.call('PEXPIRE', stream, ttl) end
+      if sexp then redis.call('PEXPIRE', stream, sexp) end
       redis.call(pub, chan, head .. table.concat(parts))
     end
     dups = table.concat(reps, ',')
