@@ -137,14 +137,25 @@ type Broker struct {
 	// pongWait is how long a pub/sub connection may stay silent after a
 	// ping before it is replaced.
 	pongWait time.Duration
-	prefix   string
-	handler  broker.Handler
-	log      *slog.Logger
+	// ioTimeout bounds a read or write on a connection (the URL's
+	// read_timeout).
+	ioTimeout time.Duration
+	prefix    string
+	handler   broker.Handler
+	log       *slog.Logger
 
 	shards  []*shard
 	queues  []chan *broker.Message
 	genKeys []string // generation hash per partition (one without Cluster)
 	tags    []string // hash tag per Cluster partition (slots.go)
+
+	// With Cluster, the pub/sub connections, one per master
+	// (nodeconn.go). nodesMu guards nodes; it is taken before
+	// nodeConn.mu and shard.mu.
+	nodesMu  sync.Mutex
+	nodes    map[string]*nodeConn // by master address
+	tagPart  map[string]int       // hash tag -> partition
+	slotPart map[int]int          // slot of a partition's tag -> partition
 
 	// jobs carries publishes to the publisher goroutines (batch.go).
 	jobs       chan *pubJob
@@ -204,7 +215,8 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		// healthy connections of a busy Redis (or a busy node: a GC
 		// pause, a loaded test machine) and report reconnects that
 		// never were.
-		pongWait: opts.PingInterval + readTimeout,
+		pongWait:  opts.PingInterval + readTimeout,
+		ioTimeout: readTimeout,
 	}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		b.cluster, b.sharded = cc, true
@@ -245,8 +257,12 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	// Start every connection now, so that a node that cannot subscribe
 	// finds out at start rather than at its first client.
 	var errs []error
-	for _, s := range b.shards {
-		errs = append(errs, s.start(ctx))
+	if b.sharded {
+		errs = append(errs, b.startNodes(ctx))
+	} else {
+		for _, s := range b.shards {
+			errs = append(errs, s.start(ctx))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		_ = b.Close(context.Background())
@@ -292,6 +308,7 @@ func (b *Broker) Close(ctx context.Context) error {
 			s.close()
 		}
 	}
+	b.closeNodes()
 	stopped := make(chan struct{})
 	go func() {
 		// Readers stop first: they are the only senders on the queues.
