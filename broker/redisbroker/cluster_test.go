@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -282,4 +283,213 @@ func TestClusterNodeRestart(t *testing.T) {
 func TestPresenceCluster(t *testing.T) {
 	url := clusterURL(startCluster(t, 3))
 	brokertest.RunPresence(t, newTestBroker(t, url, brokertest.NewRecorder()))
+}
+
+// moveSlot reshards slot from master from to master to, keys included, the
+// way redis-cli --cluster reshard does.
+func moveSlot(t *testing.T, slot int, from, to *brokertest.RedisServer, all []*brokertest.RedisServer) {
+	t.Helper()
+	ctx := context.Background()
+	src, dst := admin(t, from.Addr()), admin(t, to.Addr())
+	srcID, dstID := src.Do(ctx, "CLUSTER", "MYID").Val(), dst.Do(ctx, "CLUSTER", "MYID").Val()
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	must("SETSLOT IMPORTING", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err())
+	must("SETSLOT MIGRATING", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err())
+	keys, err := src.ClusterGetKeysInSlot(ctx, slot, 1000).Result()
+	must("GETKEYSINSLOT", err)
+	if len(keys) > 0 {
+		host, port, _ := net.SplitHostPort(to.Addr())
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must("MIGRATE", src.Do(ctx, args...).Err())
+	}
+	must("SETSLOT NODE (target)", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+	for _, s := range all {
+		if s != to {
+			must("SETSLOT NODE", admin(t, s.Addr()).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+		}
+	}
+}
+
+// A partition whose slot is resharded to another master moves with it:
+// the old master drops its subscriptions (SUNSUBSCRIBE pushes), the
+// engine resubscribes the partition (one SSUBSCRIBE, answered MOVED to
+// the new owner) on its connection to the new master, reports the gap,
+// and delivers again. Still one pub/sub connection per master.
+func TestClusterSlotMoveRehomesPartition(t *testing.T) {
+	srvs := startCluster(t, 3)
+	rec := brokertest.NewRecorder()
+	b := newTestBroker(t, clusterURL(srvs), rec, withPartitions(8))
+	ctx := context.Background()
+	from, to := srvs[0], srvs[1]
+	p := partitionsOn(t, b, from.Addr())[0]
+	var chans []string
+	for i := 0; len(chans) < 20; i++ {
+		if ch := fmt.Sprintf("c%d", i); b.names(ch).shard == p {
+			chans = append(chans, ch)
+		}
+	}
+	mustSubscribe(t, b, chans...)
+	for _, ch := range chans {
+		mustPublish(t, b, ch, 1)
+		rec.WaitMessages(t, ch, 1)
+	}
+	toBefore := commandCalls(t, to.Addr(), "ssubscribe")
+
+	moveSlot(t, slotOf(b.tags[p]), from, to, srvs)
+
+	rec.WaitReconnects(t, 1)
+	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
+	for _, ch := range chans {
+		var pos broker.Position
+		// Until go-redis has seen the slot move, a publish may fail.
+		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
+			pos, err = b.Publish(ctx, ch, data(2), retain)
+			return err
+		})
+		rec.WaitPosition(t, ch, pos)
+	}
+	moved, err := admin(t, to.Addr()).PubSubShardChannels(ctx, b.controlChannel(p)).Result()
+	if err != nil || len(moved) != 1 {
+		t.Fatalf("partition %d's control channel on the new master: %v, %v", p, moved, err)
+	}
+	if got := commandCalls(t, to.Addr(), "ssubscribe") - toBefore; got != 1 {
+		t.Errorf("the new master got %d SSUBSCRIBE commands for the partition of %d channels, want 1", got, len(chans))
+	}
+	for _, s := range []*brokertest.RedisServer{from, to} {
+		if conns := pubsubConns(t, s.Addr()); len(conns) != 1 {
+			t.Errorf("master %s holds pub/sub connections %v, want 1", s.Addr(), conns)
+		}
+	}
+	t.Logf("partition %d (%d channels) moved from %s to %s in 1 SSUBSCRIBE; %d gap reports; connections: %v and %v",
+		p, len(chans), from.Addr(), to.Addr(), rec.Reconnects(), pubsubConns(t, from.Addr()), pubsubConns(t, to.Addr()))
+}
+
+// addReplica starts a redis-server replicating master and waits until it
+// is in sync.
+func addReplica(t *testing.T, master *brokertest.RedisServer, all []*brokertest.RedisServer) *brokertest.RedisServer {
+	t.Helper()
+	ctx := context.Background()
+	r := brokertest.StartRedis(t, brokertest.RedisArgs("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
+	host, port, _ := net.SplitHostPort(master.Addr())
+	c := admin(t, r.Addr())
+	if err := c.Do(ctx, "CLUSTER", "MEET", host, port).Err(); err != nil {
+		t.Fatalf("CLUSTER MEET: %v", err)
+	}
+	waitClusterOK(t, append(all, r))
+	id := admin(t, master.Addr()).Do(ctx, "CLUSTER", "MYID").Val()
+	brokertest.WaitUntil(t, 30*time.Second, func() error {
+		// The replica must know the master's id before it can follow it.
+		return c.Do(ctx, "CLUSTER", "REPLICATE", id).Err()
+	})
+	brokertest.WaitUntil(t, 30*time.Second, func() error {
+		if info := c.Info(ctx, "replication").Val(); !strings.Contains(info, "master_link_status:up") {
+			return fmt.Errorf("replica not in sync: %s", infoField(info, "master_link_status"))
+		}
+		return nil
+	})
+	return r
+}
+
+// A failover (CLUSTER FAILOVER on a replica): the demoted master drops its
+// shard subscriptions, each of its partitions moves to the promoted
+// replica with one SSUBSCRIBE, reports the gap, and delivers again; the
+// node keeps one pub/sub connection per master and none to the replica
+// the old master became.
+func TestClusterFailoverRehomesPartitions(t *testing.T) {
+	srvs := startCluster(t, 3)
+	old := srvs[2]
+	replica := addReplica(t, old, srvs)
+	rec := brokertest.NewRecorder()
+	b := newTestBroker(t, clusterURL(srvs), rec, withPartitions(8))
+	ctx := context.Background()
+	parts := partitionsOn(t, b, old.Addr())
+	var chans []string
+	for i := range 120 {
+		ch := fmt.Sprintf("f%d", i)
+		if slices.Contains(parts, b.names(ch).shard) {
+			chans = append(chans, ch)
+		}
+	}
+	mustSubscribe(t, b, chans...)
+	for _, ch := range chans {
+		mustPublish(t, b, ch, 1)
+	}
+	for _, ch := range chans {
+		rec.WaitMessages(t, ch, 1)
+	}
+	if err := admin(t, replica.Addr()).Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatalf("CLUSTER FAILOVER: %v", err)
+	}
+	rec.WaitReconnects(t, len(parts))
+	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
+	for _, ch := range chans {
+		var pos broker.Position
+		// Until go-redis has seen the failover, a publish may fail.
+		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
+			pos, err = b.Publish(ctx, ch, data(2), retain)
+			return err
+		})
+		rec.WaitPosition(t, ch, pos)
+	}
+	// The promoted replica ran no SSUBSCRIBE before: every one it counts
+	// is a partition moving to it.
+	if calls := commandCalls(t, replica.Addr(), "ssubscribe"); calls != len(parts) {
+		t.Errorf("the promoted replica got %d SSUBSCRIBE commands for %d partitions (%d channels), want %d", calls, len(parts), len(chans), len(parts))
+	}
+	if conns := pubsubConns(t, replica.Addr()); len(conns) != 1 || conns[0] != len(parts)+len(chans) {
+		t.Errorf("the promoted replica holds pub/sub connections with %v shard channels, want one with %d", conns, len(parts)+len(chans))
+	}
+	brokertest.WaitUntil(t, 10*time.Second, func() error {
+		if conns := pubsubConns(t, old.Addr()); len(conns) != 0 {
+			return fmt.Errorf("the demoted master still holds pub/sub connections %v", conns)
+		}
+		return nil
+	})
+	t.Logf("failover: %d partitions (%d channels) moved to the promoted replica in %d SSUBSCRIBE commands; %d gap reports",
+		len(parts), len(chans), commandCalls(t, replica.Addr(), "ssubscribe"), rec.Reconnects())
+}
+
+// Resubscribe (the canary's remedy for a pub/sub that looks alive and
+// delivers nothing) replaces the one connection per master; each
+// partition is resubscribed in one SSUBSCRIBE and reports its gap.
+func TestClusterResubscribe(t *testing.T) {
+	srvs := startCluster(t, 3)
+	rec := brokertest.NewRecorder()
+	b := newTestBroker(t, clusterURL(srvs), rec, withPartitions(8))
+	ctx := context.Background()
+	var chans []string
+	for i := range 50 {
+		chans = append(chans, fmt.Sprintf("r%d", i))
+	}
+	mustSubscribe(t, b, chans...)
+	before := make([]int, len(srvs))
+	for i, s := range srvs {
+		before[i] = commandCalls(t, s.Addr(), "ssubscribe")
+	}
+	if err := b.Resubscribe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitReconnects(t, len(b.tags))
+	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
+	for _, ch := range chans {
+		pos := mustPublish(t, b, ch, 1)
+		rec.WaitPosition(t, ch, pos)
+	}
+	for i, s := range srvs {
+		parts := len(partitionsOn(t, b, s.Addr()))
+		if got := commandCalls(t, s.Addr(), "ssubscribe") - before[i]; got != parts {
+			t.Errorf("master %s: %d SSUBSCRIBE commands for %d partitions, want %d", s.Addr(), got, parts, parts)
+		}
+		if conns := pubsubConns(t, s.Addr()); len(conns) != 1 {
+			t.Errorf("master %s holds pub/sub connections %v, want 1", s.Addr(), conns)
+		}
+	}
 }

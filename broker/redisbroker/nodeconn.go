@@ -193,7 +193,7 @@ func (n *nodeConn) command(args ...string) error {
 func (n *nodeConn) run() {
 	failures := 0
 	for !n.isClosed() && !n.b.closed.Load() {
-		nc, err := n.dial()
+		nc, err := n.dial(true)
 		healthy := false
 		if err == nil {
 			healthy, err = n.serve(nc)
@@ -238,8 +238,11 @@ func (n *nodeConn) recheck() {
 }
 
 // dial opens a connection to the master with the cluster client's dialer,
-// TLS settings and credentials.
-func (n *nodeConn) dial() (net.Conn, error) {
+// TLS settings and credentials. With master, a node that is no master
+// (ROLE) is refused: a replica accepts the shard subscriptions of its
+// master's slots, and a subscription there would be one the engine cannot
+// watch.
+func (n *nodeConn) dial(master bool) (net.Conn, error) {
 	o := n.b.cluster.Options()
 	ctx, cancel := context.WithTimeout(context.Background(), max(o.DialTimeout, DefaultDialTimeout))
 	defer cancel()
@@ -277,7 +280,7 @@ func (n *nodeConn) dial() (net.Conn, error) {
 		hello = append(hello, []string{"CLIENT", "SETNAME", o.ClientName})
 	}
 	if err == nil {
-		err = handshake(nc, n.b.ioTimeout, hello)
+		err = handshake(nc, n.b.ioTimeout, hello, master)
 	}
 	if err != nil {
 		_ = nc.Close()
@@ -286,8 +289,12 @@ func (n *nodeConn) dial() (net.Conn, error) {
 	return nc, nil
 }
 
-// handshake sends cmds and checks every reply is OK.
-func handshake(nc net.Conn, timeout time.Duration, cmds [][]string) error {
+// handshake sends cmds and checks every reply is OK, then, with master,
+// that the node is a master.
+func handshake(nc net.Conn, timeout time.Duration, cmds [][]string, master bool) error {
+	if master {
+		cmds = append(cmds, []string{"ROLE"})
+	}
 	if len(cmds) == 0 {
 		return nil
 	}
@@ -305,7 +312,11 @@ func handshake(nc net.Conn, timeout time.Duration, cmds [][]string) error {
 		if err != nil {
 			return err
 		}
-		if v != "OK" {
+		if c[0] == "ROLE" {
+			if role, _ := v.([]any); len(role) == 0 || role[0] != "master" {
+				return fmt.Errorf("redis: not a master (ROLE %v)", v)
+			}
+		} else if v != "OK" {
 			return fmt.Errorf("redis: %s: %v", c[0], v)
 		}
 	}
@@ -419,23 +430,86 @@ func (n *nodeConn) handle(v any) error {
 				n.b.handler.HandleReconnect()
 			}
 			if dropped {
-				// Its slot left this master. The cluster's view may still
-				// say it is here: then the SSUBSCRIBE gets MOVED to where
-				// it is.
-				n.b.log.Warn("redis dropped a partition's subscriptions, re-homing it", "node", n.addr, "partition", s.index, "channel", name)
+				// Its slot left this master, or the master became a
+				// replica (which would still accept the subscription).
+				// The master knows which; the cluster client's view may
+				// lag.
 				n.b.cluster.ReloadState(context.Background())
-				addr := n.addr
-				ctx, cancel := context.WithTimeout(context.Background(), n.b.ioTimeout)
-				if a, err := n.b.owner(ctx, s.index); err == nil {
-					addr = a
+				addr, err := n.slotOwner(slotOf(n.b.tags[s.index]))
+				if err != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), n.b.ioTimeout)
+					addr, err = n.b.owner(ctx, s.index)
+					cancel()
 				}
-				cancel()
+				if err != nil || addr == n.addr {
+					// Where it went is not known: a new connection
+					// resubscribes everything if this is still a master
+					// (a MOVED reply then says where the partition went),
+					// or fails if it is a replica now, and the partitions
+					// follow the cluster's view.
+					n.b.log.Warn("redis dropped a partition's subscriptions, reconnecting", "node", n.addr, "partition", s.index, "err", err)
+					n.kick()
+					return nil
+				}
+				n.b.log.Warn("redis dropped a partition's subscriptions, re-homing it", "node", n.addr, "partition", s.index, "to", addr)
 				n.b.home(s, addr, true)
 			}
 			return nil
 		}
 	}
 	return fmt.Errorf("redis: unexpected pub/sub reply %v", v)
+}
+
+// slotOwner asks this connection's master, on a connection of its own,
+// which master it now sees owning slot (CLUSTER SLOTS).
+func (n *nodeConn) slotOwner(slot int) (string, error) {
+	nc, err := n.dial(false)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(n.b.ioTimeout))
+	w := bufio.NewWriter(nc)
+	writeCommand(w, "CLUSTER", "SLOTS")
+	if err := w.Flush(); err != nil {
+		return "", err
+	}
+	v, err := readReply(bufio.NewReader(nc))
+	if err != nil {
+		return "", err
+	}
+	return slotMaster(v, slot, n.addr)
+}
+
+// slotMaster finds slot's master in a CLUSTER SLOTS reply from the node
+// at from (an empty IP in the reply means from's).
+func slotMaster(reply any, slot int, from string) (string, error) {
+	if e, ok := reply.(respError); ok {
+		return "", e
+	}
+	ranges, _ := reply.([]any)
+	for _, r := range ranges {
+		f, _ := r.([]any)
+		if len(f) < 3 {
+			continue
+		}
+		lo, _ := f[0].(int64)
+		hi, _ := f[1].(int64)
+		if int64(slot) < lo || int64(slot) > hi {
+			continue
+		}
+		node, _ := f[2].([]any)
+		if len(node) < 2 {
+			break
+		}
+		ip, _ := node[0].(string)
+		port, _ := node[1].(int64)
+		if ip == "" {
+			ip, _, _ = net.SplitHostPort(from)
+		}
+		return net.JoinHostPort(ip, strconv.FormatInt(port, 10)), nil
+	}
+	return "", fmt.Errorf("redis: no master serves slot %d", slot)
 }
 
 // shardOf returns the partition a pub/sub name belongs to, if it is
