@@ -204,7 +204,7 @@ func TestClusterPartitionsSpreadOverNodes(t *testing.T) {
 func TestClusterNodeRestart(t *testing.T) {
 	srvs := startCluster(t, 3)
 	rec := brokertest.NewRecorder()
-	b := newTestBroker(t, clusterURL(srvs), rec, withPartitions(8))
+	b := newTestBroker(t, clusterURL(srvs), rec)
 	ctx := context.Background()
 	owner := func(ch string) string {
 		c, err := b.cluster.MasterForKey(ctx, b.names(ch).pos)
@@ -226,7 +226,7 @@ func TestClusterNodeRestart(t *testing.T) {
 	// would show against one command per partition.
 	var many []string
 	onDeadCount := 0
-	for i := range 240 {
+	for i := range 3000 {
 		ch := fmt.Sprintf("m%d", i)
 		many = append(many, ch)
 		if owner(ch) == srvs[2].Addr() {
@@ -248,9 +248,11 @@ func TestClusterNodeRestart(t *testing.T) {
 		return err
 	})
 	srvs[2].Restart()
-	waitClusterOK(t, srvs)
+	back := time.Now()
 	// Each of the master's partitions reports its gap once it is back.
 	rec.WaitReconnects(t, parts)
+	resubscribed := time.Since(back)
+	waitClusterOK(t, srvs)
 	// Every partition of the node resubscribed, not only the first one
 	// back: a publish before its resubscription would not be delivered.
 	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
@@ -275,8 +277,8 @@ func TestClusterNodeRestart(t *testing.T) {
 	if live := commandCalls(t, srvs[0].Addr(), "ssubscribe") + commandCalls(t, srvs[1].Addr(), "ssubscribe"); live != liveBefore {
 		t.Errorf("the masters that stayed up got %d SSUBSCRIBE commands meanwhile, want 0", live-liveBefore)
 	}
-	t.Logf("restarted master: %d partitions, %d channels, resubscribed in %d SSUBSCRIBE commands on 1 connection; %d gap reports",
-		parts, onDeadCount+1, calls, rec.Reconnects())
+	t.Logf("restarted master: %d partitions, %d channels, resubscribed in %d SSUBSCRIBE commands on 1 connection, %v after it answered PING; %d gap reports",
+		parts, onDeadCount+1, calls, resubscribed.Round(time.Millisecond), rec.Reconnects())
 }
 
 // Presence keys share one slot, so its scripts run on Redis Cluster too.
@@ -344,8 +346,9 @@ func TestClusterSlotMoveRehomesPartition(t *testing.T) {
 	toBefore := commandCalls(t, to.Addr(), "ssubscribe")
 
 	moveSlot(t, slotOf(b.tags[p]), from, to, srvs)
-
+	movedAt := time.Now()
 	rec.WaitReconnects(t, 1)
+	took := time.Since(movedAt)
 	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
 	for _, ch := range chans {
 		var pos broker.Position
@@ -368,8 +371,8 @@ func TestClusterSlotMoveRehomesPartition(t *testing.T) {
 			t.Errorf("master %s holds pub/sub connections %v, want 1", s.Addr(), conns)
 		}
 	}
-	t.Logf("partition %d (%d channels) moved from %s to %s in 1 SSUBSCRIBE; %d gap reports; connections: %v and %v",
-		p, len(chans), from.Addr(), to.Addr(), rec.Reconnects(), pubsubConns(t, from.Addr()), pubsubConns(t, to.Addr()))
+	t.Logf("partition %d (%d channels) moved from %s to %s in 1 SSUBSCRIBE, resubscribed %v after the last SETSLOT; %d gap reports; connections (shard channels): %v and %v",
+		p, len(chans), from.Addr(), to.Addr(), took.Round(time.Millisecond), rec.Reconnects(), pubsubConns(t, from.Addr()), pubsubConns(t, to.Addr()))
 }
 
 // addReplica starts a redis-server replicating master and waits until it
@@ -428,7 +431,9 @@ func TestClusterFailoverRehomesPartitions(t *testing.T) {
 	if err := admin(t, replica.Addr()).Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
 		t.Fatalf("CLUSTER FAILOVER: %v", err)
 	}
+	failedOver := time.Now()
 	rec.WaitReconnects(t, len(parts))
+	took := time.Since(failedOver)
 	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
 	for _, ch := range chans {
 		var pos broker.Position
@@ -453,8 +458,8 @@ func TestClusterFailoverRehomesPartitions(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("failover: %d partitions (%d channels) moved to the promoted replica in %d SSUBSCRIBE commands; %d gap reports",
-		len(parts), len(chans), commandCalls(t, replica.Addr(), "ssubscribe"), rec.Reconnects())
+	t.Logf("failover: %d partitions (%d channels) moved to the promoted replica in %d SSUBSCRIBE commands, %v after CLUSTER FAILOVER returned; %d gap reports",
+		len(parts), len(chans), commandCalls(t, replica.Addr(), "ssubscribe"), took.Round(time.Millisecond), rec.Reconnects())
 }
 
 // Resubscribe (the canary's remedy for a pub/sub that looks alive and
