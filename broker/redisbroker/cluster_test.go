@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 // startCluster starts n redis-servers in cluster mode (masters only),
 // splits the slots between them and waits until every node reports the
 // cluster ok.
-func startCluster(t *testing.T, n int) []*brokertest.RedisServer {
+func startCluster(t testing.TB, n int) []*brokertest.RedisServer {
 	t.Helper()
 	srvs := make([]*brokertest.RedisServer, n)
 	for i := range srvs {
@@ -45,7 +46,7 @@ func startCluster(t *testing.T, n int) []*brokertest.RedisServer {
 	return srvs
 }
 
-func waitClusterOK(t *testing.T, srvs []*brokertest.RedisServer) {
+func waitClusterOK(t testing.TB, srvs []*brokertest.RedisServer) {
 	t.Helper()
 	brokertest.WaitUntil(t, 30*time.Second, func() error {
 		for _, s := range srvs {
@@ -497,4 +498,57 @@ func TestClusterResubscribe(t *testing.T) {
 			t.Errorf("master %s holds pub/sub connections %v, want 1", s.Addr(), conns)
 		}
 	}
+}
+
+// deliveryCounter counts deliveries and says when want of them arrived.
+type deliveryCounter struct {
+	n    atomic.Int64
+	want int64
+	done chan struct{}
+}
+
+func (h *deliveryCounter) HandleMessage(*broker.Message) {
+	if h.n.Add(1) == h.want {
+		close(h.done)
+	}
+}
+func (h *deliveryCounter) HandleReconnect() {}
+
+// BenchmarkClusterDelivery publishes from parallel goroutines on 64
+// channels spread over a 3-master cluster, this node subscribed to all,
+// and counts until every message came back through pub/sub: the
+// publish-to-delivery rate of the Cluster path.
+func BenchmarkClusterDelivery(b *testing.B) {
+	srvs := startCluster(b, 3)
+	h := &deliveryCounter{done: make(chan struct{})}
+	br := newTestBroker(b, clusterURL(srvs), h)
+	ctx := context.Background()
+	chans := make([]string, 64)
+	for i := range chans {
+		chans[i] = fmt.Sprintf("bench%d", i)
+	}
+	if err := br.Subscribe(ctx, chans...); err != nil {
+		b.Fatal(err)
+	}
+	h.want = int64(b.N)
+	var next atomic.Int64
+	r := broker.Retention{Size: 100}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ch := chans[next.Add(1)%int64(len(chans))]
+			if _, err := br.Publish(ctx, ch, benchData, r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	select {
+	case <-h.done:
+	case <-time.After(30 * time.Second):
+		b.Fatalf("%d of %d messages delivered", h.n.Load(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
 }

@@ -341,7 +341,9 @@ func (n *nodeConn) serve(nc net.Conn) (healthy bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	r := bufio.NewReader(nc)
+	// Large enough for most payloads, which are then read without a copy
+	// (readBulk).
+	r := bufio.NewReaderSize(nc, 32<<10)
 	pinged := false
 	for {
 		wait := n.b.opts.PingInterval

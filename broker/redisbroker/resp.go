@@ -84,14 +84,11 @@ func readValue(r *bufio.Reader, kind byte, depth int) (any, error) {
 		if n < 0 {
 			return nil, nil
 		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
+		v, err := readBulk(r, n)
+		if err != nil {
 			return nil, err
 		}
-		if buf[n] != '\r' || buf[n+1] != '\n' {
-			return nil, errors.New("redis: bulk string not terminated by CRLF")
-		}
-		return string(buf[:n]), nil
+		return v, nil
 	case '*', '>': // '>' is RESP3's push, should a server send one
 		n, err := strconv.Atoi(text)
 		if err != nil || n > maxArray || depth >= maxDepth {
@@ -113,4 +110,43 @@ func readValue(r *bufio.Reader, kind byte, depth int) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("redis: unexpected reply type %q", kind)
+}
+
+// pushKinds are the strings every push starts with, returned without an
+// allocation each.
+var pushKinds = []string{"smessage", "ssubscribe", "sunsubscribe", "pong"}
+
+// readBulk reads a bulk string of n bytes and its CRLF, copying it once.
+func readBulk(r *bufio.Reader, n int) (string, error) {
+	var buf []byte
+	if n+2 <= r.Size() {
+		// Within the reader's buffer: no copy besides the string's own.
+		p, err := r.Peek(n + 2)
+		if err != nil {
+			return "", err
+		}
+		buf = p
+	} else {
+		buf = make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", err
+		}
+	}
+	if buf[n] != '\r' || buf[n+1] != '\n' {
+		return "", errors.New("redis: bulk string not terminated by CRLF")
+	}
+	var s string
+	for _, k := range pushKinds {
+		if string(buf[:n]) == k {
+			s = k
+			break
+		}
+	}
+	if s == "" && n > 0 {
+		s = string(buf[:n])
+	}
+	if n+2 <= r.Size() {
+		_, _ = r.Discard(n + 2)
+	}
+	return s, nil
 }

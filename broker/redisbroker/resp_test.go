@@ -3,6 +3,7 @@ package redisbroker
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -90,5 +91,16 @@ func TestReadReplyIdle(t *testing.T) {
 	_ = a.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, err := readReply(r); err == nil || errors.Is(err, errIdle) {
 		t.Fatalf("reply cut short: %v, want a read error other than errIdle", err)
+	}
+}
+
+// Bulk strings larger than the reader's buffer take the copying path.
+func TestReadReplyLargeBulk(t *testing.T) {
+	big := strings.Repeat("x", 10000)
+	r := bufio.NewReaderSize(strings.NewReader("$10000\r\n"+big+"\r\n$8\r\nsmessage\r\n"), 16)
+	for _, want := range []string{big, "smessage"} {
+		if got, err := readReply(r); err != nil || got != want {
+			t.Fatalf("read %d bytes, %v; want %d", len(fmt.Sprint(got)), err, len(want))
+		}
 	}
 }
