@@ -15,7 +15,7 @@ package push
 //
 // Leaves: recovery.mu, nodeReports.mu, ipLimiter.mu, writer.mu, canary.mu,
 // presenceBatch.mu, serverSubs.mu, rateWheel.mu, and a Frame's
-// compressed.once (frame.go: its one deflate, run by the first compressing
+// deflated.once (frame.go: its one deflate, run by the first compressing
 // writer with no other lock held). subPresence.mu is taken with no other lock held and
 // is held across the presence store call of its join or leave (waiting
 // on presenceBatch), so that one connection's join and leave are never

@@ -3,6 +3,7 @@ package push
 import (
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/heraldpush/herald/broker"
 )
@@ -35,11 +36,17 @@ type Frame struct {
 	Err *Error
 
 	// compressed caches Compressed's result: a broadcast is deflated once
-	// per node, by the first writer that needs it.
-	compressed struct {
-		once sync.Once
-		b    []byte
-	}
+	// per node, by the first writer that needs it. A pointer, set on first
+	// use, because most frames are never compressed and every message
+	// frame carries this header (a sync.Once and a slice inline cost 40
+	// bytes a message, this 8).
+	compressed atomic.Pointer[deflated]
+}
+
+// deflated is a Frame's compressed bytes, computed once.
+type deflated struct {
+	once sync.Once
+	b    []byte
 }
 
 // Compressed returns the frame's bytes as compress turns them out (a
@@ -47,8 +54,16 @@ type Frame struct {
 // connection that compresses gets the same bytes. compress must not keep
 // its argument.
 func (f *Frame) Compressed(compress func(p []byte) []byte) []byte {
-	f.compressed.once.Do(func() { f.compressed.b = compress(f.Bytes) })
-	return f.compressed.b
+	d := f.compressed.Load()
+	if d == nil {
+		// Two writers may race here; the loser takes the winner's, so
+		// that compress still runs once.
+		if d = new(deflated); !f.compressed.CompareAndSwap(nil, d) {
+			d = f.compressed.Load()
+		}
+	}
+	d.once.Do(func() { d.b = compress(f.Bytes) })
+	return d.b
 }
 
 // Frame types the transports tell apart.
@@ -77,35 +92,80 @@ func messageFrame(m *broker.Message, snapshot bool) *Frame {
 	return f
 }
 
-// Frames with their bytes in the same allocation, by capacity: the size
-// classes of small, medium and large ticks, scores and chat lines.
+// Frames with their bytes in the same allocation. Each array is sized so
+// that header and array (and the runtime's malloc header past 512 bytes)
+// fill one of the runtime's size classes (256, 320, 384, 512, 1024, 2048,
+// 4096 bytes) with nothing left over: a message
+// costs the size class its frame needs, not the next array up plus the
+// header (TestFrameSizesFillSizeClasses checks the sizes).
 type (
-	frame256 struct {
+	frameS struct {
 		Frame
-		b [256]byte
+		b [256 - frameHeader]byte
+	}
+	frameM struct {
+		Frame
+		b [320 - frameHeader]byte
+	}
+	frameL struct {
+		Frame
+		b [384 - frameHeader]byte
+	}
+	frameXL struct {
+		Frame
+		b [512 - frameHeader]byte
 	}
 	frame1k struct {
 		Frame
-		b [1024]byte
+		b [1024 - frameHeader - mallocHeader]byte
+	}
+	frame2k struct {
+		Frame
+		b [2048 - frameHeader - mallocHeader]byte
 	}
 	frame4k struct {
 		Frame
-		b [4096]byte
+		b [4096 - frameHeader - mallocHeader]byte
 	}
+)
+
+// frameHeader is unsafe.Sizeof(Frame{}) on 64-bit platforms (a test
+// checks it; on 32-bit ones the header is smaller and the arrays leave a
+// little unused). mallocHeader is the word the runtime puts in front of
+// an object of more than 512 bytes that holds pointers (Go 1.22 on).
+const (
+	frameHeader  = 112
+	mallocHeader = 8
 )
 
 // newFrame returns a Frame whose Bytes is empty with room for n bytes.
 func newFrame(n int) *Frame {
 	switch {
-	case n <= 256:
-		x := new(frame256)
+	case n <= len(frameS{}.b):
+		x := new(frameS)
 		x.Bytes = x.b[:0]
 		return &x.Frame
-	case n <= 1024:
+	case n <= len(frameM{}.b):
+		x := new(frameM)
+		x.Bytes = x.b[:0]
+		return &x.Frame
+	case n <= len(frameL{}.b):
+		x := new(frameL)
+		x.Bytes = x.b[:0]
+		return &x.Frame
+	case n <= len(frameXL{}.b):
+		x := new(frameXL)
+		x.Bytes = x.b[:0]
+		return &x.Frame
+	case n <= len(frame1k{}.b):
 		x := new(frame1k)
 		x.Bytes = x.b[:0]
 		return &x.Frame
-	case n <= 4096:
+	case n <= len(frame2k{}.b):
+		x := new(frame2k)
+		x.Bytes = x.b[:0]
+		return &x.Frame
+	case n <= len(frame4k{}.b):
 		x := new(frame4k)
 		x.Bytes = x.b[:0]
 		return &x.Frame

@@ -127,7 +127,7 @@ func TestSubscribeCommandCount(t *testing.T) {
 	go func() {
 		done <- cmdSubscribe(context.Background(), []string{"-n", "2", "-q", "--url", n.URL(), "cli:n"}, &out, &errw)
 	}()
-	waitFor(t, readTimeout, "the subscription", func() bool { _, _, subs := n.Hub().Counts(); return subs == 1 })
+	waitFor(t, readTimeout, "the subscription", func() bool { _, _, subs := n.Core().Counts(); return subs == 1 })
 	for i := 1; i <= 3; i++ {
 		n.Publish("cli:n", i)
 	}

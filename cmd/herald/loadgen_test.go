@@ -98,7 +98,7 @@ func TestBenchLoadCluster(t *testing.T) {
 		"--channels", "5", "--rate", "300", "--duration", "2s", "--json", "--pid", pid+","+pid)
 	var sum uint64
 	for _, n := range nodes {
-		d := n.Hub().Snapshot().Delivered
+		d := n.Core().Snapshot().Delivered
 		if d == 0 {
 			t.Errorf("node %s delivered nothing", n.Addr())
 		}
@@ -119,7 +119,7 @@ func TestBenchLoadSources(t *testing.T) {
 	n := startTestNode(t, cfg)
 	testBenchLoad(t, 100, "--url", n.URL(), "--conns", "100", "--channels", "2", "--rate", "200",
 		"--duration", "1s", "--json", "--pid", strconv.Itoa(os.Getpid()), "--sources", "127.0.0.2, 127.0.0.3")
-	if got := n.Hub().Rejections()["ip_limit"]; got != 0 {
+	if got := n.Core().Rejections()["ip_limit"]; got != 0 {
 		t.Errorf("%d connections refused by the per-address limit, want 0", got)
 	}
 

@@ -38,10 +38,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger.Info("herald serving", "addr", n.Addr(), "node", n.Hub().Name(), "broker", server.BrokerName(cfg))
+	logger.Info("herald serving", "addr", n.Addr(), "node", n.Core().Name(), "broker", server.BrokerName(cfg))
 	if cfg.Demo {
 		logger.Info("demo feeds on: open the pages at /", "url", server.BrowseURL(n.Addr()), "namespaces_added", added)
-		feeds := &demo.Feeds{Node: n.Hub(), Log: logger, Step: time.Second}
+		feeds := &demo.Feeds{Node: n.Core(), Log: logger, Step: time.Second}
 		demoCtx, stopDemo := context.WithCancel(ctx)
 		defer stopDemo()
 		go feeds.Run(demoCtx)

@@ -50,7 +50,7 @@ func TestBrowserAdminPage(t *testing.T) {
 				r := push.NodeReport{Snapshot: push.Snapshot{Node: "ghost", Connections: 7, Subscriptions: 3, Channels: 2}, At: time.Now()}
 				data, _ := json.Marshal(r)
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := n.hub.Broker().Publish(ctx, push.StatsChannel, data, broker.Retention{})
+				_, err := n.core.Broker().Publish(ctx, push.StatsChannel, data, broker.Retention{})
 				cancel()
 				if err != nil {
 					t.Errorf("ghost report: %v", err)

@@ -27,7 +27,7 @@ func startDemoFeeds(t testing.TB, n *testNode, step time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		(&demo.Feeds{Node: n.hub, Log: testLogger(t), Step: step}).Run(ctx)
+		(&demo.Feeds{Node: n.core, Log: testLogger(t), Step: step}).Run(ctx)
 	}()
 	// Registered after startTestNode's cleanup, so it runs first: the
 	// feeds stop before the node does.

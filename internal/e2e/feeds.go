@@ -25,7 +25,7 @@ func publishBurst(t testing.TB, n *testNode, channel string, count int) uint64 {
 	t.Helper()
 	var last uint64
 	for k := range count {
-		pos, err := n.hub.Publish(context.Background(), push.Publication{Channel: channel, Data: json.RawMessage(`{"i":` + strconv.Itoa(k) + `}`)})
+		pos, err := n.core.Publish(context.Background(), push.Publication{Channel: channel, Data: json.RawMessage(`{"i":` + strconv.Itoa(k) + `}`)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +139,7 @@ func TestBrowserTickerOnThrottledLink(t *testing.T) {
 			for _, sym := range symbols {
 				price := 100 + float64(i%500)/10
 				data := fmt.Sprintf(`{"symbol":%q,"price":%.2f,"open":100,"change":%.2f,"pct":0,"volume":%d,"pad":%q}`, sym, price, price-100, i, pad)
-				if _, err := n.hub.Publish(context.Background(), push.Publication{Channel: "stocks:" + sym, Data: json.RawMessage(data)}); err != nil {
+				if _, err := n.core.Publish(context.Background(), push.Publication{Channel: "stocks:" + sym, Data: json.RawMessage(data)}); err != nil {
 					t.Errorf("publish: %v", err)
 					return
 				}
@@ -147,28 +147,28 @@ func TestBrowserTickerOnThrottledLink(t *testing.T) {
 			<-tk.C
 		}
 		// The price the board must end up showing.
-		if _, err := n.hub.Publish(context.Background(), push.Publication{Channel: "stocks:AAPL", Data: json.RawMessage(final)}); err != nil {
+		if _, err := n.core.Publish(context.Background(), push.Publication{Channel: "stocks:AAPL", Data: json.RawMessage(final)}); err != nil {
 			t.Errorf("publish: %v", err)
 		}
 	}
 	for _, sym := range symbols {
 		// The snapshot each card starts from.
 		data := fmt.Sprintf(`{"symbol":%q,"price":100,"open":100,"change":0,"pct":0}`, sym)
-		if _, err := n.hub.Publish(context.Background(), push.Publication{Channel: "stocks:" + sym, Data: json.RawMessage(data)}); err != nil {
+		if _, err := n.core.Publish(context.Background(), push.Publication{Channel: "stocks:" + sym, Data: json.RawMessage(data)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	before := n.hub.Rejections()["slow_consumer"]
+	before := n.core.Rejections()["slow_consumer"]
 	runScript(t, "ticker-throttled.mjs", map[string]func(){
 		"flood": func() {
 			flood(`{"symbol":"AAPL","name":"Apple","price":4321.09,"open":100,"change":4221.09,"pct":4221.09,"volume":1}`)
-			waitFor(t, 10*time.Second, "the board's session to fall behind", func() bool { return n.hub.Snapshot().Conflated > 0 })
+			waitFor(t, 10*time.Second, "the board's session to fall behind", func() bool { return n.core.Snapshot().Conflated > 0 })
 		},
 	}, "http://"+link.addr())
-	if got := n.hub.Rejections()["slow_consumer"] - before; got != 0 {
+	if got := n.core.Rejections()["slow_consumer"] - before; got != 0 {
 		t.Fatalf("%d slow-consumer closes with the stocks namespace conflating", got)
 	}
-	t.Logf("skipped %d messages, %d conflation spells", n.hub.Snapshot().Skipped, n.hub.Snapshot().Conflated)
+	t.Logf("skipped %d messages, %d conflation spells", n.core.Snapshot().Skipped, n.core.Snapshot().Conflated)
 
 	// The same link, a namespace that does not conflate: closed 4001.
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
@@ -187,8 +187,8 @@ func TestBrowserTickerOnThrottledLink(t *testing.T) {
 		data := json.RawMessage(`"` + strings.Repeat("x", 1000) + `"`)
 		tk := time.NewTicker(time.Millisecond) // the feed's pace, not a wait
 		defer tk.Stop()
-		for end := time.Now().Add(30 * time.Second); n.hub.Rejections()["slow_consumer"] == before && time.Now().Before(end); <-tk.C {
-			if _, err := n.hub.Publish(context.Background(), push.Publication{Channel: "sports:slow", Data: data}); err != nil {
+		for end := time.Now().Add(30 * time.Second); n.core.Rejections()["slow_consumer"] == before && time.Now().Before(end); <-tk.C {
+			if _, err := n.core.Publish(context.Background(), push.Publication{Channel: "sports:slow", Data: data}); err != nil {
 				t.Errorf("publish: %v", err)
 				return
 			}
@@ -209,7 +209,7 @@ func TestBrowserDanmakuDensity(t *testing.T) {
 		"flood": func() {
 			for i := range 60 {
 				data := fmt.Sprintf(`{"text":"flood %d","color":"#ffffff","user":"bot"}`, i)
-				if _, err := n.hub.Publish(context.Background(), push.Publication{Channel: "danmaku:demo", Data: json.RawMessage(data)}); err != nil {
+				if _, err := n.core.Publish(context.Background(), push.Publication{Channel: "danmaku:demo", Data: json.RawMessage(data)}); err != nil {
 					t.Fatal(err)
 				}
 			}

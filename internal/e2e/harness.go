@@ -72,7 +72,7 @@ type testNode struct {
 	*server.Node
 	// The node's parts the tests reach, as fields for brevity.
 	addr      string
-	hub       *push.Node
+	core      *push.Node
 	api       *api.Server
 	served    <-chan error
 	debugAddr net.Addr
@@ -113,7 +113,7 @@ func startTestNode(t testing.TB, cfg server.Config) *testNode {
 // wrapNode gives a running node the harness's helpers.
 func wrapNode(t testing.TB, n *server.Node) *testNode {
 	return &testNode{
-		Node: n, addr: n.Addr(), hub: n.Hub(), api: n.API(), served: n.Served(), debugAddr: n.DebugAddr(),
+		Node: n, addr: n.Addr(), core: n.Core(), api: n.API(), served: n.Served(), debugAddr: n.DebugAddr(),
 		t:      t,
 		base:   "http://" + n.Addr(),
 		client: &http.Client{Timeout: httpTimeout},

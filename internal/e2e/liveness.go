@@ -108,7 +108,7 @@ func TestSlowConsumer(t *testing.T) {
 	pad := strings.Repeat("x", padBytes)
 	seq, total := 0, 0
 	for {
-		if n.hub.Rejections()["slow_consumer"] > 0 {
+		if n.core.Rejections()["slow_consumer"] > 0 {
 			break
 		}
 		if total > maxTotal {
@@ -184,7 +184,7 @@ func TestSlowConsumer(t *testing.T) {
 			t.Fatalf("slow subscriber backlog frame %d: %.200s, want message at offset %d", i, b, sub.Offset+uint64(i)+1)
 		}
 	}
-	if slowClosed := n.hub.Rejections()["slow_consumer"]; slowClosed != 1 {
+	if slowClosed := n.core.Rejections()["slow_consumer"]; slowClosed != 1 {
 		t.Errorf("%d sessions closed as slow, want exactly 1", slowClosed)
 	}
 }
@@ -250,7 +250,7 @@ func TestHeartbeat(t *testing.T) {
 	pinger.subscribe("alive")
 
 	waitFor(t, 5*time.Second, "the silent client to be closed for no pong", func() bool {
-		return n.hub.Rejections()["no_pong"] >= 1
+		return n.core.Rejections()["no_pong"] >= 1
 	})
 	after := time.Since(opened)
 	// Reading now, the client library first answers the buffered pings
@@ -261,11 +261,11 @@ func TestHeartbeat(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, readTimeout, "the close to be counted", func() bool { return n.hub.Snapshot().Closes["no_pong"] == 1 })
+	waitFor(t, readTimeout, "the close to be counted", func() bool { return n.core.Snapshot().Closes["no_pong"] == 1 })
 	if after < timeout || after > 2*time.Second {
 		t.Errorf("silent client closed %v after connecting, want between %v and 2s", after, timeout)
 	}
-	if n := n.hub.Rejections()["no_pong"]; n != 1 {
+	if n := n.core.Rejections()["no_pong"]; n != 1 {
 		t.Errorf("%d clients closed for no pong, want only the silent one", n)
 	}
 }

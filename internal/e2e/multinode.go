@@ -146,7 +146,7 @@ func TestClusterRedisRestart(t *testing.T) {
 			if res := nodes[1].request("GET", "/readyz", nil, nil); res.Status != http.StatusServiceUnavailable {
 				t.Errorf("/readyz with Redis down: %d", res.Status)
 			}
-			if _, _, subs := nodes[2].hub.Counts(); subs == 0 {
+			if _, _, subs := nodes[2].core.Counts(); subs == 0 {
 				t.Errorf("subscriptions dropped while Redis was down")
 			}
 			time.Sleep(3 * time.Second) // the outage being tested

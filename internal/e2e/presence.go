@@ -94,7 +94,7 @@ func TestPresenceCountsUsersOnce(t *testing.T) {
 	// Closing one tab is no leave; closing the last is.
 	tab1.conn.Close(websocket.StatusNormalClosure, "")
 	waitFor(t, readTimeout, "alice's first tab gone from node a", func() bool {
-		_, _, subs := nodes[0].hub.Counts()
+		_, _, subs := nodes[0].core.Counts()
 		return subs == 2 // u0 and u3
 	})
 	tab2.conn.Close(websocket.StatusNormalClosure, "")

@@ -82,7 +82,7 @@ func TestTokensOnConnect(t *testing.T) {
 			t.Errorf("%s: close reason %q does not say why", name, reason)
 		}
 	}
-	waitFor(t, readTimeout, "token rejections counted", func() bool { return n.hub.Rejections()["token"] == uint64(len(bad)) })
+	waitFor(t, readTimeout, "token rejections counted", func() bool { return n.core.Rejections()["token"] == uint64(len(bad)) })
 
 	anon := n.dial("")
 	anon.welcome()
@@ -182,7 +182,7 @@ func TestForeignOrigin(t *testing.T) {
 		c := n.dialWith(dialOptions{Header: http.Header{"Origin": {o}}})
 		c.welcome()
 	}
-	if got := n.hub.Rejections()["origin"]; got != 1 {
+	if got := n.core.Rejections()["origin"]; got != 1 {
 		t.Fatalf("origin rejections %d, want 1", got)
 	}
 }
@@ -245,7 +245,7 @@ func TestHugeFrameClosed(t *testing.T) {
 	big := `{"type":"publish","channel":"danmaku:x","data":"` + strings.Repeat("a", 2<<20) + `"}`
 	_ = c.conn.Write(t.Context(), websocket.MessageText, []byte(big))
 	c.expectClose(websocket.StatusMessageTooBig)
-	waitFor(t, readTimeout, "the frame_too_big rejection counted", func() bool { return n.hub.Rejections()["frame_too_big"] == 1 })
+	waitFor(t, readTimeout, "the frame_too_big rejection counted", func() bool { return n.core.Rejections()["frame_too_big"] == 1 })
 }
 
 // TestConnectionsPerIP opens 5,000 connections from one address against a
@@ -286,7 +286,7 @@ func TestConnectionsPerIP(t *testing.T) {
 	if len(open) != 100 || refused != 4900 {
 		t.Fatalf("%d open, %d refused; want 100 and 4900", len(open), refused)
 	}
-	if got := n.hub.Rejections()["ip_limit"]; got != 4900 {
+	if got := n.core.Rejections()["ip_limit"]; got != 4900 {
 		t.Fatalf("ip_limit count %d, want 4900", got)
 	}
 	open[0].conn.Close(websocket.StatusNormalClosure, "")

@@ -212,7 +212,7 @@ func TestLongPoll(t *testing.T) {
 		done <- b
 	}()
 	waitFor(t, readTimeout, "the poll to subscribe", func() bool {
-		_, _, subs := n.hub.Counts()
+		_, _, subs := n.core.Counts()
 		return subs == 1
 	})
 	n.publish("hist:p", 3)

@@ -111,7 +111,7 @@ func TestFullSocketLosesNothing(t *testing.T) {
 			next++
 		}
 	}
-	if got := n.hub.Rejections()["slow_consumer"]; got != 0 {
+	if got := n.core.Rejections()["slow_consumer"]; got != 0 {
 		t.Errorf("%d clients closed as slow consumers, want 0", got)
 	}
 }
@@ -190,7 +190,7 @@ func TestCloseFromStalledClientStallsNoOne(t *testing.T) {
 		c.expect("subscribed")
 		fast = append(fast, c)
 	}
-	waitFor(t, readTimeout, "all 5 subscribed", func() bool { _, _, subs := n.hub.Counts(); return subs == 5 })
+	waitFor(t, readTimeout, "all 5 subscribed", func() bool { _, _, subs := n.core.Counts(); return subs == 5 })
 
 	// 6 MB: past the largest send buffer Linux grows to (tcp_wmem 4 MB).
 	pad := strings.Repeat("z", 60<<10)
@@ -207,7 +207,7 @@ func TestCloseFromStalledClientStallsNoOne(t *testing.T) {
 	if _, err := nc.Write([]byte{0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xE8 ^ mask[1]}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, readTimeout, "the stalled client to be gone", func() bool { _, _, subs := n.hub.Counts(); return subs == 4 })
+	waitFor(t, readTimeout, "the stalled client to be gone", func() bool { _, _, subs := n.core.Counts(); return subs == 4 })
 	for i := range 20 {
 		n.publish("stocks:STALL", map[string]any{"after": i})
 		for _, c := range fast {

@@ -389,7 +389,7 @@ func TestFanOut100(t *testing.T) {
 			}
 		}
 	}
-	if sessions, channels, subs := n.hub.Counts(); sessions != subscribers || channels != 1 || subs != subscribers {
+	if sessions, channels, subs := n.core.Counts(); sessions != subscribers || channels != 1 || subs != subscribers {
 		t.Errorf("hub counts %d sessions, %d channels, %d subscriptions; want %d, 1, %d", sessions, channels, subs, subscribers, subscribers)
 	}
 
@@ -400,7 +400,7 @@ func TestFanOut100(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "the hub to forget every session", func() bool {
-		sessions, channels, subs := n.hub.Counts()
+		sessions, channels, subs := n.core.Counts()
 		return sessions == 0 && channels == 0 && subs == 0
 	})
 }

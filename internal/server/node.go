@@ -61,7 +61,7 @@ func NewLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
 type Node struct {
 	cfg       Config
 	log       *slog.Logger
-	hub       *push.Node
+	core      *push.Node
 	broker    broker.Broker
 	api       *api.Server
 	http      *http.Server
@@ -97,7 +97,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		name, _ = os.Hostname()
 	}
 	var metrics *api.Metrics
-	hub := push.NewNode(push.Options{
+	core := push.NewNode(push.Options{
 		ObserveBroker: func(op string, d time.Duration, err error) {
 			if metrics != nil {
 				metrics.ObserveBroker(op, d, err)
@@ -120,8 +120,8 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		EventQueues:      webhook.Queues(cfg.Webhooks),
 		OfflineDelay:     cfg.OfflineDelay,
 	})
-	metrics = api.NewMetrics(hub)
-	b, err := openBroker(ctx, cfg, hub, logger)
+	metrics = api.NewMetrics(core)
+	b, err := openBroker(ctx, cfg, core, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +138,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 			return nil, err
 		}
 	}
-	hub.Start(ctx, b)
+	core.Start(ctx, b)
 	if sender != nil {
 		sender.Start()
 	}
@@ -150,16 +150,16 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		TrustedProxies: trusted,
 	})
 	a := api.New(api.Options{
-		Node: hub,
-		WS: ws.NewServer(hub, ws.ServerOptions{
+		Node: core,
+		WS: ws.NewServer(core, ws.ServerOptions{
 			Admission:        admit,
 			HandshakeTimeout: cfg.HandshakeTimeout,
 			Compression:      cfg.Compression,
 			SendBuffer:       cfg.SendBuffer,
 			SendLowat:        cfg.SendLowat,
 		}),
-		SSE:             sse.New(hub, admit),
-		Poll:            poll.New(hub, admit),
+		SSE:             sse.New(core, admit),
+		Poll:            poll.New(core, admit),
 		EchoSocket:      ws.NewEchoSocket(cfg.MaxFrameBytes, cfg.HandshakeTimeout),
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		Pages:           web.Pages(),
@@ -175,7 +175,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) 
 		return nil, err
 	}
 	n := &Node{
-		cfg: cfg, log: logger, hub: hub, broker: b, api: a, ln: ln, webhooks: sender,
+		cfg: cfg, log: logger, core: core, broker: b, api: a, ln: ln, webhooks: sender,
 		addr:   ln.Addr().String(),
 		served: make(chan error, 1),
 		http: &http.Server{
@@ -236,7 +236,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	// streams among them end when the hub closes their sessions.
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- n.http.Shutdown(ctx) }()
-	herr := n.hub.Close(ctx, push.CloseGoingAway, "server shutting down")
+	herr := n.core.Close(ctx, push.CloseGoingAway, "server shutting down")
 	err := <-httpDone
 	if n.debug != nil {
 		_ = n.debug.Close()
@@ -285,8 +285,9 @@ func openBroker(ctx context.Context, cfg Config, h broker.Handler, logger *slog.
 // Addr is the address the node listens on.
 func (n *Node) Addr() string { return n.addr }
 
-// Hub is the server's push core (a push.Node: the hub is inside it).
-func (n *Node) Hub() *push.Node { return n.hub }
+// Core is the server's push.Node: the one entry point of every transport
+// and of the HTTP API (its hub, the local fan-out, is inside it).
+func (n *Node) Core() *push.Node { return n.core }
 
 // API is the node's HTTP API.
 func (n *Node) API() *api.Server { return n.api }

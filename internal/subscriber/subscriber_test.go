@@ -192,7 +192,7 @@ func TestRunRefused(t *testing.T) {
 		return strings.Contains(s, `subscribe stocks:AAPL: refused: unknown_namespace: push: unknown namespace "stocks"`) &&
 			strings.Contains(s, "subscribe bad name: refused: invalid_channel:")
 	})
-	waitFor(t, readTimeout, "the subscription to cli:ok", func() bool { _, _, subs := n.Hub().Counts(); return subs == 1 })
+	waitFor(t, readTimeout, "the subscription to cli:ok", func() bool { _, _, subs := n.Core().Counts(); return subs == 1 })
 	n.Publish("cli:ok", "still here")
 	waitFor(t, readTimeout, "the message", func() bool { return len(out.lines()) == 1 })
 	cancel()
