@@ -152,9 +152,14 @@ func (n *nodeConn) kick() {
 
 // resubscribe writes s's one SSUBSCRIBE: every wanted channel, and the
 // control channel last, so that its confirmation says the whole command
-// took effect. The caller holds n.mu and flushes.
+// took effect. A partition moving away meanwhile is skipped. The caller
+// holds n.mu and flushes.
 func (n *nodeConn) resubscribe(s *shard) {
 	s.mu.Lock()
+	if s.node != n {
+		s.mu.Unlock()
+		return
+	}
 	args := make([]string, 0, 2+len(s.want))
 	args = append(args, "SSUBSCRIBE")
 	for name := range s.want {

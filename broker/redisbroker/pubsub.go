@@ -265,7 +265,7 @@ func (s *shard) read() {
 				// Silent past a ping: dead, even if TCP has not noticed.
 				s.replace()
 			case errors.As(err, &rerr):
-				// Redis refused a (re)subscription (loading, slot moved):
+				// Redis refused a (re)subscription (loading, ACL):
 				// which channels are subscribed is no longer known.
 				s.replace()
 			default:
@@ -295,8 +295,8 @@ func (s *shard) read() {
 		case *redis.Subscription:
 			reconnected, dropped := s.confirm(m.Kind, m.Channel)
 			if dropped {
-				// Redis ended a subscription we want: in Cluster, its
-				// slot moved to another node.
+				// Redis ended a subscription we want (a server does
+				// on CLIENT KILL of its subscriptions, or RESET).
 				s.b.log.Warn("redis dropped a subscription, reconnecting", "conn", s.index, "channel", m.Channel)
 				s.replace()
 				lost = true
