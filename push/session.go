@@ -379,29 +379,39 @@ func (set *sessionSet) len() int { return int(set.n.Load()) }
 // each calls f for every session; f must not block.
 func (set *sessionSet) each(f func(*Session)) {
 	for i := range set.shards {
-		sh := &set.shards[i]
-		sh.mu.RLock()
-		for s := range sh.m {
-			f(s)
-		}
-		sh.mu.RUnlock()
+		set.eachIn(i, f)
 	}
+}
+
+// eachIn calls f for every session of shard i; f must not block.
+func (set *sessionSet) eachIn(i int, f func(*Session)) {
+	sh := &set.shards[i]
+	sh.mu.RLock()
+	for s := range sh.m {
+		f(s)
+	}
+	sh.mu.RUnlock()
 }
 
 // heartbeat pings every session each interval and closes those that have
 // sent nothing for HeartbeatTimeout. One loop for the whole node instead of
-// a timer per connection.
+// a timer per connection. It takes one shard of the sessions per tick,
+// the shards in turn, so each session is still pinged once an interval
+// but the node's pings are spread over it: all at once, the pings of
+// 10,000 connections and their 20,000 answers held every delivery up by
+// 200-550 ms once an interval under load (issue 14 item 3).
 func (n *Node) heartbeat() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.opts.Heartbeat)
+	shards := len(n.sessions.shards)
+	t := time.NewTicker(n.opts.Heartbeat / time.Duration(shards))
 	defer t.Stop()
-	for {
+	for k := 0; ; k = (k + 1) % shards {
 		select {
 		case <-n.done:
 			return
 		case now := <-t.C:
 			deadline := now.Add(-n.opts.HeartbeatTimeout).UnixNano()
-			n.sessions.each(func(s *Session) {
+			n.sessions.eachIn(k, func(s *Session) {
 				if s.isClosed() {
 					return // waiting for its client's close answer
 				}

@@ -53,6 +53,11 @@ func (n *Node) Snapshot() Snapshot {
 	return s
 }
 
+// Delivered counts the frames queued to clients since the node started:
+// one counter read, cheap to poll every second (Snapshot walks every
+// session). The GC tuner paces the collector by it (internal/server).
+func (n *Node) Delivered() uint64 { return n.stats.Delivered.Load() }
+
 // Close kinds counted per connection, by the code that ended it.
 const (
 	closeNormal = iota

@@ -38,6 +38,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	defer n.TuneGC(os.Getenv)() // gctune.go: GOGC paced under fan-out load
 	logger.Info("herald serving", "addr", n.Addr(), "node", n.Core().Name(), "broker", server.BrokerName(cfg))
 	if cfg.Demo {
 		logger.Info("demo feeds on: open the pages at /", "url", server.BrowseURL(n.Addr()), "namespaces_added", added)
