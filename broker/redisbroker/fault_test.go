@@ -151,7 +151,7 @@ func TestRedisRestartWithoutAOFStartsNewEpoch(t *testing.T) {
 }
 
 // admin returns a plain client for poking at the server.
-func admin(t *testing.T, addr string) *redis.Client {
+func admin(t testing.TB, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c

@@ -12,9 +12,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// shard is one pub/sub connection and the channels this node wants on it.
-// One goroutine (read) receives from it; Subscribe and Unsubscribe write
-// to it.
+// shard is the channels this node wants on one pub/sub connection (one
+// Redis server or Sentinel) or of one partition (Redis Cluster), and the
+// state of their subscription.
+//
+// Without Cluster a shard has its own go-redis PubSub: one goroutine
+// (read) receives from it; Subscribe and Unsubscribe write to it. With
+// Cluster, a shard is a partition homed on the node's one connection to
+// the master of its slot (nodeconn.go), whose reader delivers to it.
 //
 // go-redis redials and resubscribes a broken connection by itself, inside
 // whichever call finds it broken: the reader's Receive, but also a Ping or
@@ -29,12 +34,14 @@ type shard struct {
 	control string
 
 	mu      sync.Mutex
-	ps      *redis.PubSub
+	ps      *redis.PubSub              // without Cluster
+	node    *nodeConn                  // with Cluster: the connection it is homed on
 	want    map[string]string          // pub/sub name -> Herald channel
 	waiters map[string][]chan struct{} // subscriptions awaiting Redis's confirmation
 	live    map[string]bool            // confirmed on the current connection
 	unsubs  map[string]int             // our unsubscribes whose confirmation is due
 	down    bool                       // the reader lost the connection and has not got it back
+	lost    bool                       // Cluster: down after a loss (not at start), so a resync is due
 	closed  bool
 }
 
@@ -50,27 +57,10 @@ func newShard(b *Broker, i int) *shard {
 	}
 }
 
-// newPubSub returns a connection-less PubSub of the right kind; it
-// connects on its first subscribe.
+// newPubSub returns a connection-less PubSub; it connects on its first
+// subscribe.
 func (s *shard) newPubSub() *redis.PubSub {
-	if s.b.sharded {
-		return s.b.cluster.SSubscribe(context.Background())
-	}
 	return s.b.client.Subscribe(context.Background())
-}
-
-func (s *shard) sub(ctx context.Context, ps *redis.PubSub, names ...string) error {
-	if s.b.sharded {
-		return ps.SSubscribe(ctx, names...)
-	}
-	return ps.Subscribe(ctx, names...)
-}
-
-func (s *shard) unsub(ctx context.Context, ps *redis.PubSub, names ...string) error {
-	if s.b.sharded {
-		return ps.SUnsubscribe(ctx, names...)
-	}
-	return ps.Unsubscribe(ctx, names...)
 }
 
 // confirmWait bounds how long Subscribe waits for Redis's confirmation:
@@ -82,8 +72,7 @@ func (b *Broker) confirmWait() time.Duration {
 }
 
 // start connects, subscribed to the control channel, and starts the
-// reader. The connection is made by the subscribe (not by the reader), so
-// that in Cluster it goes to the node owning the partition's slot.
+// reader (without Cluster; startNodes does it with Cluster).
 func (s *shard) start(ctx context.Context) error {
 	w := make(chan struct{})
 	s.mu.Lock()
@@ -91,7 +80,7 @@ func (s *shard) start(ctx context.Context) error {
 	s.waiters[s.control] = []chan struct{}{w}
 	ps := s.ps
 	s.mu.Unlock()
-	if err := s.sub(ctx, ps, s.control); err != nil {
+	if err := ps.Subscribe(ctx, s.control); err != nil {
 		return s.b.fail("subscribe", "", err)
 	}
 	s.b.readers.Go(s.read)
@@ -150,11 +139,17 @@ func (s *shard) subscribe(ctx context.Context, chans map[string]string) error {
 			fresh = append(fresh, name)
 		}
 	}
-	ps := s.ps
+	ps, node := s.ps, s.node
 	s.mu.Unlock()
 	var err error
-	if len(fresh) > 0 {
-		err = s.sub(ctx, ps, fresh...)
+	switch {
+	case len(fresh) == 0:
+	case node != nil:
+		// Should the connection fail before Redis confirms, the reader
+		// resubscribes everything in want on the next one.
+		err = node.command(append([]string{"SSUBSCRIBE"}, fresh...)...)
+	default:
+		err = ps.Subscribe(ctx, fresh...)
 		if err != nil && s.current() != ps {
 			// The reader replaced the connection meanwhile; the new one
 			// subscribed everything in want, fresh included.
@@ -192,11 +187,13 @@ func (s *shard) wait(ctx context.Context, waits []chan struct{}) error {
 }
 
 // unsubscribe forgets the pub/sub names and tells Redis. Errors do not
-// matter: go-redis forgets the channels before sending, so a connection
-// that broke will not resubscribe them, and the reader drops whatever
-// still arrives for channels not in want.
+// matter: go-redis forgets the channels before sending, and a Cluster
+// connection resubscribes only what is in want, so a connection that broke
+// will not resubscribe them; the reader drops whatever still arrives for
+// channels not in want.
 func (s *shard) unsubscribe(names []string) {
 	s.mu.Lock()
+	ps, node, down := s.ps, s.node, s.down || s.closed
 	var gone []string
 	for _, name := range names {
 		if _, ok := s.want[name]; !ok {
@@ -204,12 +201,21 @@ func (s *shard) unsubscribe(names []string) {
 		}
 		delete(s.want, name)
 		delete(s.waiters, name)
-		s.unsubs[name]++
+		if node == nil || !down {
+			// A down Cluster partition sends nothing, so expects no
+			// confirmation.
+			s.unsubs[name]++
+		}
 		gone = append(gone, name)
 	}
-	ps, down := s.ps, s.down || s.closed
 	s.mu.Unlock()
 	if len(gone) == 0 {
+		return
+	}
+	if node != nil {
+		if !down {
+			_ = node.command(append([]string{"SUNSUBSCRIBE"}, gone...)...)
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.confirmWait())
@@ -219,7 +225,7 @@ func (s *shard) unsubscribe(names []string) {
 		cancel()
 	}
 	defer cancel()
-	_ = s.unsub(ctx, ps, gone...)
+	_ = ps.Unsubscribe(ctx, gone...)
 }
 
 // read receives from the connection until the engine closes, delivering
@@ -259,7 +265,7 @@ func (s *shard) read() {
 				// Silent past a ping: dead, even if TCP has not noticed.
 				s.replace()
 			case errors.As(err, &rerr):
-				// Redis refused a (re)subscription (loading, slot moved):
+				// Redis refused a (re)subscription (loading, ACL):
 				// which channels are subscribed is no longer known.
 				s.replace()
 			default:
@@ -273,7 +279,7 @@ func (s *shard) read() {
 				s.b.log.Warn("redis pub/sub connection lost", "conn", s.index, "err", err)
 			}
 			failures++
-			if !s.backoff(failures) {
+			if !s.b.backoff(failures) {
 				return
 			}
 			continue
@@ -287,10 +293,10 @@ func (s *shard) read() {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			reconnected, dropped := s.confirm(m)
+			reconnected, dropped := s.confirm(m.Kind, m.Channel)
 			if dropped {
-				// Redis ended a subscription we want: in Cluster, its
-				// slot moved to another node.
+				// Redis ended a subscription we want (a server does
+				// on CLIENT KILL of its subscriptions, or RESET).
 				s.b.log.Warn("redis dropped a subscription, reconnecting", "conn", s.index, "channel", m.Channel)
 				s.replace()
 				lost = true
@@ -301,7 +307,7 @@ func (s *shard) read() {
 				s.b.handler.HandleReconnect()
 			}
 		case *redis.Message:
-			s.deliver(m)
+			s.deliver(m.Channel, m.Payload)
 		}
 	}
 }
@@ -325,64 +331,78 @@ func (s *shard) setDown(down bool) {
 	s.mu.Unlock()
 }
 
-// backoff waits before the reader retries a failed connection; it returns
+// lose marks a Cluster partition down after its connection was lost or
+// while it moves: it is resynced once its next subscription is confirmed.
+// The caller holds s.mu.
+func (s *shard) lose() {
+	s.down, s.lost = true, true
+	clear(s.live)
+	clear(s.unsubs)
+}
+
+// backoff waits before a reader retries a failed connection; it returns
 // false when the engine closes.
-func (s *shard) backoff(failures int) bool {
+func (b *Broker) backoff(failures int) bool {
 	t := time.NewTimer(min(25*time.Millisecond<<min(failures, 6), time.Second))
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-s.b.done:
+	case <-b.done:
 		return false
 	}
 }
 
-// confirm records a confirmation from Redis. reconnected reports a
-// reconnect made behind the reader's back (a second confirmation of a
-// subscription on what the reader took for one connection); dropped, a
-// subscription Redis ended without being asked.
-func (s *shard) confirm(m *redis.Subscription) (reconnected, dropped bool) {
+// confirm records a confirmation from Redis of kind (subscribe,
+// unsubscribe, or their s- forms) for channel. reconnected reports that
+// the Handler is due a HandleReconnect: without Cluster, for a reconnect
+// made behind the reader's back (a second confirmation of a subscription
+// on what the reader took for one connection); with Cluster, for a
+// partition whose resubscription after a loss is confirmed (its control
+// channel comes last in its one SSUBSCRIBE). dropped reports a
+// subscription Redis ended without being asked (with Cluster only while
+// the partition is up: the rest of a slot's drop is not news).
+func (s *shard) confirm(kind, channel string) (reconnected, dropped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch m.Kind {
+	switch kind {
 	case "subscribe", "ssubscribe":
-		if ws, ok := s.waiters[m.Channel]; ok {
+		if ws, ok := s.waiters[channel]; ok {
 			for _, w := range ws {
 				close(w)
 			}
-			delete(s.waiters, m.Channel)
-		} else if s.live[m.Channel] {
+			delete(s.waiters, channel)
+		} else if s.live[channel] && s.node == nil {
 			// The rest of this resubscription is not news.
 			clear(s.live)
 			clear(s.unsubs)
 			reconnected = true
 		}
-		s.live[m.Channel] = true
+		s.live[channel] = true
+		if s.node != nil && channel == s.control && s.down {
+			s.down = false
+			reconnected, s.lost = s.lost, false
+		}
 	case "unsubscribe", "sunsubscribe":
-		delete(s.live, m.Channel)
-		if n := s.unsubs[m.Channel]; n > 0 {
+		delete(s.live, channel)
+		if n := s.unsubs[channel]; n > 0 {
 			if n == 1 {
-				delete(s.unsubs, m.Channel)
+				delete(s.unsubs, channel)
 			} else {
-				s.unsubs[m.Channel] = n - 1
+				s.unsubs[channel] = n - 1
 			}
 			return false, false
 		}
-		_, wanted := s.want[m.Channel]
-		dropped = wanted || m.Channel == s.control
+		_, wanted := s.want[channel]
+		dropped = (wanted || channel == s.control) && !(s.node != nil && s.down)
 	}
 	return reconnected, dropped
 }
 
 // replace closes the connection and opens a new one subscribed to the
 // control channel and every wanted channel. The reader calls it when it
-// cannot trust the connection's state.
+// cannot trust the connection's state (without Cluster).
 func (s *shard) replace() {
-	if s.b.cluster != nil {
-		// A moved slot or a failover: route the new connection afresh.
-		s.b.cluster.ReloadState(context.Background())
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -404,18 +424,19 @@ func (s *shard) replace() {
 	defer cancel()
 	// On failure go-redis keeps the names and subscribes them when the
 	// next Receive redials.
-	_ = s.sub(ctx, ps, names...)
+	_ = ps.Subscribe(ctx, names...)
 }
 
-// deliver queues m for the Handler if this node still wants its channel.
-func (s *shard) deliver(m *redis.Message) {
+// deliver queues the messages of payload, received on pub/sub channel
+// name, for the Handler if this node still wants its channel.
+func (s *shard) deliver(name, payload string) {
 	s.mu.Lock()
-	channel, ok := s.want[m.Channel]
+	channel, ok := s.want[name]
 	s.mu.Unlock()
 	if !ok {
 		return // unsubscribed meanwhile, or the control channel
 	}
-	msgs, err := decodePayload(m.Payload)
+	msgs, err := decodePayload(payload)
 	if err != nil {
 		// The hub sees the gap at the next message and fills it from
 		// history, where the data is kept as published.

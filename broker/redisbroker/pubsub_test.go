@@ -2,8 +2,6 @@ package redisbroker
 
 import (
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // The reconnect detection from confirmations alone, as after a redial made
@@ -18,7 +16,7 @@ func TestConfirmDetectsResubscription(t *testing.T) {
 
 	step := func(kind, name string, wantReconnect, wantDropped bool) {
 		t.Helper()
-		r, d := s.confirm(&redis.Subscription{Kind: kind, Channel: name})
+		r, d := s.confirm(kind, name)
 		if r != wantReconnect || d != wantDropped {
 			t.Fatalf("%s %s: reconnected %v dropped %v, want %v %v", kind, name, r, d, wantReconnect, wantDropped)
 		}

@@ -35,9 +35,9 @@
 // ("<epoch> <ts> <first offset> <len>:<data>...", payload.go). With Redis Cluster
 // the hash tag is the channel's partition instead of its name
 // ("<prefix>{<tag>}<channel>:pos", see Options.Partitions; the tags are
-// chosen to spread the partitions evenly over the slots, slots.go): one SSUBSCRIBE
-// command may only name channels of one slot, and a pub/sub connection
-// resubscribes all its channels in one command.
+// chosen to spread the partitions evenly over the slots, slots.go): one
+// SSUBSCRIBE command may only name channels of one slot, so a partition's
+// channels are (re)subscribed in one command.
 //
 // A publish runs in a Lua script: the idempotency key check, next offset, epoch (a new random one when
 // the channel's state is gone or predates the current generation, see
@@ -61,17 +61,30 @@
 //
 // # Delivery
 //
-// A node holds one pub/sub connection (with Cluster, one per partition)
-// whatever its number of channels and clients, subscribed to the channels
-// the hub asked for. Subscribe returns once Redis confirmed the
-// subscription, so everything published after it returns is delivered.
+// A node holds one pub/sub connection (with Cluster, one per master:
+// nodeconn.go) whatever its number of channels and clients, subscribed to
+// the channels the hub asked for. Subscribe returns once Redis confirmed
+// the subscription, so everything published after it returns is delivered.
 // Messages reach the Handler in offset order per channel, from a few
 // delivery goroutines (one per channel hash), so one slow channel does not
 // hold up the others. Each connection is pinged when idle; one that stays
 // silent is replaced. After a connection was lost and is back (go-redis
-// redials and resubscribes), Handler.HandleReconnect is called once: some
-// messages may have been missed in between and the hub fills the gap from
-// history.
+// redials and resubscribes; with Cluster, the engine does, one SSUBSCRIBE
+// per partition), Handler.HandleReconnect is called once (with Cluster,
+// once per partition): some messages may have been missed in between and
+// the hub fills the gap from history. With Cluster a partition follows
+// its slot to another master (failover, resharding) the same way.
+//
+// # Goroutines and locks
+//
+// Owned by the Broker, started by New, ended by Close: the delivery
+// goroutines (one per queue; they end when Close closes the queues), the
+// publishers (batch.go), and the pub/sub readers: one per shard without
+// Cluster (shard.read), one per master connection with Cluster
+// (nodeConn.run, started when a partition is first homed on that master,
+// ended by Close or when its last partition moves away). Lock order:
+// Broker.nodesMu, then nodeConn.mu, then shard.mu; no lock is held while
+// calling the Handler or waiting on a queue.
 package redisbroker
 
 import (
@@ -114,10 +127,12 @@ type Options struct {
 	// deployments (or tests) can share one Redis. It must not contain "{"
 	// or "}". Default DefaultPrefix.
 	Prefix string
-	// Partitions is the number of pub/sub connections (and of hash-tag
-	// partitions of the channels) used with Redis Cluster; it spreads the
-	// channels over the cluster's nodes. All nodes of a deployment must use
-	// the same value. Ignored without Cluster. Default DefaultPartitions.
+	// Partitions is the number of hash-tag partitions of the channels used
+	// with Redis Cluster; it spreads the channels over the cluster's
+	// masters. A node holds one pub/sub connection per master whatever
+	// the value, and resubscribes a master's channels in one command per
+	// partition it owns. All nodes of a deployment must use the same
+	// value. Ignored without Cluster. Default DefaultPartitions.
 	Partitions int
 	// PingInterval is how long a pub/sub connection may be idle before it
 	// is pinged; one that then stays silent for another interval plus the
@@ -137,14 +152,25 @@ type Broker struct {
 	// pongWait is how long a pub/sub connection may stay silent after a
 	// ping before it is replaced.
 	pongWait time.Duration
-	prefix   string
-	handler  broker.Handler
-	log      *slog.Logger
+	// ioTimeout bounds a read or write on a connection (the URL's
+	// read_timeout).
+	ioTimeout time.Duration
+	prefix    string
+	handler   broker.Handler
+	log       *slog.Logger
 
 	shards  []*shard
 	queues  []chan *broker.Message
 	genKeys []string // generation hash per partition (one without Cluster)
 	tags    []string // hash tag per Cluster partition (slots.go)
+
+	// With Cluster, the pub/sub connections, one per master
+	// (nodeconn.go). nodesMu guards nodes; it is taken before
+	// nodeConn.mu and shard.mu.
+	nodesMu  sync.Mutex
+	nodes    map[string]*nodeConn // by master address
+	tagPart  map[string]int       // hash tag -> partition
+	slotPart map[int]int          // slot of a partition's tag -> partition
 
 	// jobs carries publishes to the publisher goroutines (batch.go).
 	jobs       chan *pubJob
@@ -204,7 +230,8 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		// healthy connections of a busy Redis (or a busy node: a GC
 		// pause, a loaded test machine) and report reconnects that
 		// never were.
-		pongWait: opts.PingInterval + readTimeout,
+		pongWait:  opts.PingInterval + readTimeout,
+		ioTimeout: readTimeout,
 	}
 	if cc, ok := client.(*redis.ClusterClient); ok {
 		b.cluster, b.sharded = cc, true
@@ -245,8 +272,12 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	// Start every connection now, so that a node that cannot subscribe
 	// finds out at start rather than at its first client.
 	var errs []error
-	for _, s := range b.shards {
-		errs = append(errs, s.start(ctx))
+	if b.sharded {
+		errs = append(errs, b.startNodes(ctx))
+	} else {
+		for _, s := range b.shards {
+			errs = append(errs, s.start(ctx))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		_ = b.Close(context.Background())
@@ -292,6 +323,7 @@ func (b *Broker) Close(ctx context.Context) error {
 			s.close()
 		}
 	}
+	b.closeNodes()
 	stopped := make(chan struct{})
 	go func() {
 		// Readers stop first: they are the only senders on the queues.
