@@ -42,9 +42,9 @@ const (
 	// its round trip is out, every publish arriving waits for the next
 	// pipeline, which then carries them all, so that the script calls and
 	// Redis's read and write per round trip are shared by as many messages
-	// as the load brings (25 per call under wrk's 64 connections, against
-	// 4 with four publishers: 6 against 15 µs of Redis CPU per publish,
-	// docs/performance.md). A round trip is far shorter than the time
+	// as the load brings (21-30 per call under 64 connections, against
+	// 4 with four publishers in an earlier version: 4-6 against 15 µs of
+	// Redis CPU per publish, docs/performance.md). A round trip is far shorter than the time
 	// the messages it carries took to arrive, so one is never the limit.
 	publishers = 1
 	// maxPipeline caps the messages one pipeline gathers from several

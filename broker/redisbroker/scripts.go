@@ -37,11 +37,12 @@ func (b *Broker) partition(channel string) int {
 // Without cluster the hash tag is the channel itself
 // ("herald:{stocks:AAPL}:pos"), which reads well in redis-cli. With
 // Redis Cluster the tag is the channel's partition instead
-// ("herald:{<tag>}stocks:AAPL:pos", tags from slots.go): one SSUBSCRIBE command may only name
-// channels of one slot, and go-redis resubscribes a connection's channels
-// in one command after a reconnect, so every channel carried by one
-// pub/sub connection must share a slot. Partitions give a fixed, small
-// number of connections however many channels a node has.
+// ("herald:{<tag>}stocks:AAPL:pos", tags from slots.go): one SSUBSCRIBE
+// command may only name channels of one slot, and a node resubscribes a
+// partition's channels in one command after a reconnect or a move
+// (nodeconn.go), so every channel of a partition must share a slot.
+// Partitions give a fixed, small number of slots to follow, one
+// connection per master, however many channels a node has.
 func (b *Broker) names(channel string) names {
 	if !b.sharded {
 		base := b.prefix + "{" + channel + "}"
