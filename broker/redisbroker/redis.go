@@ -103,6 +103,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// MaxPartitions bounds Options.Partitions: one partition per Cluster
+// slot. Past it no tag hashes into a slot range of its own (partitionTags
+// would never end).
+const MaxPartitions = clusterSlots
+
 // Defaults for Options.
 const (
 	DefaultPrefix       = "herald:"
@@ -132,7 +137,8 @@ type Options struct {
 	// masters. A node holds one pub/sub connection per master whatever
 	// the value, and resubscribes a master's channels in one command per
 	// partition it owns. All nodes of a deployment must use the same
-	// value. Ignored without Cluster. Default DefaultPartitions.
+	// value. Ignored without Cluster. Default DefaultPartitions; at most
+	// MaxPartitions.
 	Partitions int
 	// PingInterval is how long a pub/sub connection may be idle before it
 	// is pinged; one that then stays silent for another interval plus the
@@ -201,6 +207,9 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 	}
 	if opts.Partitions <= 0 {
 		opts.Partitions = DefaultPartitions
+	}
+	if opts.Partitions > MaxPartitions {
+		return nil, fmt.Errorf("redisbroker: %d partitions, at most %d (one per Cluster slot)", opts.Partitions, MaxPartitions)
 	}
 	if opts.PingInterval <= 0 {
 		opts.PingInterval = DefaultPingInterval

@@ -1,6 +1,12 @@
 package redisbroker
 
-import "testing"
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/heraldpush/herald/broker/brokertest"
+)
 
 func TestCRC16(t *testing.T) {
 	// The check value of CRC16/XMODEM, and slots Redis documents.
@@ -23,5 +29,14 @@ func TestPartitionTagsBalanced(t *testing.T) {
 			}
 			seen[tag] = true
 		}
+	}
+}
+
+// More partitions than Cluster slots are refused by New, before it dials:
+// partitionTags could not find a slot range for each.
+func TestNewRefusesTooManyPartitions(t *testing.T) {
+	_, err := New(context.Background(), Options{URL: "redis://127.0.0.1:1", Partitions: MaxPartitions + 1}, brokertest.NewRecorder())
+	if err == nil || !strings.Contains(err.Error(), "at most 16384") {
+		t.Fatalf("New with %d partitions = %v, want an error naming the bound", MaxPartitions+1, err)
 	}
 }
