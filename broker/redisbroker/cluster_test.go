@@ -119,6 +119,24 @@ func commandCalls(t *testing.T, addr, command string) int {
 	return calls
 }
 
+// deliveredAgain waits, after a restart, failover or slot move, until b is
+// ready and a publish of data(i) to each channel goes through and reaches
+// rec: every partition is subscribed again, not only the first one back.
+// Until go-redis has seen the change, a publish may still fail.
+func deliveredAgain(t *testing.T, b *Broker, rec *brokertest.Recorder, i int, chans ...string) {
+	t.Helper()
+	ctx := context.Background()
+	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
+	for _, ch := range chans {
+		var pos broker.Position
+		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
+			pos, err = b.Publish(ctx, ch, data(i), retain)
+			return err
+		})
+		rec.WaitPosition(t, ch, pos)
+	}
+}
+
 // partitionsOn returns the partitions whose slot master addr owns.
 func partitionsOn(t *testing.T, b *Broker, addr string) []int {
 	t.Helper()
@@ -256,16 +274,7 @@ func TestClusterNodeRestart(t *testing.T) {
 	waitClusterOK(t, srvs)
 	// Every partition of the node resubscribed, not only the first one
 	// back: a publish before its resubscription would not be delivered.
-	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
-	for _, ch := range []string{onDead, onLive} {
-		var pos broker.Position
-		// Until go-redis has seen the node back, a publish may still fail.
-		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
-			pos, err = b.Publish(ctx, ch, data(3), retain)
-			return err
-		})
-		rec.WaitPosition(t, ch, pos)
-	}
+	deliveredAgain(t, b, rec, 3, onDead, onLive)
 	// The restarted process counted every SSUBSCRIBE it got: one per
 	// partition, whatever the number of channels, on one connection.
 	calls := commandCalls(t, srvs[2].Addr(), "ssubscribe")
@@ -350,16 +359,7 @@ func TestClusterSlotMoveRehomesPartition(t *testing.T) {
 	movedAt := time.Now()
 	rec.WaitReconnects(t, 1)
 	took := time.Since(movedAt)
-	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
-	for _, ch := range chans {
-		var pos broker.Position
-		// Until go-redis has seen the slot move, a publish may fail.
-		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
-			pos, err = b.Publish(ctx, ch, data(2), retain)
-			return err
-		})
-		rec.WaitPosition(t, ch, pos)
-	}
+	deliveredAgain(t, b, rec, 2, chans...)
 	moved, err := admin(t, to.Addr()).PubSubShardChannels(ctx, b.controlChannel(p)).Result()
 	if err != nil || len(moved) != 1 {
 		t.Fatalf("partition %d's control channel on the new master: %v, %v", p, moved, err)
@@ -435,16 +435,7 @@ func TestClusterFailoverRehomesPartitions(t *testing.T) {
 	failedOver := time.Now()
 	rec.WaitReconnects(t, len(parts))
 	took := time.Since(failedOver)
-	brokertest.WaitUntil(t, 15*time.Second, func() error { return b.Ready(ctx) })
-	for _, ch := range chans {
-		var pos broker.Position
-		// Until go-redis has seen the failover, a publish may fail.
-		brokertest.WaitUntil(t, 10*time.Second, func() (err error) {
-			pos, err = b.Publish(ctx, ch, data(2), retain)
-			return err
-		})
-		rec.WaitPosition(t, ch, pos)
-	}
+	deliveredAgain(t, b, rec, 2, chans...)
 	// The promoted replica ran no SSUBSCRIBE before: every one it counts
 	// is a partition moving to it.
 	if calls := commandCalls(t, replica.Addr(), "ssubscribe"); calls != len(parts) {
