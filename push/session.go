@@ -39,6 +39,12 @@ type TryWriter interface {
 	Drain() error
 	// Interrupt cuts a waiting Drain short: the session is closing.
 	Interrupt()
+	// Hold is how long the next write should wait: the client lags (its
+	// receive window keeps shrinking, push/ws/lag.go), and what is queued
+	// meanwhile goes out in one write instead of one write a message. The
+	// session waits on a goroutine of its own, as for Drain, with the
+	// queue limit at 1x.
+	Hold() time.Duration
 }
 
 // Session is one client connection on any transport. Its memory is kept
@@ -159,6 +165,9 @@ func (s *Session) writeOut(mayWait bool) {
 	defer s.catchWriterPanic() // recover.go
 	for {
 		if mayWait {
+			if d := s.tw.Hold(); d > 0 && !s.isClosed() {
+				time.Sleep(d) // gathering what comes for a client that lags
+			}
 			if err := s.tw.Drain(); err != nil {
 				if errors.Is(err, ErrNotReading) {
 					s.closeNotReading() // session_close.go
@@ -166,6 +175,12 @@ func (s *Session) writeOut(mayWait bool) {
 				s.finish()
 				return
 			}
+		} else if s.tw != nil && s.tw.Hold() > 0 {
+			s.mu.Lock()
+			s.stalled = true
+			s.mu.Unlock()
+			go s.writeOut(true)
+			return
 		}
 		s.mu.Lock()
 		q := s.queue
@@ -205,8 +220,9 @@ func (s *Session) writeOut(mayWait bool) {
 			// while its socket refuses data: one that took everything
 			// again is reading, whether or not more was queued meanwhile
 			// (a steady feed seldom leaves the queue empty here).
+			held := s.tw.Hold() > 0
 			s.mu.Lock()
-			s.stalled = !done
+			s.stalled = !done || held
 			s.mu.Unlock()
 		} else if !done {
 			s.mu.Lock()

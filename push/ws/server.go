@@ -186,6 +186,8 @@ type wsTransport struct {
 	deflate bool            // permessage-deflate negotiated: messages go compressed
 	timeout time.Duration
 	out     []byte      // what the socket has not taken yet (raw)
+	lag     lag         // whether the client keeps up (raw; lag.go)
+	behind  atomic.Bool // the last probe found bytes unread: its flushes wait for the readers' (writers.go)
 	initial []string    // channels from the query string, until OnOpen
 	maxRate string      // the query's max_rate for them, until OnOpen
 	ip      string      // client address, for the per-address limit
@@ -254,7 +256,7 @@ func (t *wsTransport) Schedule(flush func()) {
 		t.conn.Async(flush)
 		return
 	}
-	t.writer.schedule(flush)
+	t.writer.schedule(flush, t.behind.Load())
 }
 
 func (t *wsTransport) Write(frames []*push.Frame) error {
@@ -276,7 +278,9 @@ func (t *wsTransport) TryWrite(frames []*push.Frame) (bool, error) {
 		t.out = append(t.out, w.buf...)
 		return false, nil
 	}
+	now := t.probe()
 	rest, err := w.write(t.raw, w.buf, false)
+	t.lag.wrote(len(w.buf)-len(rest), now)
 	if err != nil {
 		_ = t.gwsConn.Close() // the reader sees it and cleans up
 		return true, err
@@ -302,6 +306,7 @@ func (t *wsTransport) Drain() error {
 	w := getRawWrite()
 	rest, err := w.write(t.raw, t.out, true)
 	putRawWrite(w)
+	t.lag.wrote(len(t.out)-len(rest), time.Now().UnixNano())
 	if err != nil {
 		if t.gwsConn.stop.Load() {
 			t.out = rest // closing: Close tries once more (closeStalled)
@@ -322,6 +327,28 @@ func (t *wsTransport) Drain() error {
 	t.out = nil
 	t.gwsConn.partial.Store(false)
 	return nil
+}
+
+// probe has the lag watch look at the client's window when the next
+// write is due for it (lag.go), and returns the time of the write then
+// (0 when not probed: the time matters only to a client found lagging,
+// and every write to one is probed).
+func (t *wsTransport) probe() int64 {
+	if !t.lag.due() {
+		return 0
+	}
+	if wnd, ok := peerWindow(t.raw); ok {
+		t.lag.observe(wnd)
+		t.behind.Store(t.lag.unread > 0)
+	}
+	return time.Now().UnixNano()
+}
+
+func (t *wsTransport) Hold() time.Duration {
+	if !t.lag.lagging {
+		return 0
+	}
+	return t.lag.hold(time.Now().UnixNano())
 }
 
 func (t *wsTransport) Interrupt() {

@@ -18,10 +18,16 @@ type writers struct {
 	wg   sync.WaitGroup
 }
 
-// writer is one goroutine's run queue.
+// writer is one goroutine's run queues: the flushes of clients that keep
+// up, and after them those of clients whose window the last write did not
+// find handed back (lag.go). 10,000 clients that stopped reading together
+// used to be 10,000 writes in front of the readers' on every message until
+// they were found out; now a reader's flush waits for one write at most.
 type writer struct {
 	mu    sync.Mutex
 	ready []func()
+	later []func()      // run one at a time, when ready is empty
+	next  int           // later[next:] are still to run
 	idle  bool          // the goroutine waits on wake
 	wake  chan struct{} // capacity 1: one wake-up per idle spell
 }
@@ -51,10 +57,15 @@ func (p *writers) stop() {
 	p.wg.Wait()
 }
 
-// schedule queues f to run on the writer's goroutine. It never blocks.
-func (w *writer) schedule(f func()) {
+// schedule queues f to run on the writer's goroutine, after every flush
+// not marked later when later is set. It never blocks.
+func (w *writer) schedule(f func(), later bool) {
 	w.mu.Lock()
-	w.ready = append(w.ready, f)
+	if later {
+		w.later = append(w.later, f)
+	} else {
+		w.ready = append(w.ready, f)
+	}
 	wake := w.idle
 	w.idle = false
 	w.mu.Unlock()
@@ -67,6 +78,18 @@ func (w *writer) run(done <-chan struct{}) {
 	var batch []func()
 	for {
 		w.mu.Lock()
+		if len(w.ready) == 0 && w.next < len(w.later) {
+			// One at a time: a reader's flush scheduled meanwhile goes
+			// next.
+			f := w.later[w.next]
+			w.later[w.next] = nil
+			if w.next++; w.next == len(w.later) {
+				w.later, w.next = w.later[:0], 0
+			}
+			w.mu.Unlock()
+			f()
+			continue
+		}
 		if len(w.ready) == 0 {
 			w.idle = true
 			w.mu.Unlock()
