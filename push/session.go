@@ -41,10 +41,11 @@ type TryWriter interface {
 	Interrupt()
 	// Hold is how long the next write should wait: the client lags (its
 	// receive window keeps shrinking, push/ws/lag.go), and what is queued
-	// meanwhile goes out in one write instead of one write a message. The
-	// session waits on a goroutine of its own, as for Drain, with the
-	// queue limit at 1x.
+	// meanwhile goes out in one write instead of one write a message.
+	// No goroutine waits meanwhile: ScheduleAfter runs the flush again
+	// after d.
 	Hold() time.Duration
+	ScheduleAfter(d time.Duration, flush func())
 }
 
 // Session is one client connection on any transport. Its memory is kept
@@ -165,9 +166,6 @@ func (s *Session) writeOut(mayWait bool) {
 	defer s.catchWriterPanic() // recover.go
 	for {
 		if mayWait {
-			if d := s.tw.Hold(); d > 0 && !s.isClosed() {
-				time.Sleep(d) // gathering what comes for a client that lags
-			}
 			if err := s.tw.Drain(); err != nil {
 				if errors.Is(err, ErrNotReading) {
 					s.closeNotReading() // session_close.go
@@ -175,12 +173,6 @@ func (s *Session) writeOut(mayWait bool) {
 				s.finish()
 				return
 			}
-		} else if s.tw != nil && s.tw.Hold() > 0 {
-			s.mu.Lock()
-			s.stalled = true
-			s.mu.Unlock()
-			go s.writeOut(true)
-			return
 		}
 		s.mu.Lock()
 		q := s.queue
@@ -194,6 +186,19 @@ func (s *Session) writeOut(mayWait bool) {
 			s.flushing, s.stalled, s.behind = false, false, false
 			s.mu.Unlock()
 			return
+		}
+		if s.tw != nil && !s.closed {
+			if d := s.tw.Hold(); d > 0 {
+				// The client lags: what is queued, and what comes
+				// meanwhile, goes out in one write after d. The writer
+				// stays this session's (flushing) while it waits. The
+				// queue limit stays at burstQueueFactor until its socket
+				// is full: a reader found lagging by mistake (descheduled
+				// for a moment) must not be closed for what the wait held.
+				s.mu.Unlock()
+				s.tw.ScheduleAfter(d, s.flushFn)
+				return
+			}
 		}
 		s.queue, s.spare = s.spare[:0], nil
 		for _, f := range q {
@@ -220,9 +225,8 @@ func (s *Session) writeOut(mayWait bool) {
 			// while its socket refuses data: one that took everything
 			// again is reading, whether or not more was queued meanwhile
 			// (a steady feed seldom leaves the queue empty here).
-			held := s.tw.Hold() > 0
 			s.mu.Lock()
-			s.stalled = !done || held
+			s.stalled = !done
 			s.mu.Unlock()
 		} else if !done {
 			s.mu.Lock()

@@ -32,8 +32,9 @@ func (t *stallTransport) Drain() error {
 	<-t.interrupted
 	return errors.New("interrupted")
 }
-func (t *stallTransport) Interrupt()          { close(t.interrupted) }
-func (t *stallTransport) Hold() time.Duration { return 0 }
+func (t *stallTransport) Interrupt()                          { close(t.interrupted) }
+func (t *stallTransport) Hold() time.Duration                 { return 0 }
+func (t *stallTransport) ScheduleAfter(time.Duration, func()) {}
 
 // A queue past MaxQueueBytes closes the session only once its client
 // stopped taking data (the socket is full): a burst the writers have not
@@ -119,12 +120,13 @@ type resumeTransport struct {
 	calls   int
 }
 
-func (t *resumeTransport) Schedule(flush func())       { go flush() }
-func (t *resumeTransport) Write([]*Frame) error        { return nil }
-func (t *resumeTransport) Close(code uint16, _ string) {}
-func (t *resumeTransport) Interrupt()                  {}
-func (t *resumeTransport) Hold() time.Duration         { return 0 }
-func (t *resumeTransport) Drain() error                { <-t.resume; return nil }
+func (t *resumeTransport) Schedule(flush func())               { go flush() }
+func (t *resumeTransport) Write([]*Frame) error                { return nil }
+func (t *resumeTransport) Close(code uint16, _ string)         {}
+func (t *resumeTransport) Interrupt()                          {}
+func (t *resumeTransport) Hold() time.Duration                 { return 0 }
+func (t *resumeTransport) ScheduleAfter(time.Duration, func()) {}
+func (t *resumeTransport) Drain() error                        { <-t.resume; return nil }
 func (t *resumeTransport) TryWrite([]*Frame) (bool, error) {
 	t.calls++
 	if t.calls == 1 {

@@ -63,7 +63,7 @@ func (l *lag) due() bool {
 func (l *lag) observe(wnd uint32) {
 	l.high = max(l.high, wnd)
 	unread := l.high - wnd
-	growing := unread >= l.unread && unread > l.lastLen
+	growing := unread > 0 && unread >= l.unread && unread >= l.lastLen
 	switch {
 	case !l.lagging && growing:
 		if l.strikes++; l.strikes >= lagStrikes {

@@ -187,7 +187,7 @@ type wsTransport struct {
 	timeout time.Duration
 	out     []byte      // what the socket has not taken yet (raw)
 	lag     lag         // whether the client keeps up (raw; lag.go)
-	behind  atomic.Bool // the last probe found bytes unread: its flushes wait for the readers' (writers.go)
+	later   atomic.Bool // the last probe found bytes unread: its flushes wait for the readers' (writers.go)
 	initial []string    // channels from the query string, until OnOpen
 	maxRate string      // the query's max_rate for them, until OnOpen
 	ip      string      // client address, for the per-address limit
@@ -256,7 +256,7 @@ func (t *wsTransport) Schedule(flush func()) {
 		t.conn.Async(flush)
 		return
 	}
-	t.writer.schedule(flush, t.behind.Load())
+	t.writer.schedule(flush, t.later.Load())
 }
 
 func (t *wsTransport) Write(frames []*push.Frame) error {
@@ -339,7 +339,7 @@ func (t *wsTransport) probe() int64 {
 	}
 	if wnd, ok := peerWindow(t.raw); ok {
 		t.lag.observe(wnd)
-		t.behind.Store(t.lag.unread > 0)
+		t.later.Store(t.lag.unread > 0)
 	}
 	return time.Now().UnixNano()
 }
@@ -349,6 +349,12 @@ func (t *wsTransport) Hold() time.Duration {
 		return 0
 	}
 	return t.lag.hold(time.Now().UnixNano())
+}
+
+// ScheduleAfter runs flush on the connection's writer after d, behind
+// the readers' flushes: a lagging client's held write (lag.go).
+func (t *wsTransport) ScheduleAfter(d time.Duration, flush func()) {
+	time.AfterFunc(d, func() { t.writer.schedule(flush, true) })
 }
 
 func (t *wsTransport) Interrupt() {
