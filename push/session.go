@@ -39,12 +39,15 @@ type TryWriter interface {
 	Drain() error
 	// Interrupt cuts a waiting Drain short: the session is closing.
 	Interrupt()
-	// Hold is how long the next write should wait: the client lags (its
-	// receive window keeps shrinking, push/ws/lag.go), and what is queued
-	// meanwhile goes out in one write instead of one write a message.
-	// No goroutine waits meanwhile: ScheduleAfter runs the flush again
-	// after d.
-	Hold() time.Duration
+	// Pace is asked before each write of queued frames, and may look at
+	// the client first. When it says wait, the frames wait, and what
+	// comes meanwhile joins them: ScheduleAfter runs the flush again
+	// after d, behind the flushes of clients that keep up, and no
+	// goroutine waits meanwhile. A client that has not read what it was
+	// sent goes behind them (d 0); one that lags (its receive window
+	// keeps shrinking) gets one write per d instead of one per message
+	// (push/ws/lag.go).
+	Pace() (d time.Duration, wait bool)
 	ScheduleAfter(d time.Duration, flush func())
 }
 
@@ -188,9 +191,9 @@ func (s *Session) writeOut(mayWait bool) {
 			return
 		}
 		if s.tw != nil && !s.closed {
-			if d := s.tw.Hold(); d > 0 {
-				// The client lags: what is queued, and what comes
-				// meanwhile, goes out in one write after d. The writer
+			if d, wait := s.tw.Pace(); wait {
+				// What is queued, and what comes meanwhile, goes out
+				// in one write after d, behind the readers'. The writer
 				// stays this session's (flushing) while it waits. The
 				// queue limit stays at burstQueueFactor until its socket
 				// is full: a reader found lagging by mistake (descheduled

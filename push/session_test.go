@@ -33,7 +33,7 @@ func (t *stallTransport) Drain() error {
 	return errors.New("interrupted")
 }
 func (t *stallTransport) Interrupt()                          { close(t.interrupted) }
-func (t *stallTransport) Hold() time.Duration                 { return 0 }
+func (t *stallTransport) Pace() (time.Duration, bool)         { return 0, false }
 func (t *stallTransport) ScheduleAfter(time.Duration, func()) {}
 
 // A queue past MaxQueueBytes closes the session only once its client
@@ -124,7 +124,7 @@ func (t *resumeTransport) Schedule(flush func())               { go flush() }
 func (t *resumeTransport) Write([]*Frame) error                { return nil }
 func (t *resumeTransport) Close(code uint16, _ string)         {}
 func (t *resumeTransport) Interrupt()                          {}
-func (t *resumeTransport) Hold() time.Duration                 { return 0 }
+func (t *resumeTransport) Pace() (time.Duration, bool)         { return 0, false }
 func (t *resumeTransport) ScheduleAfter(time.Duration, func()) {}
 func (t *resumeTransport) Drain() error                        { <-t.resume; return nil }
 func (t *resumeTransport) TryWrite([]*Frame) (bool, error) {

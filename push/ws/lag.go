@@ -34,6 +34,7 @@ type lag struct {
 	writes  uint8  // writes so far, up to lagYoung; then counts to lagEvery
 	strikes uint8  // probes in a row that found the unread bytes growing
 	lagging bool
+	probed  bool // probed since the last write: a probe again counts no strike
 	wait    uint8  // lagging: the wait before the next write is about lagFirstWait << wait
 	gap     uint32 // lagging: the wait after the last write, drawn by nextGap, in ns
 }
@@ -64,7 +65,12 @@ func (l *lag) observe(wnd uint32) {
 	l.high = max(l.high, wnd)
 	unread := l.high - wnd
 	growing := unread > 0 && unread >= l.unread && unread >= l.lastLen
+	again := l.probed
+	l.probed = true
 	switch {
+	case again && growing:
+		// The same write looked at twice (a flush sent behind the
+		// readers' and run): one strike for it.
 	case !l.lagging && growing:
 		if l.strikes++; l.strikes >= lagStrikes {
 			l.lagging, l.wait = true, 0
@@ -104,7 +110,7 @@ func (l *lag) nextGap() {
 
 // wrote records a write of n bytes made at now.
 func (l *lag) wrote(n int, now int64) {
-	l.lastLen, l.last = uint32(min(n, 1<<31)), now
+	l.lastLen, l.last, l.probed = uint32(min(n, 1<<31)), now, false
 	if l.lagging {
 		l.nextGap()
 	}

@@ -78,6 +78,19 @@ func TestLagLeavesReadersAlone(t *testing.T) {
 	}
 }
 
+// A write looked at twice (its flush sent behind the readers' flushes,
+// then run) is one strike, not two.
+func TestLagCountsAWriteOnce(t *testing.T) {
+	var l lag
+	l.observe(4096)
+	l.wrote(140, 0)
+	l.observe(4096 - 140)
+	l.observe(4096 - 140)
+	if l.lagging || l.strikes != 1 {
+		t.Fatalf("after one write looked at twice: lagging %v, %d strikes; want 1 strike", l.lagging, l.strikes)
+	}
+}
+
 func TestLagEndsWhenTheClientReadsAgain(t *testing.T) {
 	var l lag
 	feed(&l, shrinking(8192, 500, 6), 500)

@@ -188,6 +188,10 @@ type wsTransport struct {
 	out     []byte      // what the socket has not taken yet (raw)
 	lag     lag         // whether the client keeps up (raw; lag.go)
 	later   atomic.Bool // the last probe found bytes unread: its flushes wait for the readers' (writers.go)
+	// Of the session's writer: the time of the probe before this write
+	// (0: none), and whether this flush was scheduled behind the readers'.
+	probedAt    int64
+	queuedLater bool
 	initial []string    // channels from the query string, until OnOpen
 	maxRate string      // the query's max_rate for them, until OnOpen
 	ip      string      // client address, for the per-address limit
@@ -256,7 +260,11 @@ func (t *wsTransport) Schedule(flush func()) {
 		t.conn.Async(flush)
 		return
 	}
-	t.writer.schedule(flush, t.later.Load())
+	// No writer runs for the session now (it schedules a flush only
+	// then): the fields of its writer are free to set.
+	later := t.later.Load()
+	t.queuedLater = later
+	t.writer.schedule(flush, later)
 }
 
 func (t *wsTransport) Write(frames []*push.Frame) error {
@@ -278,9 +286,9 @@ func (t *wsTransport) TryWrite(frames []*push.Frame) (bool, error) {
 		t.out = append(t.out, w.buf...)
 		return false, nil
 	}
-	now := t.probe()
 	rest, err := w.write(t.raw, w.buf, false)
-	t.lag.wrote(len(w.buf)-len(rest), now)
+	t.lag.wrote(len(w.buf)-len(rest), t.probedAt)
+	t.probedAt = 0
 	if err != nil {
 		_ = t.gwsConn.Close() // the reader sees it and cleans up
 		return true, err
@@ -329,31 +337,37 @@ func (t *wsTransport) Drain() error {
 	return nil
 }
 
-// probe has the lag watch look at the client's window when the next
-// write is due for it (lag.go), and returns the time of the write then
-// (0 when not probed: the time matters only to a client found lagging,
-// and every write to one is probed).
-func (t *wsTransport) probe() int64 {
-	if !t.lag.due() {
-		return 0
+// Pace probes the client's window when due (lag.go) before a write of
+// queued frames, and says whether the write should wait: behind the
+// readers' flushes once, when the client has not read what it was sent
+// (a flush scheduled before that was found), or until its next write is
+// due, when it lags.
+func (t *wsTransport) Pace() (time.Duration, bool) {
+	if t.raw == nil || !t.lag.due() {
+		t.probedAt = 0
+		return 0, false
 	}
 	if wnd, ok := peerWindow(t.raw); ok {
 		t.lag.observe(wnd)
 		t.later.Store(t.lag.unread > 0)
 	}
-	return time.Now().UnixNano()
-}
-
-func (t *wsTransport) Hold() time.Duration {
-	if !t.lag.lagging {
-		return 0
+	t.probedAt = time.Now().UnixNano()
+	if t.lag.lagging {
+		d := t.lag.hold(t.probedAt)
+		return d, d > 0
 	}
-	return t.lag.hold(time.Now().UnixNano())
+	return 0, t.later.Load() && !t.queuedLater
 }
 
 // ScheduleAfter runs flush on the connection's writer after d, behind
-// the readers' flushes: a lagging client's held write (lag.go).
+// the readers' flushes (Pace). The session's writer calls it, and stays
+// the transport's owner until flush runs.
 func (t *wsTransport) ScheduleAfter(d time.Duration, flush func()) {
+	t.queuedLater = true
+	if d <= 0 {
+		t.writer.schedule(flush, true)
+		return
+	}
 	time.AfterFunc(d, func() { t.writer.schedule(flush, true) })
 }
 
