@@ -93,6 +93,7 @@ var (
 	descDropped       = desc("messages_dropped_total", "Frames not queued because their client was being closed.")
 	descSkipped       = desc("messages_skipped_total", "Messages not sent to throttled subscribers (max_rate, conflate namespaces): each one got a newer message with the count instead.")
 	descConflated     = desc("conflated_sessions_total", "Times a client fell behind in a conflate namespace and went latest-only instead of being closed.")
+	descLagging       = desc("lagging_clients_total", "Times a WebSocket client was found reading slower than its feed (its receive window kept shrinking): its messages are held back and written together.")
 	descClientPubs    = desc("client_publishes_total", "Publishes from clients (client_publish namespaces) accepted.")
 	descGaps          = desc("gaps_total", "Offset gaps found (after broker outages) and filled or reported.")
 	descReconnects    = desc("broker_reconnects_total", "Times the broker connection (Redis) came back.")
@@ -110,7 +111,7 @@ type nodeCollector struct{ node Snapshotter }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descReceived, descDelivered,
-		descDropped, descSkipped, descConflated, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics, descPubSubLag} {
+		descDropped, descSkipped, descConflated, descLagging, descClientPubs, descGaps, descReconnects, descQueued, descMaxQueued, descRejections, descCloses, descSlow, descPanics, descPubSubLag} {
 		ch <- d
 	}
 }
@@ -134,6 +135,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDropped, s.Dropped)
 	counter(descSkipped, s.Skipped)
 	counter(descConflated, s.Conflated)
+	counter(descLagging, s.Lagging)
 	counter(descClientPubs, s.ClientPubs)
 	counter(descGaps, s.Gaps)
 	counter(descReconnects, s.Reconnects)

@@ -200,6 +200,7 @@ type Stats struct {
 	Dropped    atomic.Uint64 // frames not queued: the session was closing
 	Skipped    atomic.Uint64 // messages a throttled subscriber did not get (max_rate, conflation)
 	Conflated  atomic.Uint64 // times a conflating session fell behind
+	Lagging    atomic.Uint64 // times a client was found lagging (push/ws/lag.go)
 	ClientPubs atomic.Uint64 // client publishes accepted
 	Gaps       atomic.Uint64 // gaps found and filled or reported
 	Reconnects atomic.Uint64 // broker reconnects

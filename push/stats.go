@@ -13,6 +13,7 @@ type Snapshot struct {
 	Dropped       uint64            `json:"messages_dropped"`
 	Skipped       uint64            `json:"messages_skipped"`   // not sent to throttled subscribers (max_rate, conflate)
 	Conflated     uint64            `json:"conflated_sessions"` // times a session fell behind in a conflating namespace
+	Lagging       uint64            `json:"lagging_clients"`    // times a WebSocket client was found not reading as fast as the feed (its writes held back and gathered)
 	ClientPubs    uint64            `json:"client_publishes"`
 	Gaps          uint64            `json:"gaps"`
 	Reconnects    uint64            `json:"broker_reconnects"`
@@ -33,6 +34,7 @@ func (n *Node) Snapshot() Snapshot {
 		Dropped:    n.stats.Dropped.Load(),
 		Skipped:    n.stats.Skipped.Load(),
 		Conflated:  n.stats.Conflated.Load(),
+		Lagging:    n.stats.Lagging.Load(),
 		ClientPubs: n.stats.ClientPubs.Load(),
 		Gaps:       n.stats.Gaps.Load(),
 		Reconnects: n.stats.Reconnects.Load(),
@@ -52,6 +54,10 @@ func (n *Node) Snapshot() Snapshot {
 	}
 	return s
 }
+
+// CountLagging counts a client found lagging: its receive window kept
+// shrinking, and its writes are held back and gathered (push/ws/lag.go).
+func (n *Node) CountLagging() { n.stats.Lagging.Add(1) }
 
 // Delivered counts the frames queued to clients since the node started:
 // one counter read, cheap to poll every second (Snapshot walks every

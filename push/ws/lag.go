@@ -34,7 +34,7 @@ type lag struct {
 	writes  uint8  // writes so far, up to lagYoung; then counts to lagEvery
 	strikes uint8  // probes in a row that found the unread bytes growing
 	lagging bool
-	probed  bool // probed since the last write: a probe again counts no strike
+	probed  bool   // probed since the last write: a probe again counts no strike
 	wait    uint8  // lagging: the wait before the next write is about lagFirstWait << wait
 	gap     uint32 // lagging: the wait after the last write, drawn by nextGap, in ns
 }

@@ -67,6 +67,9 @@ func TestStalledClientCostsFewWrites(t *testing.T) {
 		t.Fatalf("reader closed after %d of %d messages: %v", r.msgs.Load(), sent, why)
 	}
 	t.Logf("%d messages; the stalled client received %d data segments before its 4001", sent, segs)
+	if got := n.hub.Snapshot().Lagging; got < 1 {
+		t.Errorf("lagging_clients %d, want the stalled client counted", got)
+	}
 	if segs > 25 {
 		t.Errorf("the stalled client received %d data segments (writes) before its 4001, want at most 25", segs)
 	}

@@ -107,7 +107,7 @@ func TestLagEndsWhenTheClientReadsAgain(t *testing.T) {
 // after them: a reader's flush is not stuck behind those of clients that
 // do not read.
 func TestWritersRunReadersFirst(t *testing.T) {
-	p := startWriters(1)
+	p := startWriters(1, func() {})
 	defer p.stop()
 	w := &p.ws[0]
 	hold, order := make(chan struct{}), make(chan string, 8)

@@ -75,7 +75,7 @@ func NewServer(n *push.Node, o ServerOptions) *Server {
 	srv := &Server{
 		node: n, admit: o.Admission, compression: o.Compression, sendBuffer: o.SendBuffer,
 		sendLowat: o.SendLowat, maxFrame: no.MaxFrameBytes, writeTimeout: no.WriteTimeout,
-		writers: startWriters(runtime.GOMAXPROCS(0)),
+		writers: startWriters(runtime.GOMAXPROCS(0), n.CountLagging),
 	}
 	n.AfterClose(srv.writers.stop)
 	srv.hd = &handler{node: n, admit: o.Admission}
@@ -192,10 +192,10 @@ type wsTransport struct {
 	// (0: none), and whether this flush was scheduled behind the readers'.
 	probedAt    int64
 	queuedLater bool
-	initial []string    // channels from the query string, until OnOpen
-	maxRate string      // the query's max_rate for them, until OnOpen
-	ip      string      // client address, for the per-address limit
-	authErr *push.Error // why the handshake's token was refused
+	initial     []string    // channels from the query string, until OnOpen
+	maxRate     string      // the query's max_rate for them, until OnOpen
+	ip          string      // client address, for the per-address limit
+	authErr     *push.Error // why the handshake's token was refused
 }
 
 // newWSTransport picks the write path for the socket nc: raw unless nc
@@ -348,8 +348,12 @@ func (t *wsTransport) Pace() (time.Duration, bool) {
 		return 0, false
 	}
 	if wnd, ok := peerWindow(t.raw); ok {
+		was := t.lag.lagging
 		t.lag.observe(wnd)
 		t.later.Store(t.lag.unread > 0)
+		if t.lag.lagging && !was {
+			t.writer.lagged()
+		}
 	}
 	t.probedAt = time.Now().UnixNano()
 	if t.lag.lagging {

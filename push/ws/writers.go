@@ -11,11 +11,14 @@ import (
 // of a goroutine per connection per message. A connection whose socket is
 // full leaves them (see tryWriter).
 type writers struct {
-	ws   []writer
-	next atomic.Uint32
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
+	ws []writer
+	// lagged is called when a client of theirs is found lagging
+	// (lag.go): the node counts it.
+	lagged func()
+	next   atomic.Uint32
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
 }
 
 // writer is one goroutine's run queues: the flushes of clients that keep
@@ -24,18 +27,20 @@ type writers struct {
 // used to be 10,000 writes in front of the readers' on every message until
 // they were found out; now a reader's flush waits for one write at most.
 type writer struct {
-	mu    sync.Mutex
-	ready []func()
-	later []func()      // run one at a time, when ready is empty
-	next  int           // later[next:] are still to run
-	idle  bool          // the goroutine waits on wake
-	wake  chan struct{} // capacity 1: one wake-up per idle spell
+	mu     sync.Mutex
+	ready  []func()
+	later  []func()      // run one at a time, when ready is empty
+	next   int           // later[next:] are still to run
+	lagged func()        // writers.lagged
+	idle   bool          // the goroutine waits on wake
+	wake   chan struct{} // capacity 1: one wake-up per idle spell
 }
 
-func startWriters(n int) *writers {
-	p := &writers{ws: make([]writer, max(n, 1)), done: make(chan struct{})}
+func startWriters(n int, lagged func()) *writers {
+	p := &writers{ws: make([]writer, max(n, 1)), done: make(chan struct{}), lagged: lagged}
 	for i := range p.ws {
 		w := &p.ws[i]
+		w.lagged = lagged
 		w.wake = make(chan struct{}, 1)
 		p.wg.Add(1)
 		go func() {
