@@ -26,10 +26,12 @@ const DefaultSendBuffer = 32 << 10
 // unsent, so a far client keeps its full send buffer; a client that stops
 // reading closes its window and is found out after about this many bytes
 // (plus its window) instead of after the whole send buffer. Until then
-// each message to it is one more write(2) in the writers' run queues, in
-// front of the readers: 10,000 stalled clients took ~100 writes each at
-// 16 KiB (the value HTTP/2 servers use), ~57 at 4 KiB, and their readers'
-// p99 followed (issue 12 item 4, docs/performance.md). A push feed's
+// each message to it used to be one more write(2) in the writers' run
+// queues, in front of the readers: 10,000 stalled clients took ~100
+// writes each at 16 KiB (the value HTTP/2 servers use), ~57 at 4 KiB, and
+// their readers' p99 followed (issue 12 item 4, docs/performance.md); a
+// client whose window keeps shrinking now lags instead, and its writes
+// are gathered behind the readers' (lag.go). A push feed's
 // frames are small and seldom; a reading client whose burst does not fit
 // waits on its own goroutine, not on the writers, and its kernel still
 // sends what is unsent while it waits (it wakes once under half is left).
