@@ -373,7 +373,7 @@ func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p
 	for _, c := range calls {
 		c.groupByChannel()
 		c.ends = c.ends[:0]
-		keys := make([]string, 1, 1+2*len(c.items))
+		keys := make([]string, 1, 1+3*len(c.items))
 		args := make([]any, 3, 3+6*len(c.items))
 		args[0], args[1], args[2] = fresh, now, cmd
 		for g := 0; g < len(c.items); {
@@ -387,7 +387,7 @@ func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p
 			}
 			n := b.names(first.channel)
 			keys[0] = n.gen // the same for every message of a call
-			keys = append(keys, n.pos, n.stream)
+			keys = append(keys, n.pos, n.stream, n.log)
 			last := c.items[end-1] // a reload may change retention midway: the newest wins
 			args = append(args, end-g, keyed, ttlMillis(last.r.TTL), max(last.r.Size, 0), n.pubsub)
 			for _, it := range c.items[g:end] {
