@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,7 +62,11 @@ const (
 )
 
 // pubJob is one Publish or PublishBatch call. The caller owns it until it
-// is queued; then the publisher that took it, until done is closed.
+// is queued; then the publisher that took it, until it sends on done (a
+// buffer of one, so that the send never waits), and the caller again
+// once it has received. A job of one message whose caller received is
+// referenced by nothing else then, and is reused (singleJobs): an HTTP
+// publish allocates no job and no channel of its own.
 type pubJob struct {
 	items []pubItem
 	state atomic.Int32
@@ -107,13 +112,17 @@ func frame(buf []byte, data []byte) []byte {
 	return append(b, data...)
 }
 
+// singleJobs holds jobs of one message for reuse (pubJob).
+var singleJobs = sync.Pool{New: func() any { return &pubJob{done: make(chan struct{}, 1)} }}
+
 // newJob returns a job for pubs.
 func newJob(pubs []broker.Publication) *pubJob {
-	j := &pubJob{done: make(chan struct{})}
+	var j *pubJob
 	if len(pubs) == 1 {
+		j = singleJobs.Get().(*pubJob)
 		j.items = j.one[:]
 	} else {
-		j.items = make([]pubItem, len(pubs))
+		j = &pubJob{done: make(chan struct{}, 1), items: make([]pubItem, len(pubs))}
 	}
 	for i, p := range pubs {
 		it := &j.items[i]
@@ -172,9 +181,11 @@ func (b *Broker) publish(ctx context.Context, pubs []broker.Publication, out []b
 	select {
 	case b.jobs <- j:
 	case <-ctx.Done():
+		j.release() // never queued
 		failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
 		return
 	case <-b.done:
+		j.release()
 		failAll(broker.ErrClosed)
 		return
 	}
@@ -198,6 +209,20 @@ func (b *Broker) publish(ctx context.Context, pubs []broker.Publication, out []b
 	for i := range j.items {
 		out[i] = broker.PublishResult{Position: j.items[i].pos, Duplicate: j.items[i].dup, Err: j.items[i].err}
 	}
+	j.release()
+}
+
+// release hands a job of one message back for reuse. Only for a job
+// whose done its caller received: an abandoned job may still be in
+// b.jobs or with a publisher.
+func (j *pubJob) release() {
+	if len(j.items) != 1 || &j.items[0] != &j.one[0] {
+		return
+	}
+	j.one[0] = pubItem{}
+	j.items = nil
+	j.state.Store(jobQueued)
+	singleJobs.Put(j)
 }
 
 // publisher is one of the engine's publisher goroutines (owned by the
@@ -251,7 +276,7 @@ func (b *Broker) publisher() {
 			b.send(items)
 		}
 		for _, j := range jobs {
-			close(j.done)
+			j.done <- struct{}{} // its caller may reuse j from here on
 		}
 		clear(jobs)
 		clear(items)
