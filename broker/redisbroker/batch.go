@@ -101,6 +101,27 @@ func (it *pubItem) MarshalBinary() ([]byte, error) {
 	return it.wire, nil
 }
 
+// groupData is the data of a channel group without keys as one argument
+// of publishScript: the messages' frames back to back, which the script
+// publishes and stores as they are. Redis then reads one argument per
+// group instead of one per message, and Lua makes one string of it.
+// Like pubItem's, its MarshalBinary records that the messages are being
+// written.
+type groupData struct{ items []*pubItem }
+
+func (g *groupData) MarshalBinary() ([]byte, error) {
+	n := 0
+	for _, it := range g.items {
+		n += len(it.wire)
+	}
+	buf := make([]byte, 0, n)
+	for _, it := range g.items {
+		it.sent.Store(true)
+		buf = append(buf, it.wire...)
+	}
+	return buf, nil
+}
+
 // frame returns "<len>:<data>", in buf when it fits.
 func frame(buf []byte, data []byte) []byte {
 	b := buf[:0]
@@ -415,16 +436,23 @@ func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p
 			keys = append(keys, n.pos, n.stream, n.log)
 			last := c.items[end-1] // a reload may change retention midway: the newest wins
 			args = append(args, end-g, keyed, ttlMillis(last.r.TTL), max(last.r.Size, 0), n.pubsub)
-			for _, it := range c.items[g:end] {
-				if keyed > 0 {
+			if keyed == 0 {
+				// The hot case: one argument for the group.
+				if end-g == 1 {
+					args = append(args, first)
+				} else {
+					args = append(args, &groupData{items: c.items[g:end]})
+				}
+			} else {
+				for _, it := range c.items[g:end] {
 					if it.key != "" {
 						keys = append(keys, n.idem(it.key))
 						args = append(args, it.window)
 					} else {
 						args = append(args, 0)
 					}
+					args = append(args, it)
 				}
-				args = append(args, it)
 			}
 			c.ends = append(c.ends, end)
 			g = end

@@ -96,9 +96,10 @@ var _ = [logGroupMax - perCall]struct{}{} // perCall <= logGroupMax
 //	ARGV[1] a fresh id: the epoch of a channel that starts one
 //	ARGV[2] time (Unix ms), ARGV[3] PUBLISH or SPUBLISH; then per group:
 //	  the message count n, the count of keyed messages nk, TTL in ms,
-//	  history size, pub/sub channel; then per message its data framed
-//	  "<len>:<data>", or when nk > 0 its key's window in ms ("0": no key)
-//	  and its data
+//	  history size, pub/sub channel; then when nk = 0 the data of all
+//	  its messages in one argument, each framed "<len>:<data>", back to
+//	  back; when nk > 0 per message its key's window in ms ("0": no
+//	  key) and its framed data
 //
 // The position hash holds epoch, offset, gen (the generation it was
 // created in), g, the history size of the last publish ("0" or absent:
@@ -212,12 +213,13 @@ while a <= #ARGV do
   local n, nk, ttl, size, chan = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local pos, stream, log = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   a, k = a + 5, k + 3
-  local step, m, fresh, ik, prev = 1, n, nil, nil, nil
+  -- na: the group's data arguments (one without keys).
+  local na, m, fresh, ik, prev = 1, n, nil, nil, nil
   if nk > 0 then
     -- Keys first: fresh[i] marks what publishes, ik[i] its key; prev[i]
     -- is what a repeat answers ("<epoch> <offset>", or the index of the
     -- message earlier in this call that used the key).
-    step, m, fresh, ik, prev = 2, 0, {}, {}, {}
+    na, m, fresh, ik, prev = 2 * n, 0, {}, {}, {}
     local seen = {}
     for i = 1, n do
       if ARGV[a + 2 * (i - 1)] ~= '0' then
@@ -288,9 +290,9 @@ while a <= #ARGV do
   local head = (epoch or '') .. ' ' .. ARGV[2] .. ' ' .. off1 .. ' '
   local dups = ''
   if nk == 0 then
-    -- The hot path: every message is new, and the data arguments are
-    -- contiguous, ready to go out (and into the log) as they are.
-    local body = table.concat(ARGV, '', a, a + n - 1)
+    -- The hot path: every message is new, and the group's data is one
+    -- argument, ready to go out (and into the log) as it is.
+    local body = ARGV[a]
     if size ~= '0' then xadd(log, first, n, body, size, sexp) end
     redis.call(pub, chan, head .. body)
   else
@@ -324,7 +326,7 @@ while a <= #ARGV do
   out[#out + 1] = epoch or ''
   out[#out + 1] = off1
   out[#out + 1] = dups
-  a = a + step * n
+  a = a + na
 end
 return out
 `
