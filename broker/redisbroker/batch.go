@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,7 +62,11 @@ const (
 )
 
 // pubJob is one Publish or PublishBatch call. The caller owns it until it
-// is queued; then the publisher that took it, until done is closed.
+// is queued; then the publisher that took it, until it sends on done (a
+// buffer of one, so that the send never waits), and the caller again
+// once it has received. A job of one message whose caller received is
+// referenced by nothing else then, and is reused (singleJobs): an HTTP
+// publish allocates no job and no channel of its own.
 type pubJob struct {
 	items []pubItem
 	state atomic.Int32
@@ -96,6 +101,27 @@ func (it *pubItem) MarshalBinary() ([]byte, error) {
 	return it.wire, nil
 }
 
+// groupData is the data of a channel group without keys as one argument
+// of publishScript: the messages' frames back to back, which the script
+// publishes and stores as they are. Redis then reads one argument per
+// group instead of one per message, and Lua makes one string of it.
+// Like pubItem's, its MarshalBinary records that the messages are being
+// written.
+type groupData struct{ items []*pubItem }
+
+func (g *groupData) MarshalBinary() ([]byte, error) {
+	n := 0
+	for _, it := range g.items {
+		n += len(it.wire)
+	}
+	buf := make([]byte, 0, n)
+	for _, it := range g.items {
+		it.sent.Store(true)
+		buf = append(buf, it.wire...)
+	}
+	return buf, nil
+}
+
 // frame returns "<len>:<data>", in buf when it fits.
 func frame(buf []byte, data []byte) []byte {
 	b := buf[:0]
@@ -107,13 +133,17 @@ func frame(buf []byte, data []byte) []byte {
 	return append(b, data...)
 }
 
+// singleJobs holds jobs of one message for reuse (pubJob).
+var singleJobs = sync.Pool{New: func() any { return &pubJob{done: make(chan struct{}, 1)} }}
+
 // newJob returns a job for pubs.
 func newJob(pubs []broker.Publication) *pubJob {
-	j := &pubJob{done: make(chan struct{})}
+	var j *pubJob
 	if len(pubs) == 1 {
+		j = singleJobs.Get().(*pubJob)
 		j.items = j.one[:]
 	} else {
-		j.items = make([]pubItem, len(pubs))
+		j = &pubJob{done: make(chan struct{}, 1), items: make([]pubItem, len(pubs))}
 	}
 	for i, p := range pubs {
 		it := &j.items[i]
@@ -172,9 +202,11 @@ func (b *Broker) publish(ctx context.Context, pubs []broker.Publication, out []b
 	select {
 	case b.jobs <- j:
 	case <-ctx.Done():
+		j.release() // never queued
 		failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
 		return
 	case <-b.done:
+		j.release()
 		failAll(broker.ErrClosed)
 		return
 	}
@@ -198,6 +230,20 @@ func (b *Broker) publish(ctx context.Context, pubs []broker.Publication, out []b
 	for i := range j.items {
 		out[i] = broker.PublishResult{Position: j.items[i].pos, Duplicate: j.items[i].dup, Err: j.items[i].err}
 	}
+	j.release()
+}
+
+// release hands a job of one message back for reuse. Only for a job
+// whose done its caller received: an abandoned job may still be in
+// b.jobs or with a publisher.
+func (j *pubJob) release() {
+	if len(j.items) != 1 || &j.items[0] != &j.one[0] {
+		return
+	}
+	j.one[0] = pubItem{}
+	j.items = nil
+	j.state.Store(jobQueued)
+	singleJobs.Put(j)
 }
 
 // publisher is one of the engine's publisher goroutines (owned by the
@@ -251,7 +297,7 @@ func (b *Broker) publisher() {
 			b.send(items)
 		}
 		for _, j := range jobs {
-			close(j.done)
+			j.done <- struct{}{} // its caller may reuse j from here on
 		}
 		clear(jobs)
 		clear(items)
@@ -373,7 +419,7 @@ func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p
 	for _, c := range calls {
 		c.groupByChannel()
 		c.ends = c.ends[:0]
-		keys := make([]string, 1, 1+2*len(c.items))
+		keys := make([]string, 1, 1+3*len(c.items))
 		args := make([]any, 3, 3+6*len(c.items))
 		args[0], args[1], args[2] = fresh, now, cmd
 		for g := 0; g < len(c.items); {
@@ -387,19 +433,26 @@ func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p
 			}
 			n := b.names(first.channel)
 			keys[0] = n.gen // the same for every message of a call
-			keys = append(keys, n.pos, n.stream)
+			keys = append(keys, n.pos, n.stream, n.log)
 			last := c.items[end-1] // a reload may change retention midway: the newest wins
 			args = append(args, end-g, keyed, ttlMillis(last.r.TTL), max(last.r.Size, 0), n.pubsub)
-			for _, it := range c.items[g:end] {
-				if keyed > 0 {
+			if keyed == 0 {
+				// The hot case: one argument for the group.
+				if end-g == 1 {
+					args = append(args, first)
+				} else {
+					args = append(args, &groupData{items: c.items[g:end]})
+				}
+			} else {
+				for _, it := range c.items[g:end] {
 					if it.key != "" {
 						keys = append(keys, n.idem(it.key))
 						args = append(args, it.window)
 					} else {
 						args = append(args, 0)
 					}
+					args = append(args, it)
 				}
-				args = append(args, it)
 			}
 			c.ends = append(c.ends, end)
 			g = end

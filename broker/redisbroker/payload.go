@@ -43,27 +43,37 @@ func decodePayload(p string) ([]*broker.Message, error) {
 	buf := []byte(rest)
 	var out []*broker.Message
 	for len(buf) > 0 {
-		colon := -1
-		for i := 0; i < len(buf) && i < 12; i++ {
-			if buf[i] == ':' {
-				colon = i
-				break
-			}
-		}
-		if colon <= 0 {
+		data, next, ok := nextFrame(buf)
+		if !ok {
 			return nil, errPayload
 		}
-		n, err := strconv.Atoi(string(buf[:colon]))
-		if err != nil || n <= 0 || n > len(buf)-colon-1 {
-			return nil, errPayload
-		}
-		data := buf[colon+1 : colon+1+n : colon+1+n]
 		out = append(out, &broker.Message{Offset: off, Epoch: epoch, Time: ms, Data: json.RawMessage(data)})
 		off++
-		buf = buf[colon+1+n:]
+		buf = next
 	}
 	if len(out) == 0 {
 		return nil, errPayload
 	}
 	return out, nil
+}
+
+// nextFrame cuts the first "<len>:<data>" frame off buf: its data (capped
+// at its length, so that appending to it copies) and what follows.
+func nextFrame(buf []byte) (data, rest []byte, ok bool) {
+	colon := -1
+	for i := 0; i < len(buf) && i < 12; i++ {
+		if buf[i] == ':' {
+			colon = i
+			break
+		}
+	}
+	if colon <= 0 {
+		return nil, nil, false
+	}
+	n, err := strconv.Atoi(string(buf[:colon]))
+	if err != nil || n <= 0 || n > len(buf)-colon-1 {
+		return nil, nil, false
+	}
+	end := colon + 1 + n
+	return buf[colon+1 : end : end], buf[end:], true
 }

@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -51,7 +52,7 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 		start = strconv.FormatUint(since+1, 10)
 	}
 	n := b.names(channel)
-	raw, err := historyScript.Run(ctx, b.client, []string{n.pos, n.stream, n.gen},
+	raw, err := historyScript.Run(ctx, b.client, []string{n.pos, n.stream, n.gen, n.log},
 		broker.NewEpoch(), ttlMillis(0), mode, q.Since.Epoch, start, count).Slice()
 	if err != nil {
 		return broker.History{}, b.fail("history", channel, err)
@@ -74,7 +75,17 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 	if mode == "" {
 		return h, nil
 	}
-	if !q.Reverse && noSince {
+	// entries hold what was asked for, oldest first, and maybe more:
+	// the first count (mode f) or the last count (mode r, newest first
+	// when Reverse; without since, the newest Limit in order).
+	if len(entries) > count {
+		if mode == "r" {
+			entries = entries[len(entries)-count:]
+		} else {
+			entries = entries[:count]
+		}
+	}
+	if q.Reverse {
 		slices.Reverse(entries)
 	}
 	if len(entries) > q.Limit {
@@ -88,9 +99,12 @@ func (b *Broker) History(ctx context.Context, channel string, q broker.HistoryQu
 }
 
 // parseHistory decodes historyScript's reply: {epoch, offset, first
-// offset, entries}. first is the offset of the oldest retained message, 0 if none.
+// offset, log entries, stream entries, lowest offset wanted}. first is
+// the offset of the oldest retained message, 0 if none. The messages it
+// returns are those of the entries from the lowest offset wanted and
+// from first on, oldest first.
 func parseHistory(channel string, raw []any) (pos broker.Position, first uint64, msgs []broker.Message, err error) {
-	if len(raw) != 4 {
+	if len(raw) != 6 {
 		return pos, 0, nil, fmt.Errorf("script returned %d values", len(raw))
 	}
 	epoch, _ := raw[0].(string)
@@ -104,21 +118,92 @@ func parseHistory(channel string, raw []any) (pos broker.Position, first uint64,
 	if first, err = strconv.ParseUint(firstStr, 10, 64); err != nil {
 		return pos, 0, nil, fmt.Errorf("bad first offset %q", firstStr)
 	}
-	entries, _ := raw[3].([]any)
-	if len(entries) > 0 {
-		msgs = make([]broker.Message, 0, len(entries))
+	fromStr, _ := raw[5].(string)
+	from, err := strconv.ParseUint(fromStr, 10, 64)
+	if err != nil {
+		return pos, 0, nil, fmt.Errorf("bad lowest offset %q", fromStr)
 	}
-	for _, e := range entries {
+	from = max(from, first)
+	logs, _ := raw[3].([]any)
+	stream, _ := raw[4].([]any)
+	if first == 0 || len(logs)+len(stream) == 0 {
+		return pos, first, nil, nil
+	}
+	keep := func(m broker.Message) {
+		if m.Offset >= from && m.Offset <= off {
+			msgs = append(msgs, m)
+		}
+	}
+	for _, e := range logs {
+		if err := parseLogEntry(channel, epoch, e, keep); err != nil {
+			return pos, 0, nil, err
+		}
+	}
+	for _, e := range stream {
 		m, err := parseEntry(channel, epoch, e)
 		if err != nil {
 			return pos, 0, nil, err
 		}
-		msgs = append(msgs, m)
+		keep(m)
 	}
+	// Each part is in order (forward or reverse); the log's messages are
+	// older than the stream's, but nothing here relies on it.
+	slices.SortFunc(msgs, func(x, y broker.Message) int { return cmp.Compare(x.Offset, y.Offset) })
+	msgs = slices.CompactFunc(msgs, func(x, y broker.Message) bool { return x.Offset == y.Offset })
 	return pos, first, msgs, nil
 }
 
-// parseEntry decodes one stream entry: {"<offset>-0", {"d", data, "t", ms}}.
+// parseLogEntry decodes one entry of the log: {"<first offset>-0", {"n",
+// count, "t", ms, "g", "<len>:<data>..."}}, and calls fn with each of
+// its messages in order. Their data share one copy of the entry.
+func parseLogEntry(channel, epoch string, e any, fn func(broker.Message)) error {
+	pair, _ := e.([]any)
+	if len(pair) != 2 {
+		return fmt.Errorf("bad log entry %v", e)
+	}
+	id, _ := pair[0].(string)
+	ms, _, _ := strings.Cut(id, "-")
+	off, err := strconv.ParseUint(ms, 10, 64)
+	if err != nil {
+		return fmt.Errorf("bad log entry id %q", id)
+	}
+	var (
+		ts   int64
+		body string
+		n    = -1
+	)
+	fields, _ := pair[1].([]any)
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, _ := fields[i].(string)
+		v, _ := fields[i+1].(string)
+		switch k {
+		case "n":
+			n, _ = strconv.Atoi(v)
+		case "t":
+			ts, _ = strconv.ParseInt(v, 10, 64)
+		case "g":
+			body = v
+		}
+	}
+	buf := []byte(body)
+	for i := 0; len(buf) > 0; i++ {
+		data, rest, ok := nextFrame(buf)
+		if !ok {
+			return fmt.Errorf("bad log entry %q", id)
+		}
+		fn(broker.Message{Channel: channel, Epoch: epoch, Offset: off + uint64(i), Time: ts, Data: json.RawMessage(data)})
+		buf = rest
+		n--
+	}
+	if n != 0 {
+		return fmt.Errorf("log entry %q holds another count of messages than its n", id)
+	}
+	return nil
+}
+
+// parseEntry decodes one stream entry, as versions before the log wrote
+// them: {"<offset>-0", {"p", "<len>:<data>", "t", ms}} ("d" and the raw
+// data in versions before the framing).
 func parseEntry(channel, epoch string, e any) (broker.Message, error) {
 	m := broker.Message{Channel: channel, Epoch: epoch}
 	pair, _ := e.([]any)

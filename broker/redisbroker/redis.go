@@ -26,9 +26,12 @@
 //
 // A channel's state is two keys sharing a hash tag, so that they live in one
 // Cluster slot: "<prefix>{<channel>}:pos", a hash with the channel's epoch
-// and last offset, and "<prefix>{<channel>}:stream", a stream holding the
-// retained messages under ids "<offset>-0" (absent when the namespace keeps
-// no history), and "<prefix>{<channel>}:k:<key>" per idempotency key,
+// and last offset, and "<prefix>{<channel>}:log", a stream holding the
+// retained messages, one entry per group published together, under ids
+// "<first offset>-0" (absent when the namespace keeps no history; older
+// versions kept one entry per message in "<prefix>{<channel>}:stream",
+// which is read beside the log and moved into it by the next publish:
+// scripts.go), and "<prefix>{<channel>}:k:<key>" per idempotency key,
 // "<epoch> <offset>" of the publish that used it, expiring after its
 // window. Messages are published on the pub/sub channel
 // "<prefix>{<channel>}", several of one channel in one pub/sub message
@@ -41,7 +44,7 @@
 //
 // A publish runs in a Lua script: the idempotency key check, next offset, epoch (a new random one when
 // the channel's state is gone or predates the current generation, see
-// guard.go), append to the stream trimmed to about the retention size (the
+// guard.go), append to the log trimmed to about the retention size (the
 // history script hides entries past it), expire the keys after the
 // retention TTL, PUBLISH (SPUBLISH in Cluster). The script runs
 // atomically, so offsets, history and live order agree. Concurrent

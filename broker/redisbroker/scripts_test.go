@@ -48,15 +48,15 @@ func TestPublishExpiryOnSchedule(t *testing.T) {
 	// A channel kept an hour, then the namespace's TTL shortened.
 	check("first publish", broker.Retention{TTL: time.Hour}, n.pos)
 	check("TTL shortened", broker.Retention{TTL: ttl}, n.pos)
-	// History from now on: the stream is new, the renewal not yet due.
+	// History from now on: the log is new, the renewal not yet due.
 	hist := broker.Retention{Size: 5, TTL: ttl}
-	check("stream started", hist, n.pos, n.stream)
+	check("log started", hist, n.pos, n.log)
 	// Publishes for longer than a renewal period (TTL/16): some renew,
 	// some do not, every one keeps the bounds.
 	renewed, skipped := false, false
 	prev := adm.PTTL(ctx, n.pos).Val()
 	for end := time.Now().Add(4 * ttl / 16); time.Now().Before(end); {
-		check("publish", hist, n.pos, n.stream)
+		check("publish", hist, n.pos, n.log)
 		left := adm.PTTL(ctx, n.pos).Val()
 		if left > prev {
 			renewed = true
