@@ -14,18 +14,19 @@ import (
 // item 4). The window says it sooner: a client that reads hands its
 // window back, one that does not advertises less and less. lag watches
 // the window the client advertises (TCP_INFO's tcpi_snd_wnd, lag_linux.go)
-// before a write, and a client whose unread bytes keep growing past what
-// the last write left in flight lags: its frames are held back and written
-// together, after lagFirstWait and then twice as long each time up to
-// lagMaxWait, instead of one write each. So a stalled client costs a few
+// before a write, and a client whose unread bytes have not fallen and are
+// more than twice the last write, on lagStrikes writes in a row, lags: its
+// frames are held back and written together, behind the readers', after
+// lagFirstWait and then twice as long each time up to lagMaxWait (give or
+// take half, at random), instead of one write each. So a stalled client costs a few
 // writes before its socket is full, however many messages the feed sends;
 // it is closed 4001 as before (write_timeout, max_queue_bytes). A client
 // that hands the window back (its unread bytes fall, or are no more than
 // the last write) stops lagging at the next write.
 //
 // The writer of the connection owns a lag: the writers' goroutine running
-// its flush, or its session's own while it waits (push.TryWriter), never
-// both at once.
+// its flush (push.TryWriter's Pace, TryWrite), or its session's own while
+// it waits for a full socket (Drain), never both at once.
 type lag struct {
 	high    uint32 // the largest window the client advertised
 	unread  uint32 // high less the window at the last probe: what the client holds unread
@@ -64,7 +65,10 @@ func (l *lag) due() bool {
 func (l *lag) observe(wnd uint32) {
 	l.high = max(l.high, wnd)
 	unread := l.high - wnd
-	growing := unread > 0 && unread >= l.unread && unread >= l.lastLen
+	// More than twice the last write: a receiver that acknowledges every
+	// second segment as it arrives (Windows), before its application has
+	// read it, advertises a window short of two writes while it reads.
+	growing := unread > 0 && unread >= l.unread && unread > 2*l.lastLen
 	again := l.probed
 	l.probed = true
 	switch {

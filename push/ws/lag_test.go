@@ -33,8 +33,8 @@ func shrinking(high uint32, n, writes int) []uint32 {
 
 func TestLagFindsAClientThatDoesNotRead(t *testing.T) {
 	var l lag
-	if at := feed(&l, shrinking(4096, 140, 20), 140); at < 0 || at > 3 {
-		t.Fatalf("a client whose window shrinks by every write found lagging at write %d, want by the 4th", at)
+	if at := feed(&l, shrinking(4096, 140, 20), 140); at < 0 || at > 4 {
+		t.Fatalf("a client whose window shrinks by every write found lagging at write %d, want by the 5th", at)
 	}
 	if !l.lagging || l.hold(l.last) <= 0 {
 		t.Fatalf("lagging %v, hold %v right after a write: want the next write held", l.lagging, l.hold(l.last))
@@ -64,6 +64,17 @@ func TestLagLeavesReadersAlone(t *testing.T) {
 	if at := feed(&l, w, 140); at >= 0 {
 		t.Fatalf("a reader found lagging at write %d", at)
 	}
+	// A receiver that acknowledges every second segment as it arrives,
+	// before its application reads it: two writes unread at every probe.
+	var win lag
+	two := make([]uint32, 200)
+	for i := range two {
+		two[i] = 65536 - 280
+	}
+	two[0] = 65536
+	if at := feed(&win, two, 140); at >= 0 {
+		t.Fatalf("a reader two writes behind its acknowledgements found lagging at write %d", at)
+	}
 	// Probed: every write while young, then one in lagEvery.
 	var probed int
 	var m lag
@@ -84,8 +95,8 @@ func TestLagCountsAWriteOnce(t *testing.T) {
 	var l lag
 	l.observe(4096)
 	l.wrote(140, 0)
-	l.observe(4096 - 140)
-	l.observe(4096 - 140)
+	l.observe(4096 - 300)
+	l.observe(4096 - 300)
 	if l.lagging || l.strikes != 1 {
 		t.Fatalf("after one write looked at twice: lagging %v, %d strikes; want 1 strike", l.lagging, l.strikes)
 	}
