@@ -3,6 +3,7 @@ package e2e
 import (
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -49,14 +50,18 @@ func (l *slowLink) serve() {
 		if err != nil {
 			return
 		}
-		d := net.Dialer{}
+		// The small receive buffer is set before connecting: set after,
+		// the window the SYN offered (64 KiB on loopback) stays open
+		// until filled, and that much of the node's frames sat in the
+		// proxy, seconds of the link's rate, in front of a close frame
+		// the client then did not get within the node's linger.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { setRecvBuffer(fd, 4<<10) })
+		}}
 		up, err := d.Dial("tcp", l.target)
 		if err != nil {
 			c.Close()
 			continue
-		}
-		if tc, ok := up.(*net.TCPConn); ok {
-			_ = tc.SetReadBuffer(4 << 10)
 		}
 		l.mu.Lock()
 		l.conns = append(l.conns, c, up)

@@ -186,6 +186,7 @@ type wsTransport struct {
 	deflate bool            // permessage-deflate negotiated: messages go compressed
 	timeout time.Duration
 	out     []byte      // what the socket has not taken yet (raw)
+	outHead int         // out's first outHead bytes end a frame under way; whole frames follow
 	lag     lag         // whether the client keeps up (raw; lag.go)
 	later   atomic.Bool // the last probe found bytes unread: its flushes wait for the readers' (writers.go)
 	// Of the session's writer: the time of the probe before this write
@@ -296,6 +297,7 @@ func (t *wsTransport) TryWrite(frames []*push.Frame) (bool, error) {
 		return true, err
 	}
 	if len(rest) > 0 {
+		t.outHead = unsentHead(w.buf, 0, len(w.buf)-len(rest))
 		t.out = append(t.out, rest...)
 		t.gwsConn.partial.Store(true)
 		return false, nil
@@ -318,6 +320,7 @@ func (t *wsTransport) Drain() error {
 	putRawWrite(w)
 	t.lag.wrote(len(t.out)-len(rest), time.Now().UnixNano())
 	if err != nil {
+		t.outHead = unsentHead(t.out, t.outHead, len(t.out)-len(rest))
 		if t.gwsConn.stop.Load() {
 			t.out = rest // closing: Close tries once more (closeStalled)
 			return err
@@ -334,7 +337,7 @@ func (t *wsTransport) Drain() error {
 	// Later writes must not wait; and a slow spell's buffer is let go,
 	// idle connections stay small.
 	_ = t.conn.SetWriteDeadline(time.Time{})
-	t.out = nil
+	t.out, t.outHead = nil, 0
 	t.gwsConn.partial.Store(false)
 	return nil
 }
@@ -459,14 +462,21 @@ func (t *wsTransport) Close(code uint16, reason string) {
 		_ = t.conn.WriteClose(code, []byte(reason))
 		return
 	}
-	// What the socket has not taken (a slow consumer's frame under way)
-	// goes first, then the close frame; a full socket waits for the
-	// client up to stalledCloseLinger, on a goroutine of its own (sndbuf.go).
-	// The deadline Interrupt set has passed: it would fail even this
-	// write, which does not wait.
+	// What the socket has not taken goes first, then the close frame; a
+	// full socket waits for the client up to stalledCloseLinger, on a
+	// goroutine of its own (sndbuf.go). For a slow consumer only the frame
+	// under way: the whole frames behind it are dropped with its queue
+	// (protocol.md, 4001), and on a slow link they were seconds of the
+	// client's bandwidth before the close (a lagging client's gathered
+	// write is up to 800 ms of its feed). The deadline Interrupt set has
+	// passed: it would fail even this write, which does not wait.
 	_ = t.conn.SetWriteDeadline(time.Time{})
+	out := t.out
+	if code == push.CloseSlowConsumer {
+		out = out[:t.outHead]
+	}
 	w := getRawWrite()
-	rest, err := w.write(t.raw, append(t.out, wsCloseFrame(code, reason)...), false)
+	rest, err := w.write(t.raw, append(out, wsCloseFrame(code, reason)...), false)
 	putRawWrite(w)
 	if err == nil && len(rest) > 0 {
 		go t.closeStalled(rest)

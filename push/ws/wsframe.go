@@ -104,6 +104,40 @@ func appendFrames(b []byte, frames []*push.Frame, batch, deflate bool) []byte {
 	return b
 }
 
+// frameEnd returns where the frame holding byte at of b ends: b holds
+// whole server frames (unmasked) from its start; at itself when a frame
+// starts there.
+func frameEnd(b []byte, at int) int {
+	pos := 0
+	for pos < at && pos+2 <= len(b) {
+		n, h := int(b[pos+1]&0x7F), 2
+		switch n {
+		case 126:
+			if pos+4 > len(b) {
+				return len(b)
+			}
+			n, h = int(binary.BigEndian.Uint16(b[pos+2:])), 4
+		case 127:
+			if pos+10 > len(b) {
+				return len(b)
+			}
+			n, h = int(min(binary.BigEndian.Uint64(b[pos+2:]), uint64(len(b)))), 10
+		}
+		pos += h + n
+	}
+	return min(max(pos, at), len(b))
+}
+
+// unsentHead is how many bytes of out, of which taken went out, belong to
+// a frame the client already has part of: out's first head bytes end one,
+// whole frames follow.
+func unsentHead(out []byte, head, taken int) int {
+	if taken < head {
+		return head - taken
+	}
+	return frameEnd(out[head:], taken-head) - (taken - head)
+}
+
 // rawWrite writes to a socket through its syscall.RawConn, which holds
 // the descriptor's write lock (gws's own writes, the close it answers a
 // client's close with, take the same lock) and keeps it from being closed

@@ -46,3 +46,36 @@ func TestAppendFrames(t *testing.T) {
 		t.Fatalf("batch: got %q, want %q", got, want)
 	}
 }
+
+// frameEnd and unsentHead find the end of the frame under way in a run of
+// server frames, for the 7-bit, 16-bit and 64-bit lengths.
+func TestFrameEnd(t *testing.T) {
+	var b []byte
+	var ends []int
+	for _, n := range []int{10, 300, 70000, 5} {
+		b = appendTextHeader(b, n)
+		b = append(b, make([]byte, n)...)
+		ends = append(ends, len(b))
+	}
+	for _, c := range []struct{ at, want int }{
+		{0, 0}, {1, ends[0]}, {ends[0], ends[0]}, {ends[0] + 1, ends[1]},
+		{ends[1] + 3, ends[2]}, {ends[2], ends[2]}, {ends[3] - 1, ends[3]},
+	} {
+		if got := frameEnd(b, c.at); got != c.want {
+			t.Errorf("frameEnd(at %d) = %d, want %d", c.at, got, c.want)
+		}
+	}
+	// 5 bytes of the first frame went out: its other 7 are the head.
+	head := unsentHead(b, 0, 5)
+	if head != ends[0]-5 {
+		t.Fatalf("head after 5 bytes: %d, want %d", head, ends[0]-5)
+	}
+	rest := b[5:]
+	// Then 3 more of the head, then 20 more: into the second frame.
+	if got := unsentHead(rest, head, 3); got != head-3 {
+		t.Errorf("head after 3 more: %d, want %d", got, head-3)
+	}
+	if got, want := unsentHead(rest, head, 20), ends[1]-(5+20); got != want {
+		t.Errorf("head after 20 more: %d, want %d", got, want)
+	}
+}

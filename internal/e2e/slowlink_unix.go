@@ -1,0 +1,10 @@
+//go:build !windows
+
+package e2e
+
+import "syscall"
+
+// setRecvBuffer sets a socket's receive buffer (SO_RCVBUF) before it connects.
+func setRecvBuffer(fd uintptr, n int) {
+	_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+}
