@@ -51,7 +51,8 @@ package push
 //     test turning the wheel by hand) over its scratch lists; held while
 //     each due channel's hubChannel.mu is taken in turn.
 //   - recovery.mu guards whether a resync runs or is wanted.
-//   - writer.mu guards a writer goroutine's run queue (push/ws/writers.go).
+//   - writer.mu guards a writer goroutine's run queues, ready and later
+//     (push/ws/writers.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
 //   - presenceBatch.mu guards the presence ops waiting for the next store
@@ -104,6 +105,9 @@ package push
 //	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
 //	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
+//	lag hold timer         wsTransport.ScheduleAfter, a     fires after the wait (100-800 ms) and
+//	(one per connection)   client that lags (lag.go)        schedules the flush on the writers; the
+//	                                                        session's writer owns the transport until then
 //	wsTransport.closeStalled wsTransport.Close, when the    the client took the close frame, or its
 //	                       socket is full (a slow consumer) linger passed (5-6 s); owns the transport
 //	/echo ReadLoop         ws.NewEchoSocket.s handler       the connection closing
