@@ -11,14 +11,11 @@ import (
 // of a goroutine per connection per message. A connection whose socket is
 // full leaves them (see tryWriter).
 type writers struct {
-	ws []writer
-	// lagged is called when a client of theirs is found lagging
-	// (lag.go): the node counts it.
-	lagged func()
-	next   atomic.Uint32
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+	ws   []writer
+	next atomic.Uint32
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
 }
 
 // writer is one goroutine's run queues: the flushes of clients that keep
@@ -31,13 +28,13 @@ type writer struct {
 	ready  []func()
 	later  []func()      // run one at a time, when ready is empty
 	next   int           // later[next:] are still to run
-	lagged func()        // writers.lagged
+	lagged func()        // called when a client is found lagging (lag.go): the node counts it
 	idle   bool          // the goroutine waits on wake
 	wake   chan struct{} // capacity 1: one wake-up per idle spell
 }
 
 func startWriters(n int, lagged func()) *writers {
-	p := &writers{ws: make([]writer, max(n, 1)), done: make(chan struct{}), lagged: lagged}
+	p := &writers{ws: make([]writer, max(n, 1)), done: make(chan struct{})}
 	for i := range p.ws {
 		w := &p.ws[i]
 		w.lagged = lagged
