@@ -44,8 +44,9 @@ const (
 	// lagYoung: the first writes of a connection are all probed, so that
 	// clients that never read are found out within a few messages.
 	lagYoung = 16
-	// lagEvery: later, one write in lagEvery is probed (a getsockopt call
-	// costs about a tenth of a write), and every write while lagging.
+	// lagEvery: later, one write in lagEvery is probed (a probe cost 3.7
+	// µs against 14.7 µs a write in a profile of the 10,000-stalled bench,
+	// fd locking included), and every write while lagging.
 	lagEvery = 8
 	// lagStrikes: probes in a row that must find the unread bytes growing.
 	lagStrikes = 2
