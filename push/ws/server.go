@@ -193,8 +193,6 @@ type wsTransport struct {
 	// (0: none), and whether this flush was scheduled behind the readers'.
 	probedAt    int64
 	queuedLater bool
-	held        *time.Timer // runs heldFlush after a lagging client's wait (ScheduleAfter)
-	heldFlush   func()
 	initial     []string    // channels from the query string, until OnOpen
 	maxRate     string      // the query's max_rate for them, until OnOpen
 	ip          string      // client address, for the per-address limit
@@ -370,29 +368,16 @@ func (t *wsTransport) Pace() (time.Duration, bool) {
 
 // ScheduleAfter runs flush on the connection's writer after d, behind
 // the readers' flushes (Pace). The session's writer calls it, and stays
-// the transport's owner until flush runs.
-//
-// The timer is the connection's own, made on its first wait and reset for
-// the next: the writers would otherwise allocate a timer and a closure per
-// held write, and under a collection the allocations of 10,000 lagging
-// clients' holds were mark assists on the writers, which held the readers'
-// deliveries up 100-250 ms at every GC cycle (issue 12 item 4).
+// the transport's owner until flush runs. The writer keeps the wait
+// (writer.scheduleAt): no timer, goroutine or closure per held write.
 func (t *wsTransport) ScheduleAfter(d time.Duration, flush func()) {
 	t.queuedLater = true
 	if d <= 0 {
 		t.writer.schedule(flush, true)
 		return
 	}
-	t.heldFlush = flush
-	if t.held == nil {
-		t.held = time.AfterFunc(d, t.runHeld)
-		return
-	}
-	t.held.Reset(d)
+	t.writer.scheduleAt(time.Now().UnixNano()+int64(d), flush)
 }
-
-// runHeld is the held write's timer: the flush goes to the writer.
-func (t *wsTransport) runHeld() { t.writer.schedule(t.heldFlush, true) }
 
 func (t *wsTransport) Interrupt() {
 	t.gwsConn.stop.Store(true)
