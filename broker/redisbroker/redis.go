@@ -263,6 +263,24 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		_ = client.Close()
 		return nil, b.fail("connect", "", err)
 	}
+	pipes := make([]scriptPipe, publishers)
+	for i := range pipes {
+		pipes[i] = clientPipe{b}
+		if b.sharded {
+			continue
+		}
+		// Dialed now, so that a node finds out at start, and its first
+		// publishes do not wait for a dial.
+		pc := newPubConn(b)
+		if err := pc.connect(); err != nil {
+			for _, p := range pipes[:i] {
+				p.(*pubConn).close()
+			}
+			_ = client.Close()
+			return nil, b.fail("connect", "", err)
+		}
+		pipes[i] = pc
+	}
 
 	b.queues = make([]chan *broker.Message, runtime.GOMAXPROCS(0))
 	for i := range b.queues {
@@ -274,8 +292,8 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 			}
 		})
 	}
-	for range publishers {
-		b.publishing.Go(b.publisher)
+	for _, pipe := range pipes {
+		b.publishing.Go(func() { b.publisher(pipe) })
 	}
 	b.shards = make([]*shard, parts)
 	for i := range b.shards {
