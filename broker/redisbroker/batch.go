@@ -195,15 +195,19 @@ func (b *Broker) publish(ctx context.Context, pubs []broker.Publication, out []b
 	}
 	j := newJob(pubs)
 	select {
-	case b.jobs <- j:
-	case <-ctx.Done():
-		j.release() // never queued
-		failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
-		return
-	case <-b.done:
-		j.release()
-		failAll(broker.ErrClosed)
-		return
+	case b.jobs <- j: // the usual case, without a select over three channels
+	default:
+		select {
+		case b.jobs <- j:
+		case <-ctx.Done():
+			j.release() // never queued
+			failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
+			return
+		case <-b.done:
+			j.release()
+			failAll(broker.ErrClosed)
+			return
+		}
 	}
 	select {
 	case <-j.done:

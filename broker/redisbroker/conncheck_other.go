@@ -2,8 +2,8 @@
 
 package redisbroker
 
-import "net"
+import "syscall"
 
 // connCheck cannot look at the socket here: a connection Redis closed is
 // found out by the pipeline written on it (ErrUncertain).
-func connCheck(net.Conn) error { return nil }
+func connCheck(syscall.RawConn) error { return nil }

@@ -5,25 +5,19 @@ package redisbroker
 import (
 	"errors"
 	"io"
-	"net"
 	"syscall"
 )
 
-// connCheck reports why nc is no longer fit to carry a pipeline: the
+// connCheck reports why the connection of raw (rawConn) is no longer fit to carry a pipeline: the
 // peer closed it (a Redis that restarted or was killed), or something
 // is waiting to be read, which Redis never sends unasked. go-redis's pool
 // checks a connection the same way before it hands it out; a publish on a
 // connection found dead here is never written, and goes out on a new
 // one. Like go-redis's, it looks at the outer connection only (a TLS
 // connection is not checked).
-func connCheck(nc net.Conn) error {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+func connCheck(raw syscall.RawConn) error {
+	if raw == nil {
 		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return err
 	}
 	var cerr error
 	if err := raw.Read(func(fd uintptr) bool {

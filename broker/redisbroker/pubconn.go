@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,9 +53,10 @@ var errNoReply = fmt.Errorf("redis: no answer within the read timeout: %w", os.E
 // pubConn is the publisher's connection. Owned by the publisher goroutine
 // that made it (batch.go): nothing else touches it, so it has no lock.
 type pubConn struct {
-	b  *Broker
-	nc net.Conn // nil until dialed, and after a failure
-	r  *bufio.Reader
+	b   *Broker
+	nc  net.Conn        // nil until dialed, and after a failure
+	raw syscall.RawConn // nc's socket for connCheck, nil if it has none
+	r   *bufio.Reader
 	// go-redis's meaning, from the client's options: > 0 a deadline per
 	// pipeline, 0 none, < 0 leave the connection's deadline alone.
 	readTimeout, writeTimeout time.Duration
@@ -76,13 +78,13 @@ func newPubConn(b *Broker) *pubConn {
 func (pc *pubConn) close() {
 	if pc.nc != nil {
 		_ = pc.nc.Close()
-		pc.nc = nil
+		pc.nc, pc.raw = nil, nil
 	}
 }
 
 // run implements scriptPipe.
 func (pc *pubConn) run(calls []*scriptCall, eval bool) {
-	if pc.nc != nil && (pc.r.Buffered() > 0 || connCheck(pc.nc) != nil) {
+	if pc.nc != nil && (pc.r.Buffered() > 0 || connCheck(pc.raw) != nil) {
 		pc.close() // Redis closed it, or it is out of step: not written on
 	}
 	if pc.nc == nil {
@@ -186,13 +188,27 @@ func (pc *pubConn) connect() error {
 		pc.lastErr, pc.redialAfter = err, time.Now().Add(redialPause)
 		return err
 	}
-	pc.lastErr, pc.nc = nil, nc
+	pc.lastErr, pc.nc, pc.raw = nil, nc, rawConn(nc)
 	if pc.r == nil {
 		pc.r = bufio.NewReaderSize(nc, 16<<10)
 	} else {
 		pc.r.Reset(nc)
 	}
 	return nil
+}
+
+// rawConn returns nc's socket, or nil: it is looked up once per
+// connection, not per pipeline (SyscallConn allocates).
+func rawConn(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }
 
 // dialPublish opens a connection through a go-redis client of one
