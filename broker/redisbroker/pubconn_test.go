@@ -7,12 +7,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/broker"
 	"github.com/heraldpush/herald/broker/brokertest"
+	"github.com/redis/go-redis/v9"
 )
 
 // scriptedConn is a connection that accepts the first accept bytes
@@ -172,4 +176,60 @@ func TestPubConnKilledWhileIdle(t *testing.T) {
 	if _, err := b.Publish(ctx, "feed", data(2), retain); err != nil {
 		t.Fatalf("Publish after the connection was killed: %v, want success on a new connection", err)
 	}
+}
+
+// startSentinel starts a Sentinel watching master (named "m") and
+// returns its address; it stops when the test ends.
+func startSentinel(t *testing.T, master string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	host, port, _ := net.SplitHostPort(master)
+	_, sport, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf") // Sentinel needs a file it may rewrite
+	text := "port " + sport + "\nbind 127.0.0.1\ndir " + dir + "\nsentinel monitor m " + host + " " + port + " 1\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no Sentinel: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c := admin(t, addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := c.Do(context.Background(), "SENTINEL", "get-master-addr-by-name", "m").StringSlice()
+		if err == nil && len(got) == 2 && net.JoinHostPort(got[0], got[1]) == master {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Sentinel on %s does not know the master: %v %v", addr, got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Through Sentinel the publish connection is dialed by go-redis's
+// Sentinel dialer (the master it names): publishes reach subscribers,
+// also after Redis closed that connection.
+func TestPubConnThroughSentinel(t *testing.T) {
+	srv := brokertest.StartRedis(t)
+	sentinel := startSentinel(t, srv.Addr())
+	rec := brokertest.NewRecorder()
+	b := newTestBroker(t, "redis+sentinel://"+sentinel+"/m", rec)
+	if _, ok := b.client.(*redis.Client); !ok || b.sharded {
+		t.Fatalf("a Sentinel engine has a %T client", b.client)
+	}
+	mustSubscribe(t, b, "feed")
+	rec.WaitPosition(t, "feed", mustPublish(t, b, "feed", 1))
+	if err := admin(t, srv.Addr()).Do(context.Background(), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitPosition(t, "feed", mustPublish(t, b, "feed", 2))
 }
