@@ -3,18 +3,13 @@ package redisbroker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/heraldpush/herald/broker"
-	"github.com/redis/go-redis/v9"
 )
 
 // Publishes are coalesced: every Publish and PublishBatch call becomes a
@@ -200,15 +195,19 @@ func (b *Broker) publish(ctx context.Context, pubs []broker.Publication, out []b
 	}
 	j := newJob(pubs)
 	select {
-	case b.jobs <- j:
-	case <-ctx.Done():
-		j.release() // never queued
-		failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
-		return
-	case <-b.done:
-		j.release()
-		failAll(broker.ErrClosed)
-		return
+	case b.jobs <- j: // the usual case, without a select over three channels
+	default:
+		select {
+		case b.jobs <- j:
+		case <-ctx.Done():
+			j.release() // never queued
+			failAll(fmt.Errorf("%w: %w", broker.ErrUnavailable, ctx.Err()))
+			return
+		case <-b.done:
+			j.release()
+			failAll(broker.ErrClosed)
+			return
+		}
 	}
 	select {
 	case <-j.done:
@@ -248,8 +247,12 @@ func (j *pubJob) release() {
 
 // publisher is one of the engine's publisher goroutines (owned by the
 // engine: started by New, stopped by Close through b.done). It gathers
-// the jobs waiting and publishes them in one pipeline.
-func (b *Broker) publisher() {
+// the jobs waiting and publishes them in one pipeline through pipe, which
+// is its own (a pubConn, closed when it stops) or go-redis's.
+func (b *Broker) publisher(pipe scriptPipe) {
+	if pc, ok := pipe.(*pubConn); ok {
+		defer pc.close()
+	}
 	var (
 		jobs  []*pubJob
 		items []*pubItem
@@ -294,7 +297,7 @@ func (b *Broker) publisher() {
 		}
 		together = len(jobs) > 1
 		if len(items) > 0 {
-			b.send(items)
+			b.send(pipe, items)
 		}
 		for _, j := range jobs {
 			j.done <- struct{}{} // its caller may reuse j from here on
@@ -302,269 +305,5 @@ func (b *Broker) publisher() {
 		clear(jobs)
 		clear(items)
 		jobs, items = jobs[:0], items[:0]
-	}
-}
-
-// perCall caps the messages of one script call: a script blocks Redis
-// while it runs, and 64 messages keep that well under a millisecond.
-const perCall = 64
-
-// scriptCall is one call of publishScript and the messages it carries.
-type scriptCall struct {
-	items []*pubItem
-	ends  []int // the end in items of each channel group, as sent
-	cmd   *redis.Cmd
-}
-
-// sent reports whether any message of the call reached a connection.
-func (c *scriptCall) sent() bool {
-	for _, it := range c.items {
-		if it.sent.Load() {
-			return true
-		}
-	}
-	return false
-}
-
-// send publishes items in one pipeline and records each one's outcome.
-// Items are grouped into script calls: on one server in their order; with
-// Cluster per partition (a call's keys must share a slot), keeping their
-// order within a partition, which holds every channel's order.
-func (b *Broker) send(items []*pubItem) {
-	var calls []*scriptCall
-	if !b.sharded {
-		for len(items) > 0 {
-			n := min(len(items), perCall)
-			calls = append(calls, &scriptCall{items: items[:n:n]})
-			items = items[n:]
-		}
-	} else {
-		open := make(map[int]*scriptCall)
-		for _, it := range items {
-			p := b.partition(it.channel)
-			c := open[p]
-			if c == nil || len(c.items) == perCall {
-				c = &scriptCall{}
-				open[p] = c
-				calls = append(calls, c)
-			}
-			c.items = append(c.items, it)
-		}
-	}
-	// The context has no deadline: the connection's read and write
-	// timeouts bound the round trip, and callers stop waiting when their
-	// own context ends.
-	ctx := context.Background()
-	b.pipeline(ctx, calls, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
-		return p.EvalSha(ctx, publishScript.Hash(), keys, args...)
-	})
-	// NOSCRIPT means Redis lost its script cache (SCRIPT FLUSH; a
-	// restart reloads it on connect): nothing of that call ran. Send
-	// those again with the script's source, unless a later call with a
-	// message of the same channel may have run, which would reorder the
-	// channel.
-	var again []*scriptCall
-	ran := make(map[string]bool)
-	for i := len(calls) - 1; i >= 0; i-- {
-		c := calls[i]
-		if err := c.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && !c.touches(ran) {
-			for _, it := range c.items {
-				it.sent.Store(false)
-			}
-			again = append(again, c)
-			continue
-		}
-		for _, it := range c.items {
-			ran[it.channel] = true
-		}
-		b.settle(c)
-	}
-	if len(again) == 0 {
-		return
-	}
-	slices.Reverse(again)
-	b.pipeline(ctx, again, func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd {
-		return p.Eval(ctx, publishSource, keys, args...)
-	})
-	for _, c := range again {
-		b.settle(c)
-	}
-}
-
-// touches reports whether a message of c is on a channel of set.
-func (c *scriptCall) touches(set map[string]bool) bool {
-	for _, it := range c.items {
-		if set[it.channel] {
-			return true
-		}
-	}
-	return false
-}
-
-// pipeline queues each call with queue and executes them all in one
-// round trip (with Cluster, one per node, in parallel). It first orders
-// each call's messages by channel (keeping each channel's order), the
-// groups publishScript takes.
-func (b *Broker) pipeline(ctx context.Context, calls []*scriptCall, queue func(p redis.Pipeliner, keys []string, args []any) *redis.Cmd) {
-	now := time.Now().UnixMilli()
-	// One fresh id serves every channel of the pipeline that starts an
-	// epoch: epochs need to differ between a channel's lives, not between
-	// channels.
-	fresh := broker.NewEpoch()
-	cmd := "PUBLISH"
-	if b.sharded {
-		cmd = "SPUBLISH"
-	}
-	pipe := b.client.Pipeline()
-	for _, c := range calls {
-		c.groupByChannel()
-		c.ends = c.ends[:0]
-		keys := make([]string, 1, 1+3*len(c.items))
-		args := make([]any, 3, 3+6*len(c.items))
-		args[0], args[1], args[2] = fresh, now, cmd
-		for g := 0; g < len(c.items); {
-			first := c.items[g]
-			end, keyed := g, 0
-			for end < len(c.items) && c.items[end].channel == first.channel {
-				if c.items[end].key != "" {
-					keyed++
-				}
-				end++
-			}
-			n := b.names(first.channel)
-			keys[0] = n.gen // the same for every message of a call
-			keys = append(keys, n.pos, n.stream, n.log)
-			last := c.items[end-1] // a reload may change retention midway: the newest wins
-			args = append(args, end-g, keyed, ttlMillis(last.r.TTL), max(last.r.Size, 0), n.pubsub)
-			if keyed == 0 {
-				// The hot case: one argument for the group.
-				if end-g == 1 {
-					args = append(args, first)
-				} else {
-					args = append(args, &groupData{items: c.items[g:end]})
-				}
-			} else {
-				for _, it := range c.items[g:end] {
-					if it.key != "" {
-						keys = append(keys, n.idem(it.key))
-						args = append(args, it.window)
-					} else {
-						args = append(args, 0)
-					}
-					args = append(args, it)
-				}
-			}
-			c.ends = append(c.ends, end)
-			g = end
-		}
-		c.cmd = queue(pipe, keys, args)
-	}
-	// Exec's error is the first command's; each command has its own.
-	_, _ = pipe.Exec(ctx)
-}
-
-// groupByChannel orders c's messages by channel, each channel's in their
-// order, the channels in the order of their first message. Calls are
-// small (perCall), so a stable sort on first appearance is cheap, and
-// nothing is moved when the call has one channel, the usual hot case.
-func (c *scriptCall) groupByChannel() {
-	if len(c.items) < 2 {
-		return
-	}
-	var rank map[string]int
-	for _, it := range c.items[1:] {
-		if it.channel != c.items[0].channel {
-			rank = make(map[string]int)
-			break
-		}
-	}
-	if rank == nil {
-		return
-	}
-	for _, it := range c.items {
-		if _, ok := rank[it.channel]; !ok {
-			rank[it.channel] = len(rank)
-		}
-	}
-	slices.SortStableFunc(c.items, func(x, y *pubItem) int { return rank[x.channel] - rank[y.channel] })
-}
-
-// settle records the outcome of every message of c from its command.
-func (b *Broker) settle(c *scriptCall) {
-	res, err := c.cmd.StringSlice()
-	if err != nil {
-		sent := c.sent()
-		for _, it := range c.items {
-			it.err = b.publishError(it.channel, err, sent)
-		}
-		return
-	}
-	if len(res) != 3*len(c.ends) {
-		// The script ran: published, but we cannot say where.
-		for _, it := range c.items {
-			it.err = fmt.Errorf("redisbroker: publish %q: %w: script returned %d values for %d channels", it.channel, broker.ErrUncertain, len(res), len(c.ends))
-		}
-		return
-	}
-	g := 0
-	for i, end := range c.ends {
-		if err := settleGroup(c.items[g:end], res[3*i], res[3*i+1], res[3*i+2]); err != nil {
-			for _, it := range c.items[g:end] {
-				it.err = fmt.Errorf("redisbroker: publish %q: %w: %w", it.channel, broker.ErrUncertain, err)
-			}
-		}
-		g = end
-	}
-}
-
-// settleGroup records the positions of one channel group from the
-// script's answer for it: its epoch, the first new offset and the
-// repeats ("<i> <epoch> <offset>,...", i from 1). The group's other
-// messages have consecutive offsets from the first, in order.
-func settleGroup(items []*pubItem, epoch, first, repeats string) error {
-	next, err := strconv.ParseUint(first, 10, 64)
-	if err != nil {
-		return fmt.Errorf("bad offset %q", first)
-	}
-	for rep := range strings.SplitSeq(repeats, ",") {
-		if rep == "" {
-			continue
-		}
-		f := strings.Fields(rep)
-		if len(f) != 3 {
-			return fmt.Errorf("bad repeat %q", rep)
-		}
-		i, err1 := strconv.Atoi(f[0])
-		off, err2 := strconv.ParseUint(f[2], 10, 64)
-		if err1 != nil || err2 != nil || i < 1 || i > len(items) {
-			return fmt.Errorf("bad repeat %q", rep)
-		}
-		items[i-1].dup, items[i-1].pos = true, broker.Position{Epoch: f[1], Offset: off}
-	}
-	for _, it := range items {
-		if !it.dup {
-			it.pos = broker.Position{Epoch: epoch, Offset: next}
-			next++
-		}
-	}
-	return nil
-}
-
-// publishError classifies a failed publish: Redis's own answer says what
-// happened; without one, sent tells whether the command may have reached
-// Redis.
-func (b *Broker) publishError(channel string, err error, sent bool) error {
-	var rerr redis.Error
-	switch {
-	case errors.As(err, &rerr):
-		// Redis answered: it refused the script unexecuted (LOADING,
-		// READONLY, ...: unavailable), or the script failed.
-		return b.fail("publish", channel, err)
-	case sent:
-		return fmt.Errorf("redisbroker: publish %q: %w: %w", channel, broker.ErrUncertain, err)
-	case b.closed.Load():
-		return fmt.Errorf("redisbroker: publish %q: %w", channel, broker.ErrClosed)
-	default:
-		return fmt.Errorf("redisbroker: publish %q: %w: %w", channel, broker.ErrUnavailable, err)
 	}
 }

@@ -92,6 +92,11 @@ func (b *Broker) onConnect(ctx context.Context, cn *redis.Conn) error {
 		p.ScriptLoad(ctx, historySource)
 		return nil
 	})
+	if server.Err() == nil && infoField(server.Val(), "redis_mode") == "sentinel" {
+		// go-redis runs OnConnect on its connections to the sentinels
+		// too: they hold no data and run none of the engine's commands.
+		return nil
+	}
 	proc, err := inspect(server, repl, aof, fsync)
 	if err != nil {
 		return fmt.Errorf("redisbroker: checking the Redis process: %w", err)

@@ -51,7 +51,9 @@
 // publishes and batches are coalesced (batch.go): one pipelined round trip
 // carries them all, one script call up to 64 messages of a partition,
 // grouped by channel so that the position work is done once per channel
-// and one PUBLISH carries the group.
+// and one PUBLISH carries the group. On one server and with Sentinel the
+// publisher writes those pipelines itself on a connection of its own
+// (pubconn.go); with Cluster they go through go-redis.
 // A publish fails with broker.ErrUnavailable only when it was never
 // written to a connection; written and unanswered is broker.ErrUncertain.
 //
@@ -82,7 +84,8 @@
 //
 // Owned by the Broker, started by New, ended by Close: the delivery
 // goroutines (one per queue; they end when Close closes the queues), the
-// publishers (batch.go), and the pub/sub readers: one per shard without
+// publishers (batch.go; each owns its publish connection, pubconn.go, and
+// closes it when it stops), and the pub/sub readers: one per shard without
 // Cluster (shard.read), one per master connection with Cluster
 // (nodeConn.run, started when a partition is first homed on that master,
 // ended by Close or when its last partition moves away). Lock order:
@@ -263,6 +266,24 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 		_ = client.Close()
 		return nil, b.fail("connect", "", err)
 	}
+	pipes := make([]scriptPipe, publishers)
+	for i := range pipes {
+		pipes[i] = clientPipe{b}
+		if b.sharded {
+			continue
+		}
+		// Dialed now, so that a node finds out at start, and its first
+		// publishes do not wait for a dial.
+		pc := newPubConn(b)
+		if err := pc.connect(); err != nil {
+			for _, p := range pipes[:i] {
+				p.(*pubConn).close()
+			}
+			_ = client.Close()
+			return nil, b.fail("connect", "", err)
+		}
+		pipes[i] = pc
+	}
 
 	b.queues = make([]chan *broker.Message, runtime.GOMAXPROCS(0))
 	for i := range b.queues {
@@ -274,8 +295,8 @@ func New(ctx context.Context, opts Options, h broker.Handler) (*Broker, error) {
 			}
 		})
 	}
-	for range publishers {
-		b.publishing.Go(b.publisher)
+	for _, pipe := range pipes {
+		b.publishing.Go(func() { b.publisher(pipe) })
 	}
 	b.shards = make([]*shard, parts)
 	for i := range b.shards {

@@ -22,6 +22,11 @@ type respError string
 
 func (e respError) Error() string { return string(e) }
 
+// RedisError makes a respError a redis.Error, as go-redis's own error
+// replies are: the engine classifies both alike (unavailable,
+// publishError, redis.HasErrorPrefix).
+func (e respError) RedisError() {}
+
 // Bounds on what a reply may claim, so that a corrupt stream fails the
 // connection instead of allocating without limit. Redis's own bulk limit
 // is 512 MB.
@@ -33,16 +38,40 @@ const (
 
 // writeCommand appends one command to w.
 func writeCommand(w *bufio.Writer, args ...string) {
-	w.WriteByte('*')
-	w.WriteString(strconv.Itoa(len(args)))
-	w.WriteString("\r\n")
+	_, _ = w.Write(appendCommand(w.AvailableBuffer(), args...))
+}
+
+// appendCommand appends one command to buf.
+func appendCommand(buf []byte, args ...string) []byte {
+	buf = appendLen(buf, '*', len(args))
 	for _, a := range args {
-		w.WriteByte('$')
-		w.WriteString(strconv.Itoa(len(a)))
-		w.WriteString("\r\n")
-		w.WriteString(a)
-		w.WriteString("\r\n")
+		buf = appendBulk(buf, a)
 	}
+	return buf
+}
+
+// appendLen appends a RESP length line: "<kind><n>\r\n".
+func appendLen(buf []byte, kind byte, n int) []byte {
+	buf = append(buf, kind)
+	buf = strconv.AppendInt(buf, int64(n), 10)
+	return append(buf, '\r', '\n')
+}
+
+// appendBulk appends s as a bulk string.
+func appendBulk(buf []byte, s string) []byte {
+	buf = appendLen(buf, '$', len(s))
+	buf = append(buf, s...)
+	return append(buf, '\r', '\n')
+}
+
+// appendBulkInt appends n in decimal as a bulk string, as go-redis sends
+// a number.
+func appendBulkInt(buf []byte, n int64) []byte {
+	var d [20]byte
+	num := strconv.AppendInt(d[:0], n, 10)
+	buf = appendLen(buf, '$', len(num))
+	buf = append(buf, num...)
+	return append(buf, '\r', '\n')
 }
 
 // readReply reads one reply: a string, an int64, a respError, nil or a
@@ -149,4 +178,49 @@ func readBulk(r *bufio.Reader, n int) (string, error) {
 		_, _ = r.Discard(n + 2)
 	}
 	return s, nil
+}
+
+// respArgs is a callWriter (calls.go) that encodes a script call's keys
+// and arguments as RESP, into buffers it reuses: pubConn's pipelines.
+type respArgs struct {
+	keys, args []byte
+	nk, na     int
+}
+
+func (a *respArgs) reset() { a.keys, a.args, a.nk, a.na = a.keys[:0], a.args[:0], 0, 0 }
+
+func (a *respArgs) key(k string) { a.keys = appendBulk(a.keys, k); a.nk++ }
+func (a *respArgs) str(s string) { a.args = appendBulk(a.args, s); a.na++ }
+func (a *respArgs) num(n int64)  { a.args = appendBulkInt(a.args, n); a.na++ }
+
+// frames writes no sent mark: pubConn marks what its write passed.
+func (a *respArgs) frames(items []*pubItem) {
+	n := 0
+	for _, it := range items {
+		n += len(it.wire)
+	}
+	a.args = appendLen(a.args, '$', n)
+	for _, it := range items {
+		a.args = append(a.args, it.wire...)
+	}
+	a.args = append(a.args, '\r', '\n')
+	a.na++
+}
+
+// appendTo appends the call to out as one command: name (EVALSHA or
+// EVAL), script (its hash or source), the key count, keys, arguments.
+func (a *respArgs) appendTo(out []byte, name, script string) []byte {
+	out = appendLen(out, '*', 3+a.nk+a.na)
+	out = appendBulk(out, name)
+	out = appendBulk(out, script)
+	out = appendBulkInt(out, int64(a.nk))
+	out = append(out, a.keys...)
+	return append(out, a.args...)
+}
+
+// trim lets go of buffers one large call grew.
+func (a *respArgs) trim() {
+	if cap(a.keys)+cap(a.args) > maxKeptBuffer {
+		a.keys, a.args = nil, nil
+	}
 }
