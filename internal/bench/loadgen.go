@@ -186,6 +186,17 @@ func (h *histogram) record(d time.Duration) {
 	}
 }
 
+// reset empties h. Adds racing with it may land on either side: fine for
+// the per-second figures it serves.
+func (h *histogram) reset() {
+	for i := range h.counts {
+		if h.counts[i].Load() != 0 {
+			h.counts[i].Store(0)
+		}
+	}
+	h.max.Store(0)
+}
+
 // quantiles returns the durations at qs (ascending, 0-1) in ms.
 func (h *histogram) quantiles(qs ...float64) []float64 {
 	var total uint64
@@ -220,6 +231,7 @@ type loadRun struct {
 	dups      atomic.Uint64
 	closed    atomic.Int64
 	latency   histogram
+	second    histogram // the latencies since the last progress line
 	// secondMax is the slowest delivery since the last progress line, in
 	// ns: a stall shows up in its second instead of fading into the
 	// run's quantiles.
@@ -229,6 +241,7 @@ type loadRun struct {
 // record notes one delivery's latency.
 func (run *loadRun) record(d time.Duration) {
 	run.latency.record(d)
+	run.second.record(d)
 	for {
 		m := run.secondMax.Load()
 		if int64(d) <= m || run.secondMax.CompareAndSwap(m, int64(d)) {
@@ -649,8 +662,10 @@ func publish(ctx context.Context, cfg Config, base string, chans []string, run *
 			return
 		}
 		q := run.latency.quantiles(0.99)
-		fmt.Fprintf(cfg.Progress, "%3.0fs  published %7.0f/s  delivered %9.0f/s  max %7.2fms  p99 so far %7.2fms  lost %d  errors %d\n",
-			now.Sub(start).Seconds(), float64(p-lastPub)/secs, float64(d-lastDel)/secs, worst, q[0], run.lost.Load(), errs.Load())
+		sq := run.second.quantiles(0.99)
+		run.second.reset()
+		fmt.Fprintf(cfg.Progress, "%3.0fs  published %7.0f/s  delivered %9.0f/s  max %7.2fms  p99 %7.2fms  p99 so far %7.2fms  lost %d  errors %d\n",
+			now.Sub(start).Seconds(), float64(p-lastPub)/secs, float64(d-lastDel)/secs, worst, sq[0], q[0], run.lost.Load(), errs.Load())
 		lastPub, lastDel = p, d
 	}
 loop:
