@@ -53,11 +53,12 @@ type writer struct {
 // reading together kept both of the machine's Ps so, and the publish
 // requests and fan-outs behind them (the network is polled when a P looks
 // for work) waited that long. A rest hands the P back; the lagging
-// clients' writes, held back anyway, get about half a CPU a writer while
-// they come in bursts.
+// clients' writes, held back anyway, get at most a quarter of a CPU a
+// writer while they come in bursts (a rest of 1 ms, half a CPU, measured
+// the same in the 10,000-stalled bench; docs/performance.md).
 const (
 	laterSlice = time.Millisecond
-	laterRest  = time.Millisecond
+	laterRest  = 3 * time.Millisecond
 )
 
 func startWriters(n int, lagged func()) *writers {
