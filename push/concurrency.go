@@ -51,8 +51,9 @@ package push
 //     test turning the wheel by hand) over its scratch lists; held while
 //     each due channel's hubChannel.mu is taken in turn.
 //   - recovery.mu guards whether a resync runs or is wanted.
-//   - writer.mu guards a writer goroutine's run queues, ready and later
-//     (push/ws/writers.go).
+//   - writer.mu guards a writer goroutine's run queues, ready and later,
+//     its heap of held flushes, and the Reset and Stop of its one timer
+//     (push/ws/writers.go, held.go).
 //   - ipLimiter.mu guards the per-address connection counts (admission.go).
 //   - nodeReports.mu guards the other nodes' latest reports (system.go).
 //   - presenceBatch.mu guards the presence ops waiting for the next store
@@ -90,7 +91,11 @@ package push
 //	                       time (requests coalesce)         a retry wait; waited by Node.wg
 //	recovery.fill          a gap or a resync finding the    the channel is live again; Close cuts
 //	                       broker ahead, one per channel    its reads and waits; waited by Node.wg
-//	writer.run (x CPUs)    ws.NewServer (startWriters)      writers.stop, last in Node.Close (AfterClose)
+//	writer.run (x CPUs)    ws.NewServer (startWriters)      writers.stop, last in Node.Close (AfterClose);
+//	                                                        it also runs lagging clients' held flushes
+//	                                                        when due (heap and one timer: scheduleAt),
+//	                                                        the session's writer owning the transport
+//	                                                        until then
 //	Node.presenceLoop      Node.Start, when a namespace     Node.Close (done), waited by Node.wg
 //	                       keeps presence or a webhook
 //	                       wants events
@@ -105,9 +110,6 @@ package push
 //	gws ReadLoop           ws.Server.ServeHTTP, per conn.   the connection closing (OnClose ->
 //	                                                        Session.Release)
 //	close linger timer     wsTransport.Close                fires after closeLinger, closes the socket
-//	lag hold timer         wsTransport.ScheduleAfter, a     fires after the wait (100-800 ms) and
-//	(one per connection)   client that lags (lag.go)        schedules the flush on the writers; the
-//	                                                        session's writer owns the transport until then
 //	wsTransport.closeStalled wsTransport.Close, when the    the client took the close frame, or its
 //	                       socket is full (a slow consumer) linger passed (5-6 s); owns the transport
 //	/echo ReadLoop         ws.NewEchoSocket.s handler       the connection closing
