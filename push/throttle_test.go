@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/broker"
+	"github.com/heraldpush/herald/internal/pushtest"
 )
 
 // publishN publishes n messages {"i": k} on channel through the node, as
@@ -25,40 +26,6 @@ func publishN(t testing.TB, h *Node, channel string, n int) broker.Position {
 		pos = p.Position
 	}
 	return pos
-}
-
-// message is a "message" frame as a client reads it.
-type message struct {
-	Type     string          `json:"type"`
-	Channel  string          `json:"channel"`
-	Offset   uint64          `json:"offset"`
-	Epoch    string          `json:"epoch"`
-	Skipped  uint64          `json:"skipped"`
-	Snapshot bool            `json:"snapshot"`
-	Data     json.RawMessage `json:"data"`
-	raw      string
-}
-
-func lastIs(offset uint64) func([]message) bool {
-	return func(ms []message) bool { return len(ms) > 0 && ms[len(ms)-1].Offset >= offset }
-}
-
-// checkSkips checks that ms, the messages after offset from, never go
-// back and that each one's skipped is the gap its offset jumped.
-func checkSkips(t testing.TB, ms []message, from uint64) (skipped uint64) {
-	t.Helper()
-	prev := from
-	for _, m := range ms {
-		if m.Offset <= prev {
-			t.Fatalf("offset %d after %d: an old message after a newer one", m.Offset, prev)
-		}
-		if m.Skipped != m.Offset-prev-1 {
-			t.Fatalf("offset %d after %d says skipped %d, want %d (%s)", m.Offset, prev, m.Skipped, m.Offset-prev-1, m.raw)
-		}
-		skipped += m.Skipped
-		prev = m.Offset
-	}
-	return skipped
 }
 
 // captureTransport keeps every frame written, for tests that look at the
@@ -126,14 +93,14 @@ func TestMaxRateSharesOneEncoding(t *testing.T) {
 	var first []byte
 	for i, ct := range ts {
 		frames := ct.messages()
-		ms := make([]message, len(frames))
+		ms := make([]pushtest.Message, len(frames))
 		for k, f := range frames {
 			if err := json.Unmarshal(f, &ms[k]); err != nil {
 				t.Fatal(err)
 			}
-			ms[k].raw = string(f)
+			ms[k].Raw = string(f)
 		}
-		if skipped := checkSkips(t, ms, 0); skipped == 0 {
+		if skipped := pushtest.CheckSkips(t, ms, 0); skipped == 0 {
 			t.Fatalf("subscriber %d skipped nothing of a burst at max_rate 4: %d messages", i, len(ms))
 		}
 		tick := frames[len(frames)-1]

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/pushtest"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -33,18 +34,18 @@ func TestConflateKeepsASlowReaderWithTheLatest(t *testing.T) {
 		t.Fatalf("%d slow-consumer closes in a conflating namespace", got)
 	}
 	last := uint64(published) // the channel's offsets start at 1
-	got := c.readMessages(t, "stocks:AAPL", 20*time.Second, lastIs(last))
-	skipped := checkSkips(t, got, 0)
+	got := c.readMessages(t, "stocks:AAPL", 20*time.Second, pushtest.LastIs(last))
+	skipped := pushtest.CheckSkips(t, got, 0)
 	if skipped == 0 || skipped+uint64(len(got)) != last {
 		t.Fatalf("%d delivered, %d skipped, of %d published: want some skipped, none lost", len(got), skipped, last)
 	}
 	if m := got[len(got)-1]; m.Skipped == 0 {
-		t.Errorf("the latest came without its count: %s", m.raw)
+		t.Errorf("the latest came without its count: %s", m.Raw)
 	}
 	// Drained: it is a plain subscriber again, every message at once.
 	pos := publishN(t, n.hub, "stocks:AAPL", 3)
-	again := c.readMessages(t, "stocks:AAPL", 10*time.Second, lastIs(pos.Offset))
-	if checkSkips(t, again, last) != 0 || len(again) != 3 {
+	again := c.readMessages(t, "stocks:AAPL", 10*time.Second, pushtest.LastIs(pos.Offset))
+	if pushtest.CheckSkips(t, again, last) != 0 || len(again) != 3 {
 		t.Fatalf("after draining: %d messages, want the 3 published", len(again))
 	}
 	t.Logf("%d published, %d delivered, %d skipped", pos.Offset, len(got)+len(again), skipped)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/broker"
+	"github.com/heraldpush/herald/internal/pushtest"
 	"github.com/heraldpush/herald/push"
 )
 
@@ -28,24 +29,12 @@ func publishN(t testing.TB, h *push.Node, channel string, n int) broker.Position
 	return pos
 }
 
-// message is a "message" frame as a client reads it.
-type message struct {
-	Type     string          `json:"type"`
-	Channel  string          `json:"channel"`
-	Offset   uint64          `json:"offset"`
-	Epoch    string          `json:"epoch"`
-	Skipped  uint64          `json:"skipped"`
-	Snapshot bool            `json:"snapshot"`
-	Data     json.RawMessage `json:"data"`
-	raw      string
-}
-
 // readMessages reads frames until done says so, keeping the messages of
 // channel; every other frame must not be an error or a close.
-func (c *rawWS) readMessages(t testing.TB, channel string, deadline time.Duration, done func([]message) bool) []message {
+func (c *rawWS) readMessages(t testing.TB, channel string, deadline time.Duration, done func([]pushtest.Message) bool) []pushtest.Message {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(deadline))
-	var got []message
+	var got []pushtest.Message
 	for !done(got) {
 		op, p, err := c.readFrame()
 		if err != nil {
@@ -58,7 +47,7 @@ func (c *rawWS) readMessages(t testing.TB, channel string, deadline time.Duratio
 			continue
 		}
 		for _, line := range strings.Split(string(p), "\n") {
-			var m message
+			var m pushtest.Message
 			if err := json.Unmarshal([]byte(line), &m); err != nil {
 				t.Fatalf("frame %q: %v", line, err)
 			}
@@ -66,34 +55,12 @@ func (c *rawWS) readMessages(t testing.TB, channel string, deadline time.Duratio
 				t.Fatalf("error frame: %s", line)
 			}
 			if m.Type == "message" && m.Channel == channel {
-				m.raw = line
+				m.Raw = line
 				got = append(got, m)
 			}
 		}
 	}
 	return got
-}
-
-func lastIs(offset uint64) func([]message) bool {
-	return func(ms []message) bool { return len(ms) > 0 && ms[len(ms)-1].Offset >= offset }
-}
-
-// checkSkips checks that ms, the messages after offset from, never go
-// back and that each one's skipped is the gap its offset jumped.
-func checkSkips(t testing.TB, ms []message, from uint64) (skipped uint64) {
-	t.Helper()
-	prev := from
-	for _, m := range ms {
-		if m.Offset <= prev {
-			t.Fatalf("offset %d after %d: an old message after a newer one", m.Offset, prev)
-		}
-		if m.Skipped != m.Offset-prev-1 {
-			t.Fatalf("offset %d after %d says skipped %d, want %d (%s)", m.Offset, prev, m.Skipped, m.Offset-prev-1, m.raw)
-		}
-		skipped += m.Skipped
-		prev = m.Offset
-	}
-	return skipped
 }
 
 // A burst to a max_rate subscriber: the first message at once, then the
@@ -118,9 +85,9 @@ func TestMaxRateNewestWinsWithSkipped(t *testing.T) {
 	start := time.Now()
 	last := publishN(t, n.hub, "ticks", 300)
 
-	got := rated.readMessages(t, "ticks", 10*time.Second, lastIs(last.Offset))
+	got := rated.readMessages(t, "ticks", 10*time.Second, pushtest.LastIs(last.Offset))
 	elapsed := time.Since(start)
-	if skipped := checkSkips(t, got, 0); skipped+uint64(len(got)) != last.Offset {
+	if skipped := pushtest.CheckSkips(t, got, 0); skipped+uint64(len(got)) != last.Offset {
 		t.Fatalf("%d delivered + %d skipped != %d published", len(got), skipped, last.Offset)
 	}
 	// 2/s: one at once, then one per 500 ms slot.
@@ -128,10 +95,10 @@ func TestMaxRateNewestWinsWithSkipped(t *testing.T) {
 		t.Fatalf("%d messages in %v at max_rate 2 (at most %d)", len(got), elapsed, limit)
 	}
 	if got[0].Offset != 1 || got[0].Skipped != 0 {
-		t.Errorf("first message %s: want offset 1 at once", got[0].raw)
+		t.Errorf("first message %s: want offset 1 at once", got[0].Raw)
 	}
-	all := plain.readMessages(t, "ticks", 10*time.Second, lastIs(last.Offset))
-	if len(all) != int(last.Offset) || checkSkips(t, all, 0) != 0 {
+	all := plain.readMessages(t, "ticks", 10*time.Second, pushtest.LastIs(last.Offset))
+	if len(all) != int(last.Offset) || pushtest.CheckSkips(t, all, 0) != 0 {
 		t.Fatalf("plain subscriber got %d of %d", len(all), last.Offset)
 	}
 }
@@ -153,9 +120,9 @@ func TestMaxRateCapsASteadyStream(t *testing.T) {
 		<-tk.C
 	}
 	tk.Stop()
-	got := c.readMessages(t, "ticks", 10*time.Second, lastIs(last.Offset))
+	got := c.readMessages(t, "ticks", 10*time.Second, pushtest.LastIs(last.Offset))
 	elapsed := time.Since(start)
-	skipped := checkSkips(t, got, 0)
+	skipped := pushtest.CheckSkips(t, got, 0)
 	if skipped+uint64(len(got)) != last.Offset {
 		t.Fatalf("%d delivered + %d skipped != %d published", len(got), skipped, last.Offset)
 	}
@@ -181,13 +148,13 @@ func TestMaxRateSinceRecoversEverything(t *testing.T) {
 	if m := c.command(t, sub); m["type"] != "subscribed" || m["recovered"] != true {
 		t.Fatalf("subscribe: %v", m)
 	}
-	got := c.readMessages(t, "ticks", 10*time.Second, lastIs(before.Offset))
-	if len(got) != 40 || checkSkips(t, got, 10) != 0 {
+	got := c.readMessages(t, "ticks", 10*time.Second, pushtest.LastIs(before.Offset))
+	if len(got) != 40 || pushtest.CheckSkips(t, got, 10) != 0 {
 		t.Fatalf("recovered %d messages after offset 10 of %d, want all 40", len(got), before.Offset)
 	}
 	after := publishN(t, n.hub, "ticks", 50)
-	live := c.readMessages(t, "ticks", 10*time.Second, lastIs(after.Offset))
-	if skipped := checkSkips(t, live, before.Offset); skipped == 0 || len(live) > 3 {
+	live := c.readMessages(t, "ticks", 10*time.Second, pushtest.LastIs(after.Offset))
+	if skipped := pushtest.CheckSkips(t, live, before.Offset); skipped == 0 || len(live) > 3 {
 		t.Fatalf("live at max_rate 1: %d messages, %d skipped, want the burst capped", len(live), skipped)
 	}
 }
