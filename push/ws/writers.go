@@ -42,7 +42,7 @@ type writer struct {
 	idle    bool          // the goroutine waits on wake or timer
 	resting bool          // idle, and later flushes do not wake it (laterSlice)
 	armed   int64         // while idle: when timer fires (UnixNano), 0 if stopped
-	wake    chan struct{} // capacity 1: one wake-up per idle spell
+	wake    chan struct{} // capacity 1: a wake-up waiting is enough
 	timer   *time.Timer   // ends an idle spell for held[0] or a rest; Reset and Stop under mu
 }
 
@@ -104,7 +104,13 @@ func (w *writer) schedule(f func(), later bool) {
 	}
 	w.mu.Unlock()
 	if wake {
-		w.wake <- struct{}{}
+		// A token may be left from a wait the timer ended: it wakes
+		// the writer as well, and a blocking send here could wait on a
+		// writer that has stopped.
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
